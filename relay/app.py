@@ -1,0 +1,129 @@
+"""`create_app(relay)`: the ASGI app Hypercorn serves.
+
+POST /v1/* goes straight to the raw-ASGI proxy (the hot path, see
+`relay.http_api`); everything else — models, health, the worker socket and,
+later, admin and the dashboard — is a Quart-Trio app. No globals: every view
+closes over the `Relay` it was built with.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+import trio
+from quart import Response, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from relay.dialects import Dialect, error_body
+from relay.errors import NotFound, RelayError
+from relay.http_api import Proxy
+from relay.worker_socket import worker_blueprint
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, MutableMapping
+
+    from relay.core import Relay
+
+    Scope = MutableMapping[str, Any]
+    Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+    Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+__all__ = ["RelayApp", "create_app"]
+
+log = logging.getLogger("relay.app")
+
+
+class RelayApp:
+    """Routes POST /v1/* to the proxy and the rest to Quart."""
+
+    def __init__(self, relay: Relay, quart: QuartTrio) -> None:
+        self.relay = relay
+        self.quart = quart
+        self.proxy = Proxy(relay)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"].startswith("/v1/"):
+            await self._proxy(scope, receive, send)
+        else:
+            await self.quart(scope, receive, send)
+
+    async def _proxy(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def tracking_send(message: MutableMapping[str, Any]) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            await self.proxy(scope, receive, tracking_send)
+        except Exception:
+            # A bug, not a client's fault: one traceback in our log, a plain
+            # 500 to the client, and every other request goes on.
+            log.exception("internal error in the proxy", extra={"path": scope["path"]})
+            if not started:
+                body = error_body(
+                    Dialect.for_path(scope["path"]),
+                    RelayError("internal relay error; see the relay's log"),
+                )
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 500,
+                        "headers": [(b"content-type", b"application/json")],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+
+
+def _json(doc: object, status: int = 200) -> Response:
+    return Response(json.dumps(doc), status=status, content_type="application/json")
+
+
+def create_app(relay: Relay) -> RelayApp:
+    quart = QuartTrio("relay")
+    # Quart's own timeouts would cut long streams and slow uploads short
+    # (STACK-NOTES trap 1); the relay enforces its own with cancel scopes.
+    quart.config["RESPONSE_TIMEOUT"] = None
+    quart.config["BODY_TIMEOUT"] = None
+    quart.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
+    quart.register_blueprint(worker_blueprint(relay))
+
+    @quart.get("/v1/models")
+    async def models() -> Response:
+        data = [
+            {"id": m, "object": "model", "created": 0, "owned_by": relay.config.provider}
+            for m in relay.hub.served_models()
+        ]
+        return _json({"object": "list", "data": data})
+
+    @quart.get("/health")
+    async def health() -> Response:
+        return _json(
+            {
+                "status": "draining" if relay.hub.draining else "ok",
+                "version": relay.version,
+                "workers_connected": len(relay.hub.workers),
+                "queue_depth": len(relay.hub.queue),
+                "uptime_secs": int(trio.current_time() - relay.started_at),
+            }
+        )
+
+    @quart.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException) -> Response:
+        error = NotFound(
+            f"{request.method} {request.path} is not a route of this relay"
+            if exc.code == 404
+            else f"{exc.name}: {exc.description}"
+        )
+        error.status = exc.code or 500
+        return Response(
+            error_body(Dialect.for_path(request.path), error),
+            status=error.status,
+            content_type="application/json",
+        )
+
+    return RelayApp(relay, quart)

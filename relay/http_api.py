@@ -1,0 +1,426 @@
+"""The inference paths: POST /v1/* in, SSE or JSON out.
+
+This is the relay's hot path, so it is a raw ASGI callable rather than a
+Quart view: one function owns the whole request, and its two nested cancel
+scopes map one-to-one onto the design (DESIGN-SKETCH.md):
+
+    handler nursery       cancelled when the client disconnects (a task
+    │                     watches `receive()` for `http.disconnect`)
+    └── request scope     deadline = queue timeout, then request timeout;
+        │                 relay shutdown cancels it
+        └── attempt scope one per dispatch (the lease); the worker's session
+                          cancels it when the worker is lost
+
+A Quart view could not hold a scope across the moment the response starts
+(the lazy-status rule needs the first frame before the status is known), and
+Quart adds 15-25% per request (STACK-NOTES). Everything else (models, health,
+admin, the worker socket) stays in Quart.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+
+import wire
+from relay.dialects import Dialect, error_body, stream_error_event
+from relay.errors import (
+    BadRequest,
+    GatewayTimeout,
+    ModelNotFound,
+    PayloadTooLarge,
+    RelayError,
+    Unavailable,
+    UpstreamError,
+)
+from relay.inflight import Tracked
+from relay.worker_hub import LeaseEnd, Ticket
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, MutableMapping
+
+    from relay.core import Relay
+    from relay.worker_hub import Lease
+
+    Scope = MutableMapping[str, Any]
+    Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+    Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+__all__ = ["Proxy"]
+
+log = logging.getLogger("relay.http")
+
+_SANE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+# Never passed from a worker's response to the client: hop-by-hop, or
+# recomputed here (the agent's httpx already decoded any content-encoding).
+_DROP_RESPONSE_HEADERS = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "content-length",
+        "content-encoding",
+        "x-request-id",
+        "upgrade",
+        "proxy-connection",
+        "te",
+        "trailer",
+    }
+)
+_SSE_HEADERS = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+    # A TLS proxy in front (contrib/nginx) must not buffer the stream.
+    (b"x-accel-buffering", b"no"),
+]
+
+
+@attrs.define(eq=False)
+class _Call:
+    """One client request as the proxy handles it."""
+
+    tracked: Tracked
+    ticket: Ticket
+    dialect: Dialect
+    path: str
+    stream: bool
+    frame: str
+    start: float
+    queued: bool = True
+    started: bool = False  # response status sent to the client
+    status: int = 0
+    first_byte_at: float | None = None
+    worker_id: str | None = None
+    token_counts: wire.TokenCounts | None = None
+
+
+class Proxy:
+    """ASGI app for POST /v1/*: queue, dispatch, relay the response."""
+
+    def __init__(self, relay: Relay) -> None:
+        self.relay = relay
+        self.config = relay.config
+        self.hub = relay.hub
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        start = trio.current_time()
+        path: str = scope["path"]
+        dialect = Dialect.for_path(path)
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        request_id = self._request_id(headers)
+        try:
+            try:
+                body = await self._read_body(headers, receive)
+            except _ClientGone:
+                return
+            model, stream = _parse_body(body)
+            forwarded = self.relay.authorize(headers)
+            if self.hub.draining:
+                raise Unavailable("the relay is shutting down; retry shortly", retry_after=5)
+            if not self.hub.is_routable(model):
+                served = self.hub.served_models()
+                listing = ", ".join(served) if served else "none (no worker is connected)"
+                raise ModelNotFound(
+                    f"no worker serves model {model!r}; models served now: {listing}"
+                )
+            frame = wire.encode(
+                wire.Request(
+                    request_id=request_id,
+                    model=model,
+                    endpoint_path=path,
+                    is_streaming=stream,
+                    body=_text(body),
+                    headers=forwarded or None,
+                )
+            )
+            if len(frame) > wire.limits.MAX_SEND_FRAME_BYTES:  # encode() output is ASCII
+                raise PayloadTooLarge(
+                    f"the request is {len(body)} bytes; a request must fit in one "
+                    f"{wire.limits.MAX_SEND_FRAME_BYTES // (1024 * 1024)} MiB frame to a worker"
+                )
+        except RelayError as exc:
+            await _send_error(send, dialect, exc, request_id)
+            self.relay.record_rejected(request_id, path, exc, trio.current_time() - start)
+            return
+
+        call = _Call(
+            tracked=Tracked(request_id, trio.CancelScope()),
+            ticket=Ticket(request_id=request_id, model=model, arrival=start),
+            dialect=dialect,
+            path=path,
+            stream=stream,
+            frame=frame,
+            start=start,
+        )
+        self.relay.inflight.add(call.tracked)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_watch_disconnect, receive, nursery.cancel_scope, call.tracked)
+                await self._run(call, send)
+                nursery.cancel_scope.cancel()
+        finally:
+            self.relay.inflight.remove(call.tracked)
+            self.relay.record_finished(call_summary(call, trio.current_time()))
+
+    def _request_id(self, headers: list[tuple[bytes, bytes]]) -> str:
+        for name, value in headers:
+            if name == b"x-request-id":
+                text = value.decode("latin-1")
+                if _SANE_ID.fullmatch(text) and text not in self.relay.inflight:
+                    return text
+                break
+        return uuid.uuid4().hex
+
+    async def _read_body(self, headers: list[tuple[bytes, bytes]], receive: Receive) -> bytes:
+        limit = self.config.max_body_bytes
+        for name, value in headers:
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                raise PayloadTooLarge(_too_large(int(value), limit))
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _ClientGone
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(_too_large(size, limit))
+            parts.append(chunk)
+            if not message.get("more_body", False):
+                return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    async def _run(self, call: _Call, send: Send) -> None:
+        cfg = self.config
+        ticket = call.ticket
+        queue_deadline = call.start + cfg.queue_timeout if cfg.queue_timeout > 0 else math.inf
+        request_deadline = math.inf
+        scope = call.tracked.scope
+        try:
+            with scope:
+                while True:
+                    call.queued = True
+                    scope.deadline = min(queue_deadline, request_deadline)
+                    lease = await self.hub.acquire(ticket)
+                    call.queued = False
+                    call.worker_id = lease.worker.id
+                    if request_deadline == math.inf and cfg.request_timeout > 0:
+                        request_deadline = trio.current_time() + cfg.request_timeout
+                    scope.deadline = request_deadline
+                    try:
+                        with lease.scope:
+                            lease.post_request(call.frame)
+                            await self._relay_response(call, lease, send)
+                            return
+                    finally:
+                        lease.close(self._cancel_reason(call))
+                    self._attempt_ended(call, lease)
+            # The request scope caught its own cancellation: deadline or shutdown.
+            if call.tracked.reason == wire.CancelReason.SERVER_SHUTDOWN:
+                raise Unavailable("the relay shut down before the request finished", retry_after=5)
+            if call.queued:
+                raise GatewayTimeout(
+                    f"no worker took the request within the queue timeout "
+                    f"({cfg.queue_timeout:g}s); the workers for {ticket.model!r} are busy"
+                )
+            raise GatewayTimeout(
+                f"the request did not finish within the request timeout "
+                f"({cfg.request_timeout:g}s); the worker was told to cancel it"
+            )
+        except RelayError as exc:
+            await self._fail(call, send, exc)
+
+    def _cancel_reason(self, call: _Call) -> wire.CancelReason | wire.OtherReason:
+        if call.tracked.reason is not None:
+            return call.tracked.reason
+        if trio.current_time() >= call.tracked.scope.deadline:
+            return wire.CancelReason.TIMEOUT
+        return wire.CancelReason.CLIENT_DISCONNECT
+
+    def _attempt_ended(self, call: _Call, lease: Lease) -> None:
+        """The worker side ended this attempt: requeue it or raise why not."""
+        ticket = call.ticket
+        if lease.ended is LeaseEnd.WORKER_LOST:
+            if call.started:
+                raise UpstreamError("the worker was lost while streaming the response")
+            if ticket.requeues >= self.config.max_requeues:
+                raise Unavailable(
+                    f"the request's worker was lost {ticket.requeues + 1} times; retry shortly",
+                    retry_after=1,
+                )
+            ticket.requeues += 1
+            self.hub.stats.requeues += 1
+            log.info(
+                "request requeued",
+                extra={
+                    "request_id": ticket.request_id,
+                    "worker_id": lease.worker.id,
+                    "requeues": ticket.requeues,
+                },
+            )
+            return
+        if lease.ended is LeaseEnd.TOO_LARGE:
+            raise UpstreamError(
+                f"the response exceeded the relay's limit of {self.config.max_response_bytes} bytes"
+            )
+        raise UpstreamError("the client read too slowly; the relay stopped buffering for it")
+
+    async def _relay_response(self, call: _Call, lease: Lease, send: Send) -> None:
+        items = await lease.receive()
+        call.first_byte_at = trio.current_time()
+        first = items[0]
+        if isinstance(first, wire.ResponseComplete):
+            await self._send_whole(call, first, first.body or "", send)
+            return
+        if not call.stream:
+            # A body too large for one frame arrives as chunks, then complete.
+            parts: list[str] = []
+            while True:
+                last = items[-1]
+                if isinstance(last, wire.ResponseComplete):
+                    parts.extend(items[:-1])  # type: ignore[arg-type]
+                    parts.append(last.body or "")
+                    await self._send_whole(call, last, "".join(parts), send)
+                    return
+                parts.extend(items)  # type: ignore[arg-type]
+                items = await lease.receive()
+        # Lazy status: the first chunk commits a 200 event stream.
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [*_SSE_HEADERS, (b"x-request-id", call.ticket.request_id.encode())],
+            }
+        )
+        call.started = True
+        call.status = 200
+        while True:
+            last = items[-1]
+            done = isinstance(last, wire.ResponseComplete)
+            if done:
+                assert isinstance(last, wire.ResponseComplete)
+                call.token_counts = last.token_counts
+                items = items[:-1]
+            data = items[0] if len(items) == 1 else "".join(items)  # type: ignore[arg-type]
+            await send({"type": "http.response.body", "body": data.encode(), "more_body": not done})
+            if done:
+                return
+            items = await lease.receive()
+
+    async def _send_whole(
+        self, call: _Call, complete: wire.ResponseComplete, body: str, send: Send
+    ) -> None:
+        payload = body.encode()
+        headers = [
+            (name.encode("latin-1"), value.encode("latin-1"))
+            for name, value in (complete.headers or {}).items()
+            if name.lower() not in _DROP_RESPONSE_HEADERS
+        ]
+        headers.append((b"content-length", str(len(payload)).encode()))
+        headers.append((b"x-request-id", call.ticket.request_id.encode()))
+        call.status = complete.status_code
+        call.token_counts = complete.token_counts
+        await send({"type": "http.response.start", "status": complete.status_code, "headers": headers})
+        call.started = True
+        await send({"type": "http.response.body", "body": payload, "more_body": False})
+
+    async def _fail(self, call: _Call, send: Send, exc: RelayError) -> None:
+        call.status = call.status or exc.status
+        log.info(
+            "request failed",
+            extra={
+                "request_id": call.ticket.request_id,
+                "worker_id": call.worker_id,
+                "status": exc.status,
+                "error": exc.code,
+                "detail": exc.message,
+            },
+        )
+        if not call.started:
+            await _send_error(send, call.dialect, exc, call.ticket.request_id)
+            return
+        code = "worker_lost" if isinstance(exc, UpstreamError) else exc.code
+        event = stream_error_event(call.dialect, code, exc.message)
+        await send({"type": "http.response.body", "body": event, "more_body": False})
+
+
+def call_summary(call: _Call, now: float) -> dict[str, Any]:
+    """The canonical log line's fields for one finished request."""
+    return {
+        "request_id": call.ticket.request_id,
+        "model": call.ticket.model,
+        "path": call.path,
+        "worker_id": call.worker_id,
+        "status": call.status or 499,
+        "stream": call.stream,
+        "requeues": call.ticket.requeues,
+        "duration_ms": round((now - call.start) * 1000, 2),
+        "ttfb_ms": (
+            round((call.first_byte_at - call.start) * 1000, 2) if call.first_byte_at else None
+        ),
+        "cancelled": call.tracked.reason is not None and call.status == 0,
+        "token_counts": call.token_counts,
+    }
+
+
+async def _watch_disconnect(receive: Receive, scope: trio.CancelScope, tracked: Tracked) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            if tracked.reason is None:
+                tracked.reason = wire.CancelReason.CLIENT_DISCONNECT
+            scope.cancel()
+            return
+
+
+class _ClientGone(Exception):
+    """The client left before its body arrived."""
+
+
+def _text(body: bytes) -> str:
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("the request body must be UTF-8 encoded JSON") from None
+
+
+def _parse_body(body: bytes) -> tuple[str, bool]:
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise BadRequest("the request body must be a JSON object")
+    model = doc.get("model")
+    if not isinstance(model, str) or not model.strip():
+        raise BadRequest('the request body needs a "model" string naming the model to use')
+    stream = doc.get("stream", False)
+    if stream is None:
+        stream = False
+    if not isinstance(stream, bool):
+        raise BadRequest('"stream" must be true or false')
+    return model, stream
+
+
+def _too_large(size: int, limit: int) -> str:
+    return f"the request body is {size} bytes, over the relay's limit of {limit} bytes"
+
+
+async def _send_error(send: Send, dialect: Dialect, exc: RelayError, request_id: str) -> None:
+    payload = error_body(dialect, exc)
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode()),
+        (b"x-request-id", request_id.encode()),
+    ]
+    if exc.retry_after is not None:
+        headers.append((b"retry-after", str(exc.retry_after).encode()))
+    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload, "more_body": False})

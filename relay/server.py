@@ -1,0 +1,151 @@
+"""`RelayServer`: the root nursery of a relay process.
+
+It builds the state (`Relay`), serves it with Hypercorn inside its own
+nursery, and shuts down by deadline: stop routing (new requests get 503),
+tell workers, wait for in-flight work until `drain_timeout`, cancel what is
+left with reason `server_shutdown`, then stop the listener.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import signal
+from functools import partial
+
+import attrs
+import hypercorn.config
+import hypercorn.trio
+import trio
+
+import wire
+from relay.app import create_app
+from relay.core import Relay
+from relay.config import RelayConfig
+
+__all__ = ["RelayServer", "raise_open_file_limit", "run_relay"]
+
+log = logging.getLogger("relay.server")
+
+
+def raise_open_file_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit; return the new soft limit.
+
+    Each stream holds a client socket in the relay (STACK-NOTES trap 9).
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = max(soft, 1 << 20)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+def _hypercorn_config(config: RelayConfig) -> hypercorn.config.Config:
+    cfg = hypercorn.config.Config()
+    cfg.bind = [config.listen]
+    cfg.accesslog = None  # the relay logs one line per request itself
+    cfg.loglevel = "WARNING"  # Hypercorn's "Running on ..." at INFO (trap 7)
+    cfg.websocket_max_message_size = config.max_frame_bytes
+    cfg.graceful_timeout = 2.0  # the relay drains before it stops Hypercorn (trap 4)
+    cfg.keep_alive_timeout = 30.0
+    cfg.websocket_ping_interval = None  # liveness is the protocol's heartbeat
+    return cfg
+
+
+@attrs.define(eq=False)
+class RelayServer:
+    """Owns the relay's services; `run()` until drained or cancelled."""
+
+    config: RelayConfig
+    relay: Relay = attrs.field(init=False)
+    url: str = ""
+    _stop_http: trio.Event = attrs.field(factory=trio.Event)
+    _nursery: trio.Nursery | None = None
+
+    def __attrs_post_init__(self) -> None:
+        self.relay = Relay.from_config(self.config)
+
+    async def run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until `drain()` finishes; `task_status.started(url)` once listening."""
+        files = raise_open_file_limit()
+        app = create_app(self.relay)
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            urls = await nursery.start(
+                partial(
+                    hypercorn.trio.serve,
+                    app,  # type: ignore[arg-type]
+                    _hypercorn_config(self.config),
+                    shutdown_trigger=self._stop_http.wait,
+                )
+            )
+            self.url = urls[0]
+            log.info(
+                "relay listening",
+                extra={
+                    "url": self.url,
+                    "worker_url": self.url.replace("http", "ws", 1) + "/v1/worker/connect",
+                    "provider": self.config.provider,
+                    "open_files_limit": files,
+                },
+            )
+            task_status.started(self.url)
+
+    def start_drain(self) -> None:
+        if self._nursery is not None and not self.relay.hub.draining:
+            self._nursery.start_soon(self.drain)
+
+    async def drain(self) -> None:
+        """Graceful shutdown, bounded by `drain_timeout`."""
+        relay = self.relay
+        timeout = self.config.drain_timeout
+        log.info(
+            "relay draining",
+            extra={"in_flight": len(relay.inflight), "drain_timeout_s": timeout},
+        )
+        relay.hub.begin_drain(timeout)
+        with trio.move_on_after(timeout) as waited:
+            await relay.inflight.wait_idle()
+        if waited.cancelled_caught:
+            log.warning(
+                "drain timeout: cancelling what is still in flight",
+                extra={"in_flight": len(relay.inflight)},
+            )
+            relay.inflight.cancel_all(wire.CancelReason.SERVER_SHUTDOWN)
+            with trio.move_on_after(2):
+                await relay.inflight.wait_idle()
+        log.info("relay stopped")
+        self._stop_http.set()
+
+
+async def run_relay(config: RelayConfig) -> int:
+    """Run a relay until a signal: the first drains, a second exits at once.
+
+    Returns:
+        The process exit code: 0 after a drain, 130 when a second signal cut it short.
+    """
+    server = RelayServer(config)
+    forced = False
+    async with trio.open_nursery() as nursery:
+
+        async def on_signals() -> None:
+            nonlocal forced
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for signum in signals:
+                    if not server.relay.hub.draining:
+                        log.info("signal received: draining", extra={"signal": signal.Signals(signum).name})
+                        server.start_drain()
+                    else:
+                        log.warning("second signal: exiting now", extra={"signal": signal.Signals(signum).name})
+                        forced = True
+                        nursery.cancel_scope.cancel()
+
+        nursery.start_soon(on_signals)
+        await server.run()
+        nursery.cancel_scope.cancel()
+    return 130 if forced else 0

@@ -1,0 +1,720 @@
+"""Connected workers, their sessions, and the requests they carry.
+
+The hub owns the relay's view of its fleet: which worker serves which model,
+what each has in flight, and the queue of requests waiting for a slot. Each
+worker's session runs in the task of its WebSocket connection; it holds a
+lease per request it carries (request id -> the attempt's cancel scope and
+the channel its frames go to). When the session ends, for whatever reason,
+its `finally` cancels every lease: that is how a request learns its worker is
+gone. Nothing here polls a flag.
+
+The hub knows nothing of Quart or HTTP: it speaks to a worker through a
+`Transport` and to a request's task through `Ticket` and `Lease`.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import json
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Protocol
+
+import attrs
+import trio
+
+import wire
+from relay import router
+from relay.errors import QueueFull, Unavailable
+from relay.queue import PendingQueue
+
+if TYPE_CHECKING:
+    from relay.config import RelayConfig
+
+__all__ = [
+    "Hub",
+    "HubStats",
+    "Lease",
+    "LeaseEnd",
+    "Ticket",
+    "Transport",
+    "TransportClosed",
+    "Worker",
+    "sanitize_models",
+]
+
+log = logging.getLogger("relay.hub")
+
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY = 1008
+CLOSE_INTERNAL = 1011
+
+Item = str | wire.ResponseComplete
+
+
+class TransportClosed(Exception):
+    """The worker's socket is gone."""
+
+
+class Transport(Protocol):
+    """What a worker session needs of its WebSocket."""
+
+    async def send(self, text: str) -> None: ...
+    async def receive(self) -> str | bytes: ...
+    async def aclose(self, code: int, reason: str) -> None: ...
+
+
+class LeaseEnd(enum.Enum):
+    """Why the worker side ended an attempt before its response completed."""
+
+    WORKER_LOST = "worker_lost"
+    SLOW_CLIENT = "slow_client"
+    TOO_LARGE = "response_too_large"
+
+
+class _WorkerSilent(Exception):
+    pass
+
+
+class _WorkerNotReading(Exception):
+    pass
+
+
+@attrs.define(eq=False)
+class Ticket:
+    """A client request's place in the relay: queued, then leased to a worker.
+
+    Owned by the request's task; the hub only fills `lease` (or `error`) and
+    wakes it.
+    """
+
+    request_id: str
+    model: str
+    arrival: float
+    requeues: int = 0
+    lease: Lease | None = None
+    error: Exception | None = None
+    _assigned: trio.Event | None = None
+
+
+@attrs.define(eq=False)
+class Lease:
+    """One attempt of one request on one worker.
+
+    The worker's reader feeds it without ever blocking; the request's task
+    runs inside `scope` and reads the frames. The session cancels `scope`
+    when the worker is lost; the lease itself cancels it when the client
+    falls too far behind or the response grows past its bound.
+    """
+
+    request_id: str
+    worker: Worker
+    max_buffered: int
+    max_total: int
+    scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+    ended: LeaseEnd | None = None
+    sent: bool = False
+    complete: wire.ResponseComplete | None = None
+    buffered: int = 0
+    total: int = 0
+    _tx: trio.MemorySendChannel[Item] = attrs.field(init=False)
+    _rx: trio.MemoryReceiveChannel[Item] = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        # Unbounded in items, bounded in bytes by feed(): the reader must
+        # never block on one slow client (WebSocket has no per-stream flow
+        # control), so overflow ends this request instead.
+        self._tx, self._rx = trio.open_memory_channel[Item](math.inf)
+
+    # -- worker side (the session's reader task; never blocks) --
+
+    def feed(self, chunk: str) -> None:
+        size = len(chunk)
+        self.buffered += size
+        self.total += size
+        if self.total > self.max_total:
+            self._end(LeaseEnd.TOO_LARGE, "response exceeds --max-response-bytes")
+        elif self.buffered > self.max_buffered:
+            self._end(LeaseEnd.SLOW_CLIENT, "client too slow")
+        else:
+            self._tx.send_nowait(chunk)
+
+    def finish(self, message: wire.ResponseComplete) -> None:
+        self.complete = message
+        if message.body:
+            self.total += len(message.body)
+        self._tx.send_nowait(message)
+
+    def lose(self) -> None:
+        self.ended = LeaseEnd.WORKER_LOST
+        self.scope.cancel()
+
+    def _end(self, why: LeaseEnd, text: str) -> None:
+        self.ended = why
+        self.scope.cancel()
+        self.worker.cancel(self, wire.OtherReason(text))
+
+    # -- request side --
+
+    async def receive(self) -> list[Item]:
+        """Everything that has arrived: wait for one item, take all waiting.
+
+        Coalescing here turns many small chunks into one client write when
+        the client falls behind, and costs nothing when it keeps up.
+        """
+        batch = [await self._rx.receive()]
+        while True:
+            try:
+                batch.append(self._rx.receive_nowait())
+            except trio.WouldBlock:
+                break
+        for item in batch:
+            if isinstance(item, str):
+                self.buffered -= len(item)
+        return batch
+
+    def post_request(self, frame: str) -> None:
+        self.worker.post(frame)
+        self.sent = True
+
+    def close(self, reason: wire.CancelReason | wire.OtherReason) -> None:
+        """The request's task is done with this attempt (sync: safe in finally)."""
+        worker = self.worker
+        if worker.leases.get(self.request_id) is not self:
+            return  # completed, lost, or already cancelled by feed()
+        if self.sent:
+            worker.cancel(self, reason)
+        else:
+            del worker.leases[self.request_id]
+            worker.hub.slot_freed(worker)
+
+
+@attrs.define(eq=False)
+class Worker:
+    """One connected agent: what it serves, what it carries, its outbox."""
+
+    hub: Hub
+    id: str
+    name: str
+    models: frozenset[str]
+    model_list: tuple[str, ...]
+    max_concurrent: int
+    peer: str
+    connected_since: float
+    capabilities: frozenset[str] = frozenset()
+    draining: bool = False
+    last_seen: float = 0.0
+    reported_load: int = 0
+    requests_served: int = 0
+    leases: dict[str, Lease] = attrs.field(factory=dict)
+    # request id -> deadline: cancelled on the relay side, slot held until
+    # the agent's 499 arrives or cancel_grace passes (an upstream agent
+    # sends nothing after a cancel).
+    cancelling: dict[str, float] = attrs.field(factory=dict)
+    session_scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+    _outbox: trio.MemorySendChannel[str] | None = None
+    _cancel_added: trio.Event = attrs.field(factory=trio.Event)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.leases) + len(self.cancelling)
+
+    def post(self, frame: str) -> None:
+        """Queue a frame for the worker's writer task without blocking.
+
+        Frames to a worker are few (one per request, cancel, ping), so the
+        outbox is sized from its capacity; a full one means the worker has
+        stopped reading, and the session ends.
+        """
+        assert self._outbox is not None
+        try:
+            self._outbox.send_nowait(frame)
+        except trio.WouldBlock:
+            log.warning("worker stopped reading; closing", extra={"worker_id": self.id})
+            self.hub.stats.slow_workers += 1
+            self.session_scope.cancel()
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass  # session already ending
+
+    def cancel(self, lease: Lease, reason: wire.CancelReason | wire.OtherReason) -> None:
+        if self.leases.pop(lease.request_id, None) is None:
+            return
+        self.cancelling[lease.request_id] = trio.current_time() + self.hub.config.cancel_grace
+        self._cancel_added.set()
+        self.post(wire.encode(wire.Cancel(request_id=lease.request_id, reason=reason)))
+        log.info(
+            "cancel sent",
+            extra={"request_id": lease.request_id, "worker_id": self.id, "reason": str(reason)},
+        )
+
+
+@attrs.define
+class HubStats:
+    workers_registered: int = 0
+    workers_lost: int = 0
+    protocol_errors: int = 0
+    dropped_frames: int = 0
+    requeues: int = 0
+    slow_workers: int = 0
+    heartbeat_timeouts: int = 0
+
+
+def sanitize_models(models: Iterable[str], cap: int) -> tuple[tuple[str, ...], list[str]]:
+    """Trim, drop empties and duplicates (first seen wins), cap the count.
+
+    Returns:
+        The accepted models in order, and warnings about what was dropped.
+    """
+    seen: dict[str, None] = {}
+    empty = duplicates = 0
+    for raw in models:
+        name = raw.strip()
+        if not name:
+            empty += 1
+        elif name in seen:
+            duplicates += 1
+        else:
+            seen[name] = None
+    accepted = list(seen)
+    warnings = []
+    if empty:
+        warnings.append(f"{empty} empty model name(s) dropped")
+    if duplicates:
+        warnings.append(f"{duplicates} duplicate model name(s) dropped")
+    if len(accepted) > cap:
+        warnings.append(f"{len(accepted) - cap} model(s) beyond the limit of {cap} dropped")
+        accepted = accepted[:cap]
+    return tuple(accepted), warnings
+
+
+@attrs.define(eq=False)
+class Hub:
+    """The fleet: workers by id, the waiting queue, routing state."""
+
+    config: RelayConfig
+    workers: dict[str, Worker] = attrs.field(factory=dict)
+    stats: HubStats = attrs.field(factory=HubStats)
+    draining: bool = False
+    queue: PendingQueue[Ticket] = attrs.field(init=False)
+    _named: Counter[str] = attrs.field(factory=Counter)
+    _wildcards: int = 0
+    _model_seen: dict[str, float] = attrs.field(factory=dict)
+    _rr: router.RoundRobin = attrs.field(factory=router.RoundRobin)
+    _ids: itertools.count[int] = attrs.field(factory=lambda: itertools.count(1))
+
+    def __attrs_post_init__(self) -> None:
+        self.queue = PendingQueue(self.config.max_queue_len)
+
+    # ------------------------------------------------------------ models
+
+    def served_models(self) -> list[str]:
+        """Every model some connected worker names (not `*`), sorted."""
+        return sorted(m for m, n in self._named.items() if n > 0)
+
+    def is_routable(self, model: str) -> bool:
+        """Whether a request for `model` should queue rather than get 404.
+
+        True when a worker serves it (or serves `*`), or one did within
+        `model_grace` seconds (a worker restarting).
+        """
+        if self._named[model] > 0 or self._wildcards > 0:
+            return True
+        seen = self._model_seen.get(model)
+        return seen is not None and trio.current_time() - seen < self.config.model_grace
+
+    def _index(self, worker: Worker, sign: int) -> None:
+        now = trio.current_time()
+        for model in worker.models:
+            if model == router.WILDCARD:
+                self._wildcards += sign
+            else:
+                self._named[model] += sign
+                if self._named[model] <= 0:
+                    del self._named[model]
+            self._model_seen[model] = now
+
+    # ------------------------------------------------------------ dispatch
+
+    async def acquire(self, ticket: Ticket) -> Lease:
+        """A lease on a worker for `ticket`: at once if one has a free slot,
+        else after waiting in the queue. The caller's scope bounds the wait.
+
+        Raises:
+            QueueFull: the queue is at --max-queue-len.
+            Unavailable: the relay is draining.
+        """
+        if self.draining:
+            raise Unavailable("the relay is shutting down; retry shortly", retry_after=5)
+        worker = router.choose(self.workers.values(), ticket.model, self._named, self._rr)
+        if worker is not None:
+            return self._assign(ticket, worker)
+        requeued = ticket.requeues > 0
+        if not self.queue.push(ticket, requeued=requeued):
+            raise QueueFull(
+                f"the relay's queue is full ({self.config.max_queue_len} waiting); retry shortly",
+                retry_after=1,
+            )
+        ticket._assigned = assigned = trio.Event()
+        try:
+            await assigned.wait()
+        except BaseException:
+            if ticket.lease is None:
+                self.queue.discard(ticket)
+            else:  # assigned in the same instant the wait was cancelled
+                ticket.lease.close(wire.CancelReason.CLIENT_DISCONNECT)
+                ticket.lease = None
+            raise
+        finally:
+            ticket._assigned = None
+        if ticket.error is not None:
+            raise ticket.error
+        assert ticket.lease is not None
+        return ticket.lease
+
+    def _assign(self, ticket: Ticket, worker: Worker) -> Lease:
+        lease = Lease(
+            request_id=ticket.request_id,
+            worker=worker,
+            max_buffered=self.config.client_buffer_bytes,
+            max_total=self.config.max_response_bytes,
+        )
+        worker.leases[ticket.request_id] = lease
+        ticket.lease = lease
+        return lease
+
+    def slot_freed(self, worker: Worker) -> None:
+        """Give `worker`'s free slots to the oldest queued requests it serves."""
+        if worker.draining or not self.queue or worker.id not in self.workers:
+            return
+        named = self._named
+        while worker.in_flight < worker.max_concurrent:
+            ticket = self.queue.take_first(lambda t: router.serves(worker, t.model, named))
+            if ticket is None:
+                return
+            self._assign(ticket, worker)
+            assert ticket._assigned is not None
+            ticket._assigned.set()
+
+    def fail_queued(self, error: Exception) -> None:
+        """Answer every queued request with `error` (relay shutdown)."""
+        for ticket in self.queue.drain():
+            ticket.error = error
+            if ticket._assigned is not None:
+                ticket._assigned.set()
+
+    # ------------------------------------------------------------ sessions
+
+    def _register(self, reg: wire.Register, peer: str) -> tuple[Worker, wire.RegisterAck]:
+        cfg = self.config
+        worker_id = f"worker-{next(self._ids)}"
+        models, warnings = sanitize_models(reg.models, wire.limits.MAX_MODELS_PER_WORKER)
+        name = reg.worker_name.strip()
+        if not name:
+            warnings.append("worker_name was empty after trimming")
+            name = worker_id
+        max_concurrent = reg.max_concurrent or 1
+        if max_concurrent > cfg.max_worker_concurrency:
+            warnings.append(
+                f"max_concurrent {max_concurrent} capped to {cfg.max_worker_concurrency}"
+            )
+            max_concurrent = cfg.max_worker_concurrency
+        if not models:
+            warnings.append("worker registered without any routable models")
+        ours = {wire.limits.CAPABILITY_DRAIN}
+        agreed = frozenset(ours.intersection(reg.capabilities or ()))
+        now = trio.current_time()
+        worker = Worker(
+            hub=self,
+            id=worker_id,
+            name=name,
+            models=frozenset(models),
+            model_list=models,
+            max_concurrent=max_concurrent,
+            peer=peer,
+            connected_since=now,
+            last_seen=now,
+            capabilities=agreed,
+            reported_load=reg.current_load or 0,
+        )
+        ack = wire.RegisterAck(
+            worker_id=worker_id,
+            models=models,
+            warnings=tuple(warnings) or None,
+            protocol_version=reg.protocol_version,
+            capabilities=tuple(sorted(agreed)) if reg.capabilities is not None else None,
+        )
+        return worker, ack
+
+    def _attach(self, worker: Worker) -> None:
+        self.workers[worker.id] = worker
+        self._index(worker, +1)
+        self.stats.workers_registered += 1
+        log.info(
+            "worker registered",
+            extra={
+                "worker_id": worker.id,
+                "worker_name": worker.name,
+                "models": ",".join(worker.model_list),
+                "max_concurrent": worker.max_concurrent,
+                "peer": worker.peer,
+            },
+        )
+        self.slot_freed(worker)
+
+    def _detach(self, worker: Worker, why: str) -> None:
+        if self.workers.pop(worker.id, None) is None:
+            return
+        self._index(worker, -1)
+        self.stats.workers_lost += 1
+        lost = list(worker.leases.values())
+        worker.leases.clear()
+        worker.cancelling.clear()
+        for lease in lost:
+            lease.lose()
+        log.info(
+            "worker disconnected",
+            extra={"worker_id": worker.id, "reason": why, "in_flight_lost": len(lost)},
+        )
+
+    def _update_models(self, worker: Worker, update: wire.ModelsUpdate) -> None:
+        models, warnings = sanitize_models(update.models, wire.limits.MAX_MODELS_PER_WORKER)
+        self._index(worker, -1)
+        worker.models = frozenset(models)
+        worker.model_list = models
+        self._index(worker, +1)
+        worker.reported_load = update.current_load
+        if update.draining and not worker.draining:
+            worker.draining = True
+            log.info("worker draining", extra={"worker_id": worker.id})
+        log.info(
+            "worker models updated",
+            extra={"worker_id": worker.id, "models": ",".join(models), "warnings": warnings},
+        )
+        self.slot_freed(worker)
+
+    async def run_session(self, transport: Transport, peer: str) -> None:
+        """Serve one worker's connection until it ends, for whatever reason.
+
+        Never raises for anything the worker did: a protocol error closes its
+        socket with 1002 and a reason, silence past the heartbeat timeout
+        closes it with 1001; either way its requests follow the worker-lost
+        path (requeue or a stream error event).
+        """
+        worker: Worker | None = None
+        why = "closed by the agent"
+        try:
+            try:
+                with trio.fail_after(self.config.register_timeout):
+                    first = await transport.receive()
+            except trio.TooSlowError:
+                raise wire.ProtocolError(
+                    f"no register frame within {self.config.register_timeout:g}s"
+                ) from None
+            message = wire.decode_agent_frame(first)
+            if not isinstance(message, wire.Register):
+                raise wire.ProtocolError(
+                    f"the first frame must be register, got {_type_name(message)}"
+                )
+            wire.check_protocol_version(message.protocol_version)
+            worker, ack = self._register(message, peer)
+            outbox_tx, outbox_rx = trio.open_memory_channel[str](
+                2 * min(worker.max_concurrent, 4096) + 64
+            )
+            worker._outbox = outbox_tx
+            # Attached before the ack goes out, so a worker that has its ack
+            # is routable; frames posted meanwhile wait in the outbox.
+            self._attach(worker)
+            await transport.send(wire.encode(ack))
+            with worker.session_scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._write, outbox_rx, transport)
+                    nursery.start_soon(self._keepalive, worker)
+                    nursery.start_soon(self._reap_cancelled, worker)
+                    await self._read(worker, transport)
+            if worker.session_scope.cancelled_caught:
+                why = "stopped reading its socket"
+                await _close(transport, CLOSE_POLICY, "worker stopped reading")
+        except* wire.ProtocolError as group:
+            exc = _first(group)
+            why = f"protocol error: {exc}"
+            self.stats.protocol_errors += 1
+            log.warning(
+                "worker protocol error",
+                extra={"worker_id": worker.id if worker else None, "peer": peer, "error": str(exc)},
+            )
+            await _close(transport, CLOSE_PROTOCOL_ERROR, str(exc)[:120])
+        except* _WorkerSilent:
+            why = f"no frame for {self.config.heartbeat_timeout:g}s"
+            self.stats.heartbeat_timeouts += 1
+            await _close(transport, CLOSE_GOING_AWAY, "heartbeat timeout")
+        except* TransportClosed:
+            pass
+        finally:
+            if worker is not None:
+                self._detach(worker, why)
+
+    async def _read(self, worker: Worker, transport: Transport) -> None:
+        decode = wire.decode_agent_frame
+        chunk_type = wire.ResponseChunk
+        while True:
+            text = await transport.receive()
+            worker.last_seen = trio.current_time()
+            message = decode(text)
+            if type(message) is chunk_type:  # the hot path first
+                lease = worker.leases.get(message.request_id)
+                if lease is None:
+                    self.stats.dropped_frames += 1
+                else:
+                    lease.feed(message.chunk)
+            elif isinstance(message, wire.ResponseComplete):
+                self._on_complete(worker, message)
+            elif isinstance(message, wire.Pong):
+                worker.reported_load = message.current_load
+            elif isinstance(message, wire.ModelsUpdate):
+                self._update_models(worker, message)
+            elif isinstance(message, wire.Error):
+                self._on_error(worker, message)
+            else:
+                raise wire.ProtocolError(f"unexpected {_type_name(message)} frame after register")
+
+    def _on_complete(self, worker: Worker, message: wire.ResponseComplete) -> None:
+        lease = worker.leases.pop(message.request_id, None)
+        if lease is not None:
+            worker.requests_served += 1
+            lease.finish(message)
+        elif worker.cancelling.pop(message.request_id, None) is None:
+            self.stats.dropped_frames += 1
+            return
+        self.slot_freed(worker)
+
+    def _on_error(self, worker: Worker, message: wire.Error) -> None:
+        log.warning(
+            "worker sent error frame",
+            extra={"worker_id": worker.id, "request_id": message.request_id, "code": message.code},
+        )
+        if message.request_id is None or message.request_id not in worker.leases:
+            return
+        body = (
+            '{"error":{"message":"the worker failed this request: '
+            + _json_escape(message.message)
+            + '","type":"upstream_error","code":"'
+            + _json_escape(message.code)
+            + '"}}'
+        )
+        self._on_complete(
+            worker,
+            wire.ResponseComplete(
+                request_id=message.request_id,
+                status_code=502,
+                headers={"content-type": "application/json"},
+                body=body,
+            ),
+        )
+
+    async def _write(self, outbox: trio.MemoryReceiveChannel[str], transport: Transport) -> None:
+        async for frame in outbox:
+            await transport.send(frame)
+
+    async def _keepalive(self, worker: Worker) -> None:
+        """Ping every interval; end the session after heartbeat_timeout of silence.
+
+        Any frame counts as an answer (the reader stamps `last_seen`).
+        """
+        interval = self.config.heartbeat_interval
+        timeout = self.config.heartbeat_timeout
+        next_ping = trio.current_time() + interval
+        while True:
+            deadline = worker.last_seen + timeout
+            now = trio.current_time()
+            if now >= deadline:
+                log.warning(
+                    "worker silent past heartbeat timeout",
+                    extra={"worker_id": worker.id, "timeout_s": timeout},
+                )
+                raise _WorkerSilent
+            if now >= next_ping:
+                worker.post(wire.encode(wire.Ping(timestamp_unix_ms=_unix_ms())))
+                next_ping = now + interval
+            await trio.sleep_until(min(deadline, next_ping))
+
+    async def _reap_cancelled(self, worker: Worker) -> None:
+        """Free slots whose cancel went unanswered for cancel_grace seconds."""
+        while True:
+            if not worker.cancelling:
+                worker._cancel_added = trio.Event()
+                await worker._cancel_added.wait()
+                continue
+            request_id, deadline = next(iter(worker.cancelling.items()))
+            await trio.sleep_until(deadline)
+            if worker.cancelling.get(request_id) == deadline:
+                del worker.cancelling[request_id]
+                self.slot_freed(worker)
+
+    def begin_drain(self, drain_timeout: float) -> None:
+        """Relay shutdown: refuse new work, tell workers, answer the queue."""
+        self.draining = True
+        frame = wire.encode(
+            wire.GracefulShutdown(
+                reason="relay shutting down", drain_timeout_secs=math.ceil(drain_timeout)
+            )
+        )
+        for worker in list(self.workers.values()):
+            worker.post(frame)
+        self.fail_queued(Unavailable("the relay is shutting down; retry shortly", retry_after=5))
+
+    def refresh_models(self, reason: str | None = None) -> int:
+        frame = wire.encode(wire.ModelsRefresh(reason=reason))
+        for worker in list(self.workers.values()):
+            worker.post(frame)
+        return len(self.workers)
+
+    def drain_worker(self, worker_id: str, reason: str | None = None) -> bool:
+        worker = self.workers.get(worker_id)
+        if worker is None:
+            return False
+        worker.draining = True
+        worker.post(
+            wire.encode(
+                wire.GracefulShutdown(
+                    reason=reason or "drained by an operator",
+                    drain_timeout_secs=math.ceil(self.config.drain_timeout),
+                )
+            )
+        )
+        return True
+
+
+async def _close(transport: Transport, code: int, reason: str) -> None:
+    with trio.move_on_after(2):
+        await transport.aclose(code, reason)
+
+
+def _first(group: BaseExceptionGroup[wire.ProtocolError]) -> wire.ProtocolError:
+    for exc in _leaves(group):
+        return exc
+    raise AssertionError("empty exception group")
+
+
+def _leaves(group: BaseExceptionGroup[wire.ProtocolError]) -> Iterable[wire.ProtocolError]:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc
+
+
+def _type_name(message: object) -> str:
+    return type(message).__name__
+
+
+def _json_escape(text: str) -> str:
+    return json.dumps(text)[1:-1]
+
+
+def _unix_ms() -> int:
+    return int(time.time() * 1000)

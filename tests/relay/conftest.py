@@ -1,0 +1,68 @@
+"""Fixtures for relay tests: a real relay on 127.0.0.1:0 in the test's nursery."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import attrs
+import httpx
+import pytest
+import trio
+
+from relay.config import RelayConfig
+from relay.server import RelayServer
+
+SECRET = "test-secret"
+
+
+def make_config(tmp_path: Path, **overrides: object) -> RelayConfig:
+    fields: dict[str, object] = {
+        "worker_secret": SECRET,
+        "listen_host": "127.0.0.1",
+        "listen_port": 0,
+        "data_dir": tmp_path / "data",
+    }
+    fields.update(overrides)
+    return RelayConfig(**fields)  # type: ignore[arg-type]
+
+
+@attrs.define
+class RunningRelay:
+    server: RelayServer
+    url: str
+    client: httpx.AsyncClient
+
+    @property
+    def ws_url(self) -> str:
+        return self.url.replace("http", "ws", 1) + "/v1/worker/connect"
+
+    @property
+    def hub(self):  # type: ignore[no-untyped-def]
+        return self.server.relay.hub
+
+
+StartRelay = Callable[..., "trio.lowlevel.Coroutine[object, object, RunningRelay]"]
+
+
+@pytest.fixture
+async def start_relay(
+    nursery: trio.Nursery, tmp_path: Path
+) -> AsyncIterator[Callable[..., object]]:
+    clients: list[httpx.AsyncClient] = []
+
+    async def start(**overrides: object) -> RunningRelay:
+        server = RelayServer(make_config(tmp_path, **overrides))
+        url = await nursery.start(server.run)
+        client = httpx.AsyncClient(base_url=url, timeout=10)
+        clients.append(client)
+        return RunningRelay(server, url, client)
+
+    yield start
+    for client in clients:
+        await client.aclose()
+
+
+@pytest.fixture
+async def relay(start_relay: Callable[..., object]) -> RunningRelay:
+    return await start_relay()  # type: ignore[misc,no-any-return]

@@ -1,0 +1,91 @@
+"""A scripted worker: a real trio-websocket client speaking the wire protocol.
+
+Tests drive it frame by frame to stage what a real agent cannot (hostile
+frames, silence, lies about capacity).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+import attrs
+import trio
+from trio_websocket import WebSocketConnection, open_websocket_url
+
+import wire
+
+
+@attrs.define(eq=False)
+class FakeWorker:
+    ws: WebSocketConnection
+    ack: wire.RegisterAck | None = None
+
+    async def send(self, message: wire.Message) -> None:
+        await self.ws.send_message(wire.encode(message))
+
+    async def send_raw(self, data: str | bytes) -> None:
+        await self.ws.send_message(data)
+
+    async def recv(self) -> wire.RelayToAgent:
+        """The next frame that is not a ping (pings are answered)."""
+        while True:
+            message = wire.decode_relay_frame(await self.ws.get_message())
+            if isinstance(message, wire.Ping):
+                await self.send(wire.Pong(current_load=0, timestamp_unix_ms=message.timestamp_unix_ms))
+                continue
+            return message
+
+    async def recv_request(self) -> wire.Request:
+        message = await self.recv()
+        assert isinstance(message, wire.Request), message
+        return message
+
+    async def recv_cancel(self) -> wire.Cancel:
+        message = await self.recv()
+        assert isinstance(message, wire.Cancel), message
+        return message
+
+    async def reply(self, request: wire.Request, body: str, status: int = 200) -> None:
+        await self.send(
+            wire.ResponseComplete(
+                request_id=request.request_id,
+                status_code=status,
+                headers={"content-type": "application/json"},
+                body=body,
+            )
+        )
+
+
+@asynccontextmanager
+async def connect_worker(
+    ws_url: str,
+    models: Sequence[str] = ("m1",),
+    *,
+    max_concurrent: int = 1,
+    secret: str = "test-secret",
+    name: str = "fake",
+    capabilities: tuple[str, ...] | None = None,
+    register: bool = True,
+) -> AsyncIterator[FakeWorker]:
+    async with open_websocket_url(
+        ws_url, extra_headers=[(b"x-worker-secret", secret.encode())]
+    ) as ws:
+        worker = FakeWorker(ws)
+        if register:
+            await worker.send(
+                wire.Register(
+                    worker_name=name,
+                    models=tuple(models),
+                    max_concurrent=max_concurrent,
+                    protocol_version=wire.PROTOCOL_VERSION,
+                    current_load=0,
+                    capabilities=capabilities,
+                )
+            )
+            ack = await worker.recv()
+            assert isinstance(ack, wire.RegisterAck), ack
+            worker.ack = ack
+        yield worker
+
+
