@@ -1,0 +1,96 @@
+"""Relay shutdown and slow clients."""
+
+from __future__ import annotations
+
+import trio
+
+import wire
+from tests.relay.fake_worker import connect_worker
+
+CHAT = {"model": "m1", "messages": []}
+
+
+async def test_drain_finishes_in_flight_refuses_new_and_tells_workers(start_relay, nursery) -> None:
+    relay = await start_relay(drain_timeout=10)
+    stopped = trio.Event()
+
+    async with connect_worker(relay.ws_url) as worker:
+        results = {}
+
+        async def in_flight() -> None:
+            results["in_flight"] = await relay.client.post("/v1/chat/completions", json=CHAT)
+
+        nursery.start_soon(in_flight)
+        with trio.fail_after(5):
+            request = await worker.recv_request()
+
+        async def drain() -> None:
+            await relay.server.drain()
+            stopped.set()
+
+        nursery.start_soon(drain)
+        with trio.fail_after(5):
+            shutdown = await worker.recv()
+        assert isinstance(shutdown, wire.GracefulShutdown)
+        assert shutdown.drain_timeout_secs == 10
+        refused = await relay.client.post("/v1/chat/completions", json=CHAT)
+        assert refused.status_code == 503
+        assert refused.headers["retry-after"]
+        assert (await relay.client.get("/health")).json()["status"] == "draining"
+        assert not stopped.is_set()
+        await worker.reply(request, '{"finished":true}')
+        with trio.fail_after(5):
+            await stopped.wait()
+    assert results["in_flight"].json() == {"finished": True}
+
+
+async def test_drain_timeout_cancels_with_server_shutdown(start_relay, nursery) -> None:
+    relay = await start_relay(drain_timeout=0.2)
+    async with connect_worker(relay.ws_url) as worker:
+        results = {}
+
+        async def in_flight() -> None:
+            results["r"] = await relay.client.post("/v1/chat/completions", json=CHAT)
+
+        nursery.start_soon(in_flight)
+        with trio.fail_after(5):
+            await worker.recv_request()
+            nursery.start_soon(relay.server.drain)
+            assert isinstance(await worker.recv(), wire.GracefulShutdown)
+            cancel = await worker.recv_cancel()
+        assert cancel.reason == wire.CancelReason.SERVER_SHUTDOWN
+        await worker.send(wire.ResponseComplete(request_id=cancel.request_id, status_code=499))
+    with trio.fail_after(5):
+        while "r" not in results:
+            await trio.sleep(0.01)
+    assert results["r"].status_code == 503
+
+
+async def test_slow_client_is_cut_off_without_stalling_others(start_relay, nursery) -> None:
+    relay = await start_relay(client_buffer_bytes=256 * 1024)
+    chunk = "data: " + "x" * 65536 + "\n\n"
+    async with connect_worker(relay.ws_url, max_concurrent=2) as worker:
+        async def flood() -> None:
+            request = await worker.recv_request()
+            # Far more than the socket buffers and the bound can hold.
+            for _ in range(400):
+                await worker.send(wire.ResponseChunk(request_id=request.request_id, chunk=chunk))
+            cancel = await worker.recv_cancel()
+            assert cancel.request_id == request.request_id
+            assert isinstance(cancel.reason, wire.OtherReason)
+            await worker.send(wire.ResponseComplete(request_id=request.request_id, status_code=499))
+            # The worker is still in business for everyone else.
+            other = await worker.recv_request()
+            await worker.reply(other, '{"other":"fine"}')
+
+        nursery.start_soon(flood)
+        with trio.fail_after(20):
+            async with relay.client.stream(
+                "POST", "/v1/chat/completions", json={**CHAT, "stream": True}
+            ) as stalled:
+                assert stalled.status_code == 200
+                # Never read: wait until the relay gives up on us.
+                while relay.hub.workers[worker.ack.worker_id].in_flight:
+                    await trio.sleep(0.05)
+                response = await relay.client.post("/v1/chat/completions", json=CHAT)
+    assert response.json() == {"other": "fine"}
