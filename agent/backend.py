@@ -1,0 +1,216 @@
+"""The local LLM server, seen through one `httpx.AsyncClient`.
+
+This module knows HTTP and nothing of WebSockets or the wire protocol. Every
+httpx exception is translated into an `agent.errors.BackendError` subclass
+at this boundary. Cancelling a call from any enclosing scope closes its
+connection, so the backend sees the client leave and stops generating.
+"""
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+
+import attrs
+import httpx
+
+from agent.config import AgentConfig, redact_url
+from agent.errors import BackendBroken, BackendError, BackendTimeout, BackendUnreachable
+
+__all__ = ["Backend", "BackendResponse", "open_backend", "response_headers"]
+
+# Hop-by-hop headers, and the framing headers that no longer describe the body
+# once httpx has de-chunked and decompressed it.
+_DROPPED_RESPONSE_HEADERS = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+        "content-encoding",
+    }
+)
+
+
+def response_headers(headers: httpx.Headers) -> dict[str, str]:
+    """The backend's response headers worth passing to the client, lower-case.
+
+    Repeated headers are joined with ``", "``.
+
+    Args:
+        headers: The backend response's headers.
+
+    Returns:
+        Everything but hop-by-hop, length and encoding headers.
+    """
+    kept: dict[str, str] = {}
+    for name, value in headers.multi_items():
+        key = name.lower()
+        if key in _DROPPED_RESPONSE_HEADERS:
+            continue
+        kept[key] = f"{kept[key]}, {value}" if key in kept else value
+    return kept
+
+
+def _translate(exc: Exception, url: str) -> BackendError:
+    url = redact_url(url)  # error messages reach clients: never a credential
+    if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol)):
+        return BackendUnreachable(f"cannot connect to the backend: {_describe(exc)}", url)
+    if isinstance(exc, httpx.TimeoutException):
+        return BackendTimeout(f"the backend timed out: {_describe(exc)}", url)
+    if isinstance(exc, httpx.InvalidURL):
+        return BackendBroken(f"invalid backend URL: {exc}", url)
+    return BackendBroken(f"the backend broke the connection: {_describe(exc)}", url)
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+@attrs.define(eq=False)
+class BackendResponse:
+    """One open backend response; its body is read through the error-mapping methods.
+
+    Attributes:
+        status_code: The backend's HTTP status.
+        headers: Response headers to pass on (see `response_headers`).
+        url: The URL called.
+    """
+
+    status_code: int
+    headers: dict[str, str]
+    url: str
+    _response: httpx.Response
+
+    @property
+    def is_success(self) -> bool:
+        """A 2xx status."""
+        return 200 <= self.status_code < 300
+
+    async def iter_bytes(self) -> AsyncIterator[bytes]:
+        """Yield the body as the backend delivers it, one read at a time (decompressed).
+
+        Raises:
+            BackendError: The connection broke or timed out midway.
+        """
+        try:
+            async for data in self._response.aiter_bytes():
+                yield data
+        except httpx.HTTPError as exc:
+            raise _translate(exc, self.url) from exc
+
+    async def read(self) -> bytes:
+        """Read the whole body.
+
+        Raises:
+            BackendError: The connection broke or timed out midway.
+        """
+        try:
+            return await self._response.aread()
+        except httpx.HTTPError as exc:
+            raise _translate(exc, self.url) from exc
+
+
+@attrs.define(eq=False)
+class Backend:
+    """Owns the agent's one HTTP client to its backend.
+
+    Attributes:
+        base_url: The backend's base URL, without trailing slash.
+        api_key: Bearer credential for the backend, if configured.
+    """
+
+    base_url: str
+    api_key: str | None = attrs.field(repr=False)
+    _client: httpx.AsyncClient
+
+    def url(self, path: str) -> str:
+        """The full URL of `path` on the backend."""
+        return self.base_url + path
+
+    @asynccontextmanager
+    async def post(
+        self, path: str, body: bytes, headers: Mapping[str, str]
+    ) -> AsyncIterator[BackendResponse]:
+        """POST `body` to `path` and yield the response with its body still unread.
+
+        The agent's credential replaces any ``authorization`` in `headers`.
+
+        Args:
+            path: Absolute path, e.g. ``/v1/chat/completions``.
+            body: Request body, sent as is.
+            headers: Request headers (already filtered by the caller).
+
+        Yields:
+            The open response; leaving the block closes it.
+
+        Raises:
+            BackendError: The backend could not be reached or broke the exchange.
+        """
+        url = self.url(path)
+        sent = dict(headers)
+        if self.api_key:
+            sent["authorization"] = f"Bearer {self.api_key}"
+        try:
+            async with self._client.stream("POST", url, content=body, headers=sent) as response:
+                yield BackendResponse(
+                    response.status_code, response_headers(response.headers), url, response
+                )
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            raise _translate(exc, url) from exc
+
+    async def get(self, path: str) -> tuple[int, bytes]:
+        """GET `path` and read the whole answer (used by model discovery).
+
+        Args:
+            path: Absolute path, e.g. ``/v1/models``.
+
+        Returns:
+            The status and the body.
+
+        Raises:
+            BackendError: The backend could not be reached or broke the exchange.
+        """
+        url = self.url(path)
+        headers = {"authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        try:
+            response = await self._client.get(url, headers=headers)
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            raise _translate(exc, url) from exc
+        return response.status_code, response.content
+
+
+@asynccontextmanager
+async def open_backend(config: AgentConfig) -> AsyncIterator[Backend]:
+    """Open the agent's HTTP client to its backend for the whole run.
+
+    The pool is sized from `--max-concurrency` (httpx's default of 100
+    connections would silently queue requests above that), plus room for
+    discovery. Only the connect phase has a timeout: the relay owns request
+    deadlines and cancels what runs too long.
+
+    Proxy variables from the environment are ignored (``trust_env=False``):
+    the backend is the box's own server, and a proxy meant for the internet
+    would break it.
+
+    Args:
+        config: The agent's configuration.
+
+    Yields:
+        The backend.
+    """
+    pool = config.max_concurrency + 8
+    client = httpx.AsyncClient(
+        limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
+        timeout=httpx.Timeout(None, connect=config.timeouts.backend_connect_secs),
+        trust_env=False,
+        follow_redirects=False,
+    )
+    async with client:
+        yield Backend(config.backend_url, config.backend_api_key, client)
