@@ -45,6 +45,7 @@ from agent.logging import bind_log_context
 from agent.outbox import Flush, Outgoing, run_writer
 from agent.transport import Transport
 from wire import (
+    REFUSED_HEADER,
     CAPABILITY_DRAIN,
     PROTOCOL_VERSION,
     Cancel,
@@ -363,6 +364,9 @@ class Session:
         )
         headers = json_headers()
         headers["retry-after"] = "1"
+        # Tells our relay this is the agent refusing, not the backend's own
+        # 503: it requeues the request elsewhere instead of answering with it.
+        headers[REFUSED_HEADER] = code
         await self._outbox.send(
             ResponseComplete(
                 request.request_id,

@@ -62,6 +62,7 @@ _SANE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 # recomputed here (the agent's httpx already decoded any content-encoding).
 _DROP_RESPONSE_HEADERS = frozenset(
     {
+        wire.REFUSED_HEADER,
         "connection",
         "keep-alive",
         "transfer-encoding",
@@ -99,6 +100,8 @@ class _Call:
     first_byte_at: float | None = None
     worker_id: str | None = None
     token_counts: wire.TokenCounts | None = None
+    key_id: str | None = None  # the client API key's id, never the key
+    error: str | None = None  # code of the error the relay answered with
 
 
 class Proxy:
@@ -115,13 +118,15 @@ class Proxy:
         dialect = Dialect.for_path(path)
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         request_id = self._request_id(headers)
+        model: str | None = None
+        key_id: str | None = None
         try:
             try:
                 body = await self._read_body(headers, receive)
             except _ClientGone:
                 return
+            forwarded, key_id = self.relay.authorize(headers)
             model, stream = _parse_body(body)
-            forwarded = self.relay.authorize(headers)
             if self.hub.draining:
                 raise Unavailable("the relay is shutting down; retry shortly", retry_after=5)
             if not self.hub.is_routable(model):
@@ -147,7 +152,9 @@ class Proxy:
                 )
         except RelayError as exc:
             await _send_error(send, dialect, exc, request_id)
-            self.relay.record_rejected(request_id, path, exc, trio.current_time() - start)
+            self.relay.record_rejected(
+                request_id, path, exc, trio.current_time() - start, model=model, key_id=key_id
+            )
             return
 
         call = _Call(
@@ -158,7 +165,9 @@ class Proxy:
             stream=stream,
             frame=frame,
             start=start,
+            key_id=key_id,
         )
+        self.relay.record_started(model, key_id)
         self.relay.inflight.add(call.tracked)
         try:
             async with trio.open_nursery() as nursery:
@@ -214,14 +223,20 @@ class Proxy:
                     if request_deadline == math.inf and cfg.request_timeout > 0:
                         request_deadline = trio.current_time() + cfg.request_timeout
                     scope.deadline = request_deadline
+                    refused: _WorkerRefused | None = None
                     try:
                         with lease.scope:
                             lease.post_request(call.frame)
                             await self._relay_response(call, lease, send)
                             return
+                    except _WorkerRefused as exc:
+                        refused = exc
                     finally:
                         lease.close(self._cancel_reason(call))
-                    self._attempt_ended(call, lease)
+                    if refused is not None:
+                        self._refused(call, lease, refused.code)
+                    else:
+                        self._attempt_ended(call, lease)
             # The request scope caught its own cancellation: deadline or shutdown.
             if call.tracked.reason == wire.CancelReason.SERVER_SHUTDOWN:
                 raise Unavailable("the relay shut down before the request finished", retry_after=5)
@@ -244,27 +259,53 @@ class Proxy:
             return wire.CancelReason.TIMEOUT
         return wire.CancelReason.CLIENT_DISCONNECT
 
+    def _requeue(self, call: _Call, lease: Lease, why: str) -> None:
+        ticket = call.ticket
+        if ticket.requeues >= self.config.max_requeues:
+            raise Unavailable(
+                f"the request's worker was {why} {ticket.requeues + 1} times; retry shortly",
+                retry_after=1,
+            )
+        ticket.requeues += 1
+        self.hub.stats.requeues += 1
+        log.info(
+            "request requeued",
+            extra={
+                "request_id": ticket.request_id,
+                "worker_id": lease.worker.id,
+                "requeues": ticket.requeues,
+                "why": why,
+            },
+        )
+
+    def _refused(self, call: _Call, lease: Lease, code: str) -> None:
+        """Our agent refused the request (busy or draining): try elsewhere.
+
+        A worker that refuses for capacity claimed more than it honours: its
+        capacity here drops to what it carries now, so it is not asked again
+        beyond that (contained to that worker, never the client's problem).
+        """
+        worker = lease.worker
+        if code == "worker_draining":
+            worker.draining = True
+        elif worker.max_concurrent > max(1, worker.in_flight):
+            log.warning(
+                "worker refused a request: capacity lowered",
+                extra={
+                    "worker_id": worker.id,
+                    "claimed": worker.max_concurrent,
+                    "now": max(1, worker.in_flight),
+                },
+            )
+            worker.max_concurrent = max(1, worker.in_flight)
+        self._requeue(call, lease, "refused by its worker")
+
     def _attempt_ended(self, call: _Call, lease: Lease) -> None:
         """The worker side ended this attempt: requeue it or raise why not."""
-        ticket = call.ticket
         if lease.ended is LeaseEnd.WORKER_LOST:
             if call.started:
                 raise UpstreamError("the worker was lost while streaming the response")
-            if ticket.requeues >= self.config.max_requeues:
-                raise Unavailable(
-                    f"the request's worker was lost {ticket.requeues + 1} times; retry shortly",
-                    retry_after=1,
-                )
-            ticket.requeues += 1
-            self.hub.stats.requeues += 1
-            log.info(
-                "request requeued",
-                extra={
-                    "request_id": ticket.request_id,
-                    "worker_id": lease.worker.id,
-                    "requeues": ticket.requeues,
-                },
-            )
+            self._requeue(call, lease, "lost")
             return
         if lease.ended is LeaseEnd.TOO_LARGE:
             raise UpstreamError(
@@ -277,6 +318,10 @@ class Proxy:
         call.first_byte_at = trio.current_time()
         first = items[0]
         if isinstance(first, wire.ResponseComplete):
+            if first.status_code == 503 and first.headers:
+                code = first.headers.get(wire.REFUSED_HEADER)
+                if code is not None:
+                    raise _WorkerRefused(code)
             await self._send_whole(call, first, first.body or "", send)
             return
         if not call.stream:
@@ -333,6 +378,7 @@ class Proxy:
 
     async def _fail(self, call: _Call, send: Send, exc: RelayError) -> None:
         call.status = call.status or exc.status
+        call.error = exc.code
         log.info(
             "request failed",
             extra={
@@ -366,6 +412,9 @@ def call_summary(call: _Call, now: float) -> dict[str, Any]:
             round((call.first_byte_at - call.start) * 1000, 2) if call.first_byte_at else None
         ),
         "cancelled": call.tracked.reason is not None and call.status == 0,
+        "cancel_reason": str(call.tracked.reason) if call.tracked.reason is not None else None,
+        "error": call.error,
+        "key_id": call.key_id,
         "token_counts": call.token_counts,
     }
 
@@ -378,6 +427,12 @@ async def _watch_disconnect(receive: Receive, scope: trio.CancelScope, tracked: 
                 tracked.reason = wire.CancelReason.CLIENT_DISCONNECT
             scope.cancel()
             return
+
+
+class _WorkerRefused(Exception):
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
 
 
 class _ClientGone(Exception):

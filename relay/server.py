@@ -127,14 +127,14 @@ async def run_relay(config: RelayConfig) -> int:
     """Run a relay until a signal: the first drains, a second exits at once.
 
     Returns:
-        The process exit code: 0 after a drain, 130 when a second signal cut it short.
+        The process exit code: 0, also when a second signal cut the drain
+        short (the operator asked it to stop; a non-zero code would make a
+        `Restart=on-failure` unit start it again), like the agent.
     """
     server = RelayServer(config)
-    forced = False
     async with trio.open_nursery() as nursery:
 
         async def on_signals() -> None:
-            nonlocal forced
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for signum in signals:
                     if not server.relay.hub.draining:
@@ -142,10 +142,9 @@ async def run_relay(config: RelayConfig) -> int:
                         server.start_drain()
                     else:
                         log.warning("second signal: exiting now", extra={"signal": signal.Signals(signum).name})
-                        forced = True
                         nursery.cancel_scope.cancel()
 
         nursery.start_soon(on_signals)
         await server.run()
         nursery.cancel_scope.cancel()
-    return 130 if forced else 0
+    return 0

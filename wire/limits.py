@@ -10,6 +10,7 @@ __all__ = [
     "AGENT_RELAY_SILENCE_SECS",
     "CANCEL_GRACE_SECS",
     "CAPABILITY_DRAIN",
+    "REFUSED_HEADER",
     "DEFAULT_HEARTBEAT_INTERVAL_SECS",
     "DEFAULT_HEARTBEAT_TIMEOUT_SECS",
     "DEFAULT_MAX_RECEIVE_FRAME_BYTES",
@@ -55,6 +56,11 @@ FORWARDED_HEADERS: frozenset[str] = frozenset(
 """Request headers a backend needs; nothing else crosses the relay (lower-case names)."""
 
 CAPABILITY_DRAIN = "drain"
+
+# Header on a `response_complete` 503 by which our agent says "I refuse this
+# request" (busy or draining) rather than relaying its backend's own 503; our
+# relay then requeues the request instead of answering the client with it.
+REFUSED_HEADER = "x-modelrelay-refused"
 """Our optional extension.
 
 The agent lists it in `Register.capabilities`; the relay echoes it in

@@ -263,3 +263,58 @@ async def test_queued_request_goes_to_new_worker_in_fifo_order(relay, nursery) -
                 served.append(json.loads(request.body)["tag"])
                 await worker.reply(request, "{}")
     assert served == order
+
+
+async def test_worker_refusing_beyond_its_claim_is_contained(relay, nursery) -> None:
+    """A worker that claims 4 slots but refuses the second request: the
+    request goes elsewhere and the liar's capacity drops to what it carries."""
+    async with connect_worker(relay.ws_url, name="liar", max_concurrent=4) as liar:
+        refused_sent = trio.Event()
+
+        async def lie() -> None:
+            first = await liar.recv_request()
+            refused = await liar.recv_request()
+            await liar.send(
+                wire.ResponseComplete(
+                    request_id=refused.request_id,
+                    status_code=503,
+                    headers={"content-type": "application/json", wire.REFUSED_HEADER: "worker_busy"},
+                    body='{"error":{"message":"busy"}}',
+                )
+            )
+            refused_sent.set()
+            await honest_served.wait()
+            await liar.reply(first, '{"from":"liar"}')
+
+        honest_served = trio.Event()
+
+        async def honest() -> None:
+            await refused_sent.wait()  # the refused request is back in the queue
+            async with connect_worker(relay.ws_url, name="honest") as worker:
+                await worker.reply(await worker.recv_request(), '{"from":"honest"}')
+                honest_served.set()
+
+        nursery.start_soon(lie)
+        nursery.start_soon(honest)
+        with trio.fail_after(5):
+            first, second = await _both(relay)
+        assert first.json() == {"from": "liar"}
+        assert second.json() == {"from": "honest"}
+        assert wire.REFUSED_HEADER not in second.headers
+        assert relay.hub.workers[liar.ack.worker_id].max_concurrent == 1
+        assert relay.hub.stats.requeues == 1
+
+
+async def _both(relay):  # type: ignore[no-untyped-def]
+    """Two requests, the second sent once the first is on a worker."""
+    results = {}
+
+    async def call(tag: str) -> None:
+        results[tag] = await relay.client.post("/v1/chat/completions", json=CHAT)
+
+    async with trio.open_nursery() as n:
+        n.start_soon(call, "first")
+        while not any(w.in_flight for w in relay.hub.workers.values()):
+            await trio.sleep(0.001)
+        n.start_soon(call, "second")
+    return results["first"], results["second"]
