@@ -65,10 +65,10 @@ def _seconds(value: float) -> float:
     return value
 
 
-def _print_completions(shell: Shell | None) -> None:
+def _print_completions(ctx: typer.Context, shell: Shell | None) -> None:
     if shell is None:
         return
-    prog = Path(sys.argv[0]).name or "relay"
+    prog = ctx.find_root().info_name or "relay"
     var = "_" + re.sub(r"\W", "_", prog).upper() + "_COMPLETE"
     typer.echo(get_completion_script(prog_name=prog, complete_var=var, shell=shell.value))
     raise typer.Exit()
@@ -166,6 +166,10 @@ def serve(
         raise typer.BadParameter(str(exc), param_hint="'--listen'") from None
     if not worker_secret:
         raise typer.BadParameter("must not be empty", param_hint="'--worker-secret'")
+    if database_url and not database_url.startswith(("postgresql://", "postgres://")):
+        raise typer.BadParameter(
+            "expected a PostgreSQL URL like postgresql://user@host/db", param_hint="'--database-url'"
+        )
     sizes = {}
     for name, value in (
         ("max-body-bytes", max_body_bytes),
@@ -201,6 +205,7 @@ def serve(
         max_frame_bytes=sizes["max-frame-bytes"],
         max_response_bytes=sizes["max-response-bytes"],
     )
+    from relay.keys import KeyStoreError
     from relay.server import run_relay
 
     try:
@@ -209,6 +214,12 @@ def serve(
         exc = group.exceptions[0]
         reason = getattr(exc, "strerror", None) or exc
         typer.echo(f"relay: error: cannot listen on {cfg.listen}: {reason}", err=True)
+        raise typer.Exit(1) from None
+    except* KeyStoreError as group:  # the key database cannot be opened
+        leaf: BaseException = group
+        while isinstance(leaf, BaseExceptionGroup):
+            leaf = leaf.exceptions[0]
+        typer.echo(f"relay: error: {leaf}", err=True)
         raise typer.Exit(1) from None
     raise typer.Exit(code)
 

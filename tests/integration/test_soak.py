@@ -1,0 +1,14 @@
+"""A small chaos soak in the suite; `scripts/soak.py` runs the full one."""
+
+from __future__ import annotations
+
+from tests.integration.soak import run_soak
+
+
+async def test_chaos_soak_loses_nothing() -> None:
+    report = await run_soak(agents=3, requests=200, concurrency=32, seed=7, timeout=120)
+    assert report.kills >= 1, "the soak must actually kill agents"
+    assert report.lost == [], report.table()
+    assert sum(report.outcomes.values()) == report.requests
+    assert report.relay_logged == report.requests
+    assert report.queue_depth_after == 0
