@@ -44,7 +44,9 @@ class WorkerAuth:
                 failures.popleft()
             if len(failures) >= self.limit:
                 # Not recorded: the window is not extended by the refusals.
-                return AuthVerdict(429, retry_after=max(1, math.ceil(failures[0] + self.window - now)))
+                return AuthVerdict(
+                    429, retry_after=max(1, math.ceil(failures[0] + self.window - now))
+                )
         else:
             if len(self._failures) >= _MAX_TRACKED_IPS:
                 self._prune(now)

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import enum
 import json
+from typing import TYPE_CHECKING
 
-from relay.errors import RelayError
+if TYPE_CHECKING:
+    from relay.errors import RelayError
 
 __all__ = ["Dialect", "error_body", "stream_error_event"]
 
@@ -38,9 +40,7 @@ def error_body(dialect: Dialect, error: RelayError) -> bytes:
             "error": {"type": error.anthropic_type, "message": error.message},
         }
     else:
-        doc = {
-            "error": {"message": error.message, "type": error.openai_type, "code": error.code}
-        }
+        doc = {"error": {"message": error.message, "type": error.openai_type, "code": error.code}}
     return json.dumps(doc).encode()
 
 

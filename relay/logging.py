@@ -46,9 +46,7 @@ def parse_level_spec(spec: str, default_target: str) -> dict[str, int]:
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
-    return {
-        k: v for k, v in vars(record).items() if k not in _STANDARD and v is not None
-    }
+    return {k: v for k, v in vars(record).items() if k not in _STANDARD and v is not None}
 
 
 class _TextFormatter(logging.Formatter):

@@ -10,8 +10,10 @@ worker claims); ties go round-robin.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from collections.abc import Collection, Iterable
 
 __all__ = ["WILDCARD", "Candidate", "RoundRobin", "choose", "serves"]
 
@@ -59,9 +61,7 @@ class RoundRobin:
 W = TypeVar("W", bound=Candidate)
 
 
-def choose(
-    workers: Iterable[W], model: str, named: Collection[str], rr: RoundRobin
-) -> W | None:
+def choose(workers: Iterable[W], model: str, named: Collection[str], rr: RoundRobin) -> W | None:
     """The worker that should take a request for `model` now, or None."""
     best: list[W] = []
     best_load = 2.0

@@ -21,7 +21,6 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
 
 import attrs
@@ -33,6 +32,8 @@ from relay.errors import QueueFull, Unavailable
 from relay.queue import PendingQueue
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from relay.config import RelayConfig
 
 __all__ = [

@@ -79,7 +79,10 @@ def worker_blueprint(relay: Relay) -> Blueprint:
         if verdict.status != 200:
             log.warning(
                 "worker auth failed",
-                extra={"peer": peer, "reason": "missing secret" if secret is None else "bad secret"},
+                extra={
+                    "peer": peer,
+                    "reason": "missing secret" if secret is None else "bad secret",
+                },
             )
             return _refusal(401, "worker authentication failed: the worker secret is wrong")
         provider = websocket.args.get("provider", "local")

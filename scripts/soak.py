@@ -15,7 +15,7 @@ import trio
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from tests.integration.soak import run_soak  # noqa: E402
+from tests.integration.soak import run_soak
 
 
 def main() -> None:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import attrs
 import httpx
 import pytest
-import trio
 
 from tests.fake_backend import FakeBackend
 from tests.integration.procs import Proc, agent_process, relay_process
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    import trio
 
 
 @attrs.define
@@ -31,7 +35,9 @@ async def backend(nursery: trio.Nursery) -> FakeBackend:
 
 @pytest.fixture
 async def stack(backend: FakeBackend) -> AsyncIterator[Stack]:
-    async with relay_process() as (relay, url), agent_process(
-        relay, backend.url, "--max-concurrency", "4"
-    ) as agent, httpx.AsyncClient(base_url=url, timeout=20) as client:
+    async with (
+        relay_process() as (relay, url),
+        agent_process(relay, backend.url, "--max-concurrency", "4") as agent,
+        httpx.AsyncClient(base_url=url, timeout=20) as client,
+    ):
         yield Stack(relay, url, client, backend, agent)

@@ -12,12 +12,14 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
 
 SECRET = "e2e-secret"
 Line = dict[str, Any]
@@ -29,6 +31,9 @@ class Proc:
 
     name: str
     process: trio.Process
+    # How long a wait on this process may take before the test fails: a
+    # hung child must fail the test, not hang the suite.
+    wait_limit: float = 20.0
     lines: list[Line] = attrs.field(factory=list)
     raw: list[str] = attrs.field(factory=list)
     _changed: trio.Event = attrs.field(factory=trio.Event)
@@ -51,10 +56,10 @@ class Proc:
             self._changed = trio.Event()
         self._changed.set()
 
-    async def wait_for(self, predicate: Callable[[Line], bool], *, timeout: float = 20) -> Line:
+    async def wait_for(self, predicate: Callable[[Line], bool]) -> Line:
         """The first log line `predicate` accepts, waiting for it if need be."""
         seen = 0
-        with trio.fail_after(timeout):
+        with trio.fail_after(self.wait_limit):
             while True:
                 for line in self.lines[seen:]:
                     if predicate(line):
@@ -62,7 +67,8 @@ class Proc:
                 seen = len(self.lines)
                 if self.process.returncode is not None:
                     raise AssertionError(
-                        f"{self.name} exited {self.process.returncode}:\n" + "\n".join(self.raw[-30:])
+                        f"{self.name} exited {self.process.returncode}:\n"
+                        + "\n".join(self.raw[-30:])
                     )
                 await self._changed.wait()
 
@@ -73,13 +79,21 @@ class Proc:
         if self.process.returncode is None:
             self.process.send_signal(signum)
 
-    async def wait_exit(self, timeout: float = 20) -> int:
-        with trio.fail_after(timeout):
+    async def wait_count(self, events: tuple[str, ...], count: int) -> None:
+        """Wait until the process has logged `count` lines of these events."""
+        with trio.fail_after(self.wait_limit):
+            while sum(line.get("event") in events for line in self.lines) < count:
+                await self._changed.wait()
+
+    async def wait_exit(self) -> int:
+        with trio.fail_after(self.wait_limit):
             return await self.process.wait()
 
 
 @asynccontextmanager
-async def spawn(name: str, args: list[str], env: dict[str, str] | None = None) -> AsyncIterator[Proc]:
+async def spawn(
+    name: str, args: list[str], env: dict[str, str] | None = None
+) -> AsyncIterator[Proc]:
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     for key in ("WORKER_SECRET", "PROXY_URL", "BACKEND_URL", "MODELS", "LOG_LEVEL", "LOG_FORMAT"):
         if env is None or key not in env:
@@ -123,10 +137,20 @@ async def _stop(process: trio.Process) -> None:
 @asynccontextmanager
 async def relay_process(*extra: str) -> AsyncIterator[tuple[Proc, str]]:
     """A relay on an ephemeral port; yields the process and its base URL."""
-    args = ["-m", "relay", "serve", "--listen", "127.0.0.1:0", "--worker-secret", SECRET,
-            "--log-format", "json", *extra]
+    args = [
+        "-m",
+        "relay",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--worker-secret",
+        SECRET,
+        "--log-format",
+        "json",
+        *extra,
+    ]
     async with spawn("relay", args) as proc:
-        line = await proc.wait_for(lambda l: l.get("event") == "relay listening")
+        line = await proc.wait_for(lambda line: line.get("event") == "relay listening")
         yield proc, line["url"]
 
 
@@ -139,19 +163,32 @@ async def agent_process(
     Unless told not to, waits until the relay has routed models to it: the
     agent registers at once and may learn its models a moment later.
     """
-    listening = await relay.wait_for(lambda l: l.get("event") == "relay listening")
-    args = ["-m", "agent", "run", "--proxy-url", listening["url"],
-            "--backend-url", backend_url, "--worker-secret", secret, "--log-format", "json",
-            *extra]
+    listening = await relay.wait_for(lambda line: line.get("event") == "relay listening")
+    args = [
+        "-m",
+        "agent",
+        "run",
+        "--proxy-url",
+        listening["url"],
+        "--backend-url",
+        backend_url,
+        "--worker-secret",
+        secret,
+        "--log-format",
+        "json",
+        *extra,
+    ]
     async with spawn("agent", args) as proc:
         if wait:
             registered = await proc.wait_for(
-                lambda l: "worker_id" in l and l.get("event") == "registered"
+                lambda line: "worker_id" in line and line.get("event") == "registered"
             )
             worker_id = registered["worker_id"]
             await relay.wait_for(
-                lambda l: l.get("worker_id") == worker_id
-                and l.get("event") in ("worker registered", "worker models updated")
-                and bool(l.get("models"))
+                lambda line: (
+                    line.get("worker_id") == worker_id
+                    and line.get("event") in ("worker registered", "worker models updated")
+                    and bool(line.get("models"))
+                )
             )
         yield proc

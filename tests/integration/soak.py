@@ -23,7 +23,7 @@ import attrs
 import httpx
 import trio
 
-from tests.integration.procs import Proc, agent_process, relay_process, spawn
+from tests.integration.procs import Proc, agent_process, relay_process
 
 __all__ = ["SoakReport", "run_soak"]
 
@@ -54,7 +54,10 @@ class SoakReport:
             ("relay 'request finished' log lines", self.relay_logged),
             ("relay queue depth after", self.queue_depth_after),
             ("relay in flight after", self.relay_in_flight_after),
-            ("relay RSS start → end (KiB)", " → ".join(map(str, self.relay_rss_kib[:1] + self.relay_rss_kib[-1:]))),
+            (
+                "relay RSS start → end (KiB)",
+                " → ".join(map(str, self.relay_rss_kib[:1] + self.relay_rss_kib[-1:])),
+            ),
         ]
         return "\n".join(["| figure | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows])
 
@@ -97,23 +100,35 @@ async def _one(client: httpx.AsyncClient, i: int, rng: random.Random, report: So
 
 
 async def run_soak(
-    *, agents: int = 5, requests: int = 2000, concurrency: int = 64, seed: int = 1,
-    kill_every: tuple[float, float] = (0.3, 1.0), timeout: float = 600,
+    *,
+    agents: int = 5,
+    requests: int = 2000,
+    concurrency: int = 64,
+    seed: int = 1,
+    kill_every: tuple[float, float] = (0.3, 1.0),
+    timeout: float = 600,
 ) -> SoakReport:
     """Run the soak; return what happened to every request."""
     rng = random.Random(seed)
     report = SoakReport(requests, concurrency, agents, 0, 0.0)
     backend_proc = await trio.lowlevel.open_process(
         [sys.executable, "-m", "tests.fake_backend", "--models", "soak"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
     )
     try:
         assert backend_proc.stdout is not None
         first = await backend_proc.stdout.receive_some(200)
         backend_url = first.decode().split("=", 1)[1].strip()
         async with relay_process(
-            "--heartbeat-interval", "1", "--heartbeat-timeout", "3", "--log-level", "info",
-            "--max-queue-len", "0",
+            "--heartbeat-interval",
+            "1",
+            "--heartbeat-timeout",
+            "3",
+            "--log-level",
+            "info",
+            "--max-queue-len",
+            "0",
         ) as (relay, url):
             await _soak(relay, url, backend_url, rng, report, kill_every, timeout)
     finally:
@@ -126,20 +141,29 @@ async def run_soak(
 
 
 async def _soak(
-    relay: Proc, url: str, backend_url: str, rng: random.Random, report: SoakReport,
-    kill_every: tuple[float, float], timeout: float,
+    relay: Proc,
+    url: str,
+    backend_url: str,
+    rng: random.Random,
+    report: SoakReport,
+    kill_every: tuple[float, float],
+    timeout: float,
 ) -> None:
     flags = ("--models", "soak", "--max-concurrency", "16")
     start = trio.current_time()
     report.relay_rss_kib.append(_rss_kib(relay.process.pid))
-    limits = httpx.Limits(max_connections=report.concurrency, max_keepalive_connections=report.concurrency)
+    limits = httpx.Limits(
+        max_connections=report.concurrency, max_keepalive_connections=report.concurrency
+    )
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
         load_done = trio.Event()
 
         async def agent_slot(index: int) -> None:
             """Keep agent `index` running; SIGKILL it at random until the load is done."""
             while not load_done.is_set():
-                async with agent_process(relay, backend_url, *flags, "--worker-name", f"soak-{index}") as agent:
+                async with agent_process(
+                    relay, backend_url, *flags, "--worker-name", f"soak-{index}"
+                ) as agent:
                     with trio.move_on_after(rng.uniform(*kill_every) * report.agents):
                         await load_done.wait()
                     if load_done.is_set():
@@ -170,8 +194,10 @@ async def _soak(
                     nursery.start_soon(agent_slot, index)
                 # Start the load once the first agents are in.
                 await relay.wait_for(
-                    lambda l: l.get("event") in ("worker registered", "worker models updated")
-                    and bool(l.get("models"))
+                    lambda line: (
+                        line.get("event") in ("worker registered", "worker models updated")
+                        and bool(line.get("models"))
+                    )
                 )
                 await load()
         health = (await client.get("/health")).json()
@@ -185,6 +211,7 @@ async def _soak(
     report.seconds = trio.current_time() - start
     # Every request was logged once by the relay.
     with trio.move_on_after(5):
-        while len(relay.events("request finished")) + len(relay.events("request rejected")) < report.requests:
-            await trio.sleep(0.05)
-    report.relay_logged = len(relay.events("request finished")) + len(relay.events("request rejected"))
+        await relay.wait_count(("request finished", "request rejected"), report.requests)
+    report.relay_logged = len(relay.events("request finished")) + len(
+        relay.events("request rejected")
+    )

@@ -97,8 +97,10 @@ async def test_request_id_follows_the_request_across_both_logs(stack) -> None:
         headers={"x-request-id": "trace-me-123"},
     )
     assert response.headers["x-request-id"] == "trace-me-123"
-    await stack.relay.wait_for(lambda l: l.get("request_id") == "trace-me-123" and l.get("status") == 200)
-    await stack.agent.wait_for(lambda l: l.get("request_id") == "trace-me-123")
+    await stack.relay.wait_for(
+        lambda line: line.get("request_id") == "trace-me-123" and line.get("status") == 200
+    )
+    await stack.agent.wait_for(lambda line: line.get("request_id") == "trace-me-123")
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -109,6 +111,7 @@ async def test_client_disconnect_reaches_the_backend_within_a_second(stack, stre
     body = {"model": "fake-model", "stream": stream, "messages": [], "fake": fake}
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
+
             async def client() -> None:
                 async with stack.client.stream("POST", "/v1/chat/completions", json=body) as r:
                     async for _ in r.aiter_raw():
@@ -123,7 +126,9 @@ async def test_client_disconnect_reaches_the_backend_within_a_second(stack, stre
         await recorded.done.wait()
     assert recorded.disconnected_at is not None
     assert recorded.disconnected_at - left_at < 1.0
-    await stack.agent.wait_for(lambda l: l.get("status") == 499 or l.get("cancelled") is True)
+    await stack.agent.wait_for(
+        lambda line: line.get("status") == 499 or line.get("cancelled") is True
+    )
 
 
 async def test_bad_client_json_is_400_in_each_dialect(stack) -> None:
@@ -140,11 +145,12 @@ async def test_two_agents_share_load_and_models_route_to_their_servers(nursery) 
     shared_b = FakeBackend(models=["shared"])
     await nursery.start(shared_a.run)
     await nursery.start(shared_b.run)
-    async with relay_process() as (relay, url), agent_process(
-        relay, shared_a.url, "--worker-name", "a"
-    ), agent_process(relay, shared_b.url, "--worker-name", "b"), httpx.AsyncClient(
-        base_url=url, timeout=20
-    ) as client:
+    async with (
+        relay_process() as (relay, url),
+        agent_process(relay, shared_a.url, "--worker-name", "a"),
+        agent_process(relay, shared_b.url, "--worker-name", "b"),
+        httpx.AsyncClient(base_url=url, timeout=20) as client,
+    ):
         slow = {"messages": [], "fake": {"chunks": 2, "delay": 0.2}}
 
         async def call(model: str) -> None:
@@ -165,13 +171,16 @@ async def test_two_agents_share_load_and_models_route_to_their_servers(nursery) 
     assert a_models.count("only-a") == 3
     assert "only-a" not in b_models
     # Each agent has one slot and each call takes 0.4 s: four at once must spread.
-    assert a_models.count("shared") == 2 and b_models.count("shared") == 2
+    assert a_models.count("shared") == 2
+    assert b_models.count("shared") == 2
 
 
 async def test_backend_unreachable_is_502_naming_it(nursery) -> None:
-    async with relay_process() as (relay, url), agent_process(
-        relay, "http://127.0.0.1:9", "--models", "ghost"
-    ) as agent, httpx.AsyncClient(base_url=url, timeout=20) as client:
+    async with (
+        relay_process() as (relay, url),
+        agent_process(relay, "http://127.0.0.1:9", "--models", "ghost"),
+        httpx.AsyncClient(base_url=url, timeout=20) as client,
+    ):
         response = await client.post("/v1/chat/completions", json={"model": "ghost"})
         assert response.status_code == 502
         assert "127.0.0.1:9" in response.json()["error"]["message"]
@@ -180,10 +189,11 @@ async def test_backend_unreachable_is_502_naming_it(nursery) -> None:
 
 
 async def test_bad_secret_is_refused_and_logged_plainly(backend) -> None:
-    async with relay_process() as (relay, url), agent_process(
-        relay, backend.url, secret="s3cr3t-7f3a", wait=False
-    ) as agent:
-        line = await agent.wait_for(lambda l: l.get("level") == "error")
-        await relay.wait_for(lambda l: l.get("event") == "worker auth failed")
+    async with (
+        relay_process() as (relay, _url),
+        agent_process(relay, backend.url, secret="s3cr3t-7f3a", wait=False) as agent,
+    ):
+        line = await agent.wait_for(lambda line: line.get("level") == "error")
+        await relay.wait_for(lambda line: line.get("event") == "worker auth failed")
     assert "secret" in line["event"].lower()
     assert "s3cr3t-7f3a" not in "\n".join(agent.raw + relay.raw)  # never the secret

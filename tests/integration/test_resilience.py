@@ -36,6 +36,7 @@ async def _first_post(*backends: FakeBackend) -> FakeBackend:
                 return backend
         async with trio.open_nursery() as n:
             for backend in backends:
+
                 async def wake(b: FakeBackend = backend) -> None:
                     await b.wait_requests(len(b.requests) + 1)
                     n.cancel_scope.cancel()
@@ -45,8 +46,12 @@ async def _first_post(*backends: FakeBackend) -> FakeBackend:
 
 async def test_agent_killed_mid_request_completes_on_another(nursery) -> None:
     a, b = await _two_backends(nursery)
-    async with relay_process() as (relay, url), agent_process(relay, a.url) as agent_a, \
-            agent_process(relay, b.url) as agent_b, httpx.AsyncClient(base_url=url, timeout=30) as client:
+    async with (
+        relay_process() as (relay, url),
+        agent_process(relay, a.url) as agent_a,
+        agent_process(relay, b.url) as agent_b,
+        httpx.AsyncClient(base_url=url, timeout=30) as client,
+    ):
         agents = {id(a): agent_a, id(b): agent_b}
         result = {}
 
@@ -67,8 +72,11 @@ async def test_agent_killed_mid_request_completes_on_another(nursery) -> None:
 
 
 async def test_agent_killed_mid_stream_ends_with_error_event(backend) -> None:
-    async with relay_process() as (relay, url), agent_process(relay, backend.url) as agent, \
-            httpx.AsyncClient(base_url=url, timeout=30) as client:
+    async with (
+        relay_process() as (relay, url),
+        agent_process(relay, backend.url) as agent,
+        httpx.AsyncClient(base_url=url, timeout=30) as client,
+    ):
         body = {"model": "fake-model", "stream": True, "messages": [], "fake": {"stall_after": 1}}
         with trio.fail_after(20):
             async with client.stream("POST", "/v1/chat/completions", json=body) as response:
@@ -84,11 +92,12 @@ async def test_agent_killed_mid_stream_ends_with_error_event(backend) -> None:
 
 async def test_frozen_agent_is_dropped_and_its_request_requeued(nursery) -> None:
     a, b = await _two_backends(nursery)
-    async with relay_process(
-        "--heartbeat-interval", "0.2", "--heartbeat-timeout", "1"
-    ) as (relay, url), agent_process(relay, a.url) as agent_a, agent_process(
-        relay, b.url
-    ) as agent_b, httpx.AsyncClient(base_url=url, timeout=30) as client:
+    async with (
+        relay_process("--heartbeat-interval", "0.2", "--heartbeat-timeout", "1") as (relay, url),
+        agent_process(relay, a.url) as agent_a,
+        agent_process(relay, b.url) as agent_b,
+        httpx.AsyncClient(base_url=url, timeout=30) as client,
+    ):
         agents = {id(a): agent_a, id(b): agent_b}
         result = {}
 
@@ -109,9 +118,11 @@ async def test_frozen_agent_is_dropped_and_its_request_requeued(nursery) -> None
 
 
 async def test_agent_sigterm_drains_in_flight_and_exits_zero(backend) -> None:
-    async with relay_process() as (relay, url), agent_process(
-        relay, backend.url, "--drain-timeout", "10"
-    ) as agent, httpx.AsyncClient(base_url=url, timeout=30) as client:
+    async with (
+        relay_process() as (relay, url),
+        agent_process(relay, backend.url, "--drain-timeout", "10") as agent,
+        httpx.AsyncClient(base_url=url, timeout=30) as client,
+    ):
         result = {}
 
         async def call() -> None:
@@ -124,7 +135,7 @@ async def test_agent_sigterm_drains_in_flight_and_exits_zero(backend) -> None:
                 await _first_post(backend)
                 agent.signal(signal.SIGTERM)
                 # The relay stops routing to it at once: a new request waits.
-                await relay.wait_for(lambda l: l.get("event") == "worker draining")
+                await relay.wait_for(lambda line: line.get("event") == "worker draining")
                 assert (await client.get("/health")).json()["workers_connected"] == 1
             code = await agent.wait_exit()
     assert result["r"].status_code == 200
@@ -132,9 +143,11 @@ async def test_agent_sigterm_drains_in_flight_and_exits_zero(backend) -> None:
 
 
 async def test_relay_sigterm_drains_and_exits_zero(backend) -> None:
-    async with relay_process("--drain-timeout", "10") as (relay, url), agent_process(
-        relay, backend.url
-    ), httpx.AsyncClient(base_url=url, timeout=30) as client:
+    async with (
+        relay_process("--drain-timeout", "10") as (relay, url),
+        agent_process(relay, backend.url),
+        httpx.AsyncClient(base_url=url, timeout=30) as client,
+    ):
         result = {}
 
         async def call() -> None:
@@ -146,7 +159,7 @@ async def test_relay_sigterm_drains_and_exits_zero(backend) -> None:
                 n.start_soon(call)
                 await _first_post(backend)
                 relay.signal(signal.SIGTERM)
-                await relay.wait_for(lambda l: l.get("event") == "relay draining")
+                await relay.wait_for(lambda line: line.get("event") == "relay draining")
                 refused = await client.post(
                     "/v1/chat/completions", json={"model": "fake-model", "messages": []}
                 )
@@ -157,14 +170,18 @@ async def test_relay_sigterm_drains_and_exits_zero(backend) -> None:
 
 
 async def test_discovery_picks_up_a_model_added_at_run_time(backend) -> None:
-    async with relay_process() as (relay, url), agent_process(
-        relay, backend.url, "--models-poll-interval", "0.2"
-    ), httpx.AsyncClient(base_url=url, timeout=30) as client:
+    async with (
+        relay_process() as (relay, url),
+        agent_process(relay, backend.url, "--models-poll-interval", "0.2"),
+        httpx.AsyncClient(base_url=url, timeout=30) as client,
+    ):
         backend.models.append("late-model")
         with trio.fail_after(10):
             await relay.wait_for(
-                lambda l: l.get("event") == "worker models updated"
-                and "late-model" in str(l.get("models"))
+                lambda line: (
+                    line.get("event") == "worker models updated"
+                    and "late-model" in str(line.get("models"))
+                )
             )
         response = await client.post("/v1/chat/completions", json={"model": "late-model"})
     assert response.status_code == 200
@@ -173,8 +190,19 @@ async def test_discovery_picks_up_a_model_added_at_run_time(backend) -> None:
 def spawn_agent(relay_url: str, backend_url: str, *, secret: str = SECRET):  # type: ignore[no-untyped-def]
     return spawn(
         "agent",
-        ["-m", "agent", "run", "--proxy-url", relay_url, "--backend-url", backend_url,
-         "--worker-secret", secret, "--log-format", "json"],
+        [
+            "-m",
+            "agent",
+            "run",
+            "--proxy-url",
+            relay_url,
+            "--backend-url",
+            backend_url,
+            "--worker-secret",
+            secret,
+            "--log-format",
+            "json",
+        ],
     )
 
 
@@ -189,13 +217,14 @@ async def test_wrong_secret_then_right_recovers_without_restarting_agent(backend
     listen = ["--listen", f"127.0.0.1:{port}"]
     async with relay_process(*listen) as (relay, url):
         async with spawn_agent(url, backend.url, secret="agent-secret") as agent:
-            refusal = await agent.wait_for(lambda l: l.get("level") == "error")
+            refusal = await agent.wait_for(lambda line: line.get("level") == "error")
             relay.signal(signal.SIGTERM)
             await relay.wait_exit()
             # Same agent, still running: the relay comes back with the agent's secret.
             async with relay_process(*listen, "--worker-secret", "agent-secret") as (relay2, _):
-                await relay2.wait_for(lambda l: l.get("event") == "worker registered", timeout=40)
-                await agent.wait_for(lambda l: l.get("event") == "registered", timeout=5)
+                relay2.wait_limit = 40  # the agent's auth cool-down is 10 s, jittered
+                await relay2.wait_for(lambda line: line.get("event") == "worker registered")
+                await agent.wait_for(lambda line: line.get("event") == "registered")
     assert "secret" in refusal["event"]
 
 

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 import httpx
 import pytest
-import trio
 
 from relay.config import RelayConfig
 from relay.server import RelayServer
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import trio
 
 SECRET = "test-secret"
 

@@ -6,14 +6,16 @@ frames, silence, lies about capacity).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import attrs
-import trio
 from trio_websocket import WebSocketConnection, open_websocket_url
 
 import wire
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Sequence
 
 
 @attrs.define(eq=False)
@@ -32,7 +34,9 @@ class FakeWorker:
         while True:
             message = wire.decode_relay_frame(await self.ws.get_message())
             if isinstance(message, wire.Ping):
-                await self.send(wire.Pong(current_load=0, timestamp_unix_ms=message.timestamp_unix_ms))
+                await self.send(
+                    wire.Pong(current_load=0, timestamp_unix_ms=message.timestamp_unix_ms)
+                )
                 continue
             return message
 
@@ -87,5 +91,3 @@ async def connect_worker(
             assert isinstance(ack, wire.RegisterAck), ack
             worker.ack = ack
         yield worker
-
-

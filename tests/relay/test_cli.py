@@ -20,7 +20,11 @@ def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
     clean = {k: v for k, v in os.environ.items() if k not in ("WORKER_SECRET", "LISTEN_ADDR")}
     return subprocess.run(
         [sys.executable, "-m", "relay", *args],
-        capture_output=True, text=True, timeout=30, env={**clean, **(env or {})}, check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**clean, **(env or {})},
+        check=False,
     )
 
 
@@ -37,11 +41,17 @@ def test_version() -> None:
         (["serve", "--worker-secret", "s", "--listen", "nowhere"], {}, "--listen"),
         (["serve", "--worker-secret", "s", "--max-body-bytes", "12XB"], {}, "--max-body-bytes"),
         (["serve", "--worker-secret", "s"], {"QUEUE_TIMEOUT_SECS": "-3"}, "--queue-timeout"),
-        (["serve", "--worker-secret", "s"], {"MODELRELAY_REQUIRE_API_KEYS": "maybe"}, "--require-api-keys"),
+        (
+            ["serve", "--worker-secret", "s"],
+            {"MODELRELAY_REQUIRE_API_KEYS": "maybe"},
+            "--require-api-keys",
+        ),
         (["serve", "--worker-secret", "s", "--log-level", "loud"], {}, "--log-level"),
     ],
 )
-def test_bad_values_fail_fast_with_one_line(args: list[str], env: dict[str, str], names: str) -> None:
+def test_bad_values_fail_fast_with_one_line(
+    args: list[str], env: dict[str, str], names: str
+) -> None:
     result = _run(*args, env=env)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
@@ -80,15 +90,24 @@ async def test_precedence_flag_over_env_over_file(tmp_path: Path) -> None:
         ["-m", "relay", "serve", "--config", str(config), "--log-format", "json"],
         env=env,
     ) as proc:
-        line = await proc.wait_for(lambda l: l.get("event") == "relay listening")
+        line = await proc.wait_for(lambda line: line.get("event") == "relay listening")
     assert line["provider"] == "from-env"  # env beats file
     async with spawn(
         "relay",
-        ["-m", "relay", "serve", "--config", str(config), "--provider", "from-flag",
-         "--log-format", "json"],
+        [
+            "-m",
+            "relay",
+            "serve",
+            "--config",
+            str(config),
+            "--provider",
+            "from-flag",
+            "--log-format",
+            "json",
+        ],
         env=env,
     ) as proc:
-        line = await proc.wait_for(lambda l: l.get("event") == "relay listening")
+        line = await proc.wait_for(lambda line: line.get("event") == "relay listening")
     assert line["provider"] == "from-flag"  # flag beats env
     assert json.dumps(proc.lines).count("from-file") == 0  # secrets never logged
 
@@ -96,7 +115,10 @@ async def test_precedence_flag_over_env_over_file(tmp_path: Path) -> None:
 def test_modelrelay_server_alias_is_relay_serve() -> None:
     result = subprocess.run(
         [Path(sys.executable).parent / "modelrelay-server", "--help"],
-        capture_output=True, text=True, timeout=30, check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     assert result.returncode == 0
     assert "--worker-secret" in result.stdout

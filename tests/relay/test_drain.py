@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import trio
+import trio.testing
 
 import wire
 from tests.relay.fake_worker import connect_worker
@@ -52,24 +53,26 @@ async def test_drain_timeout_cancels_with_server_shutdown(start_relay, nursery) 
         async def in_flight() -> None:
             results["r"] = await relay.client.post("/v1/chat/completions", json=CHAT)
 
-        nursery.start_soon(in_flight)
         with trio.fail_after(5):
-            await worker.recv_request()
-            nursery.start_soon(relay.server.drain)
-            assert isinstance(await worker.recv(), wire.GracefulShutdown)
-            cancel = await worker.recv_cancel()
-        assert cancel.reason == wire.CancelReason.SERVER_SHUTDOWN
-        await worker.send(wire.ResponseComplete(request_id=cancel.request_id, status_code=499))
-    with trio.fail_after(5):
-        while "r" not in results:
-            await trio.sleep(0.01)
+            async with trio.open_nursery() as n:
+                n.start_soon(in_flight)
+                await worker.recv_request()
+                nursery.start_soon(relay.server.drain)
+                assert isinstance(await worker.recv(), wire.GracefulShutdown)
+                cancel = await worker.recv_cancel()
+                await worker.send(
+                    wire.ResponseComplete(request_id=cancel.request_id, status_code=499)
+                )
+    assert cancel.reason == wire.CancelReason.SERVER_SHUTDOWN
     assert results["r"].status_code == 503
 
 
 async def test_slow_client_is_cut_off_without_stalling_others(start_relay, nursery) -> None:
     relay = await start_relay(client_buffer_bytes=256 * 1024)
     chunk = "data: " + "x" * 65536 + "\n\n"
+    cut_off = trio.Event()
     async with connect_worker(relay.ws_url, max_concurrent=2) as worker:
+
         async def flood() -> None:
             request = await worker.recv_request()
             # Far more than the socket buffers and the bound can hold.
@@ -79,6 +82,7 @@ async def test_slow_client_is_cut_off_without_stalling_others(start_relay, nurse
             assert cancel.request_id == request.request_id
             assert isinstance(cancel.reason, wire.OtherReason)
             await worker.send(wire.ResponseComplete(request_id=request.request_id, status_code=499))
+            cut_off.set()
             # The worker is still in business for everyone else.
             other = await worker.recv_request()
             await worker.reply(other, '{"other":"fine"}')
@@ -90,7 +94,8 @@ async def test_slow_client_is_cut_off_without_stalling_others(start_relay, nurse
             ) as stalled:
                 assert stalled.status_code == 200
                 # Never read: wait until the relay gives up on us.
-                while relay.hub.workers[worker.ack.worker_id].in_flight:
-                    await trio.sleep(0.05)
+                await cut_off.wait()
+                await trio.testing.wait_all_tasks_blocked()  # the 499 was read
+                assert relay.hub.workers[worker.ack.worker_id].in_flight == 0
                 response = await relay.client.post("/v1/chat/completions", json=CHAT)
     assert response.json() == {"other": "fine"}

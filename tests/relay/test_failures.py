@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 import trio
+import trio.testing
 
 import wire
 from tests.relay.fake_worker import connect_worker
@@ -91,8 +92,10 @@ async def test_queue_full_is_429_with_retry_after(start_relay, nursery) -> None:
         async def second_client() -> None:
             async with trio.open_nursery() as n:
                 n.start_soon(_post, relay)
-                while not relay.hub.queue:
-                    await trio.sleep(0.001)  # until the relay has queued it
+                # In-process relay and client: once every task is blocked, the
+                # request has arrived and waits in the queue.
+                await trio.testing.wait_all_tasks_blocked()
+                assert len(relay.hub.queue) == 1
                 queued.set()
 
         nursery.start_soon(second_client)
@@ -144,6 +147,7 @@ async def test_request_timeout_is_504_and_cancels_worker(start_relay, nursery) -
 
 async def test_worker_lost_before_any_byte_requeues(relay, nursery) -> None:
     async with connect_worker(relay.ws_url, name="doomed") as doomed:
+
         async def doom() -> None:
             await doomed.recv_request()
             await doomed.ws.aclose()  # dies holding the request
@@ -183,9 +187,12 @@ async def test_requeue_exhausted_is_503(relay, nursery) -> None:
 
 async def test_worker_lost_mid_stream_ends_with_error_event(relay, nursery) -> None:
     async with connect_worker(relay.ws_url) as worker:
+
         async def serve() -> None:
             request = await worker.recv_request()
-            await worker.send(wire.ResponseChunk(request_id=request.request_id, chunk="data: {}\n\n"))
+            await worker.send(
+                wire.ResponseChunk(request_id=request.request_id, chunk="data: {}\n\n")
+            )
             await worker.ws.aclose()
 
         nursery.start_soon(serve)
@@ -204,6 +211,7 @@ async def test_worker_lost_mid_stream_ends_with_error_event(relay, nursery) -> N
 
 async def test_anthropic_stream_error_event_dialect(relay, nursery) -> None:
     async with connect_worker(relay.ws_url) as worker:
+
         async def serve() -> None:
             request = await worker.recv_request()
             await worker.send(
@@ -225,6 +233,7 @@ async def test_anthropic_stream_error_event_dialect(relay, nursery) -> None:
 async def test_streaming_backend_error_keeps_its_status(relay, nursery) -> None:
     """Lazy status: a complete that arrives before any chunk keeps its own status."""
     async with connect_worker(relay.ws_url) as worker:
+
         async def serve() -> None:
             request = await worker.recv_request()
             await worker.reply(request, '{"error":{"message":"bad"}}', status=400)
@@ -253,9 +262,9 @@ async def test_queued_request_goes_to_new_worker_in_fifo_order(relay, nursery) -
     async with trio.open_nursery() as clients:
         for tag in ("first", "second", "third"):
             clients.start_soon(client, tag)
-            while len(relay.hub.queue) < len(order) + 1:
-                await trio.sleep(0.001)
+            await trio.testing.wait_all_tasks_blocked()
             order.append(tag)
+            assert len(relay.hub.queue) == len(order)
         async with connect_worker(relay.ws_url) as worker:
             served = []
             for _ in order:
@@ -278,7 +287,10 @@ async def test_worker_refusing_beyond_its_claim_is_contained(relay, nursery) -> 
                 wire.ResponseComplete(
                     request_id=refused.request_id,
                     status_code=503,
-                    headers={"content-type": "application/json", wire.REFUSED_HEADER: "worker_busy"},
+                    headers={
+                        "content-type": "application/json",
+                        wire.REFUSED_HEADER: "worker_busy",
+                    },
                     body='{"error":{"message":"busy"}}',
                 )
             )
@@ -314,7 +326,7 @@ async def _both(relay):  # type: ignore[no-untyped-def]
 
     async with trio.open_nursery() as n:
         n.start_soon(call, "first")
-        while not any(w.in_flight for w in relay.hub.workers.values()):
-            await trio.sleep(0.001)
+        await trio.testing.wait_all_tasks_blocked()
+        assert any(w.in_flight for w in relay.hub.workers.values())
         n.start_soon(call, "second")
     return results["first"], results["second"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import httpx
 import trio
 
 import wire
@@ -15,6 +14,7 @@ CHAT = {"model": "m1", "messages": [{"role": "user", "content": "hi"}]}
 
 async def test_non_streaming_round_trip(relay, nursery) -> None:
     async with connect_worker(relay.ws_url) as worker:
+
         async def serve() -> None:
             request = await worker.recv_request()
             assert request.endpoint_path == "/v1/chat/completions"
@@ -34,14 +34,13 @@ async def test_non_streaming_round_trip(relay, nursery) -> None:
 async def test_streaming_passes_sse_bytes_through(relay, nursery) -> None:
     events = ['data: {"a":1}\n\n', 'data: {"a":2}\n\n', "data: [DONE]\n\n"]
     async with connect_worker(relay.ws_url) as worker:
+
         async def serve() -> None:
             request = await worker.recv_request()
             assert request.is_streaming
             for event in events:
                 await worker.send(wire.ResponseChunk(request_id=request.request_id, chunk=event))
-            await worker.send(
-                wire.ResponseComplete(request_id=request.request_id, status_code=200)
-            )
+            await worker.send(wire.ResponseComplete(request_id=request.request_id, status_code=200))
 
         nursery.start_soon(serve)
         with trio.fail_after(5):
@@ -78,8 +77,9 @@ async def test_unknown_model_is_404_listing_served(relay) -> None:
 
 
 async def test_models_lists_union(relay) -> None:
-    async with connect_worker(relay.ws_url, models=["a", "b"]), connect_worker(
-        relay.ws_url, models=["b", "c", "*"]
+    async with (
+        connect_worker(relay.ws_url, models=["a", "b"]),
+        connect_worker(relay.ws_url, models=["b", "c", "*"]),
     ):
         response = await relay.client.get("/v1/models")
         health = (await relay.client.get("/health")).json()

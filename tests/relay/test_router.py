@@ -63,7 +63,8 @@ def test_wildcard_takes_only_models_no_worker_names() -> None:
 
 def test_queue_is_fifo_with_requeued_first_and_bounded() -> None:
     q: PendingQueue[str] = PendingQueue(max_len=2)
-    assert q.push("a") and q.push("b")
+    assert q.push("a")
+    assert q.push("b")
     assert not q.push("c")  # full for fresh arrivals
     assert q.push("r", requeued=True)  # never refused
     assert list(q) == ["r", "a", "b"]

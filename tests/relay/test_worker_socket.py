@@ -129,6 +129,7 @@ async def test_version_mismatch_closes_1002_naming_both(relay) -> None:
 
 async def test_protocol_error_requeues_the_workers_requests(relay, nursery) -> None:
     async with connect_worker(relay.ws_url, name="hostile") as hostile:
+
         async def misbehave() -> None:
             await hostile.recv_request()
             await hostile.send_raw("{garbage")
@@ -183,6 +184,7 @@ async def test_answered_pings_keep_worker_alive(start_relay) -> None:
 
 async def test_error_frame_for_a_request_becomes_502(relay, nursery) -> None:
     async with connect_worker(relay.ws_url) as worker:
+
         async def serve() -> None:
             request = await worker.recv_request()
             await worker.send(
