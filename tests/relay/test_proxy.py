@@ -87,3 +87,45 @@ async def test_models_lists_union(relay) -> None:
     assert response.json()["object"] == "list"
     assert health["workers_connected"] == 2
     assert health["status"] == "ok"
+
+
+async def test_unknown_paths_get_json_404(relay) -> None:
+    for method, path in (("GET", "/nope"), ("POST", "/nope"), ("GET", "/v1/chat/completions")):
+        response = await relay.client.request(method, path)
+        assert response.status_code in (404, 405), (method, path)
+        assert "error" in response.json()
+
+
+async def test_body_over_limit_is_413_before_reading_it(start_relay) -> None:
+    relay = await start_relay(max_body_bytes=1000)
+    big = {"model": "m1", "messages": [{"role": "user", "content": "x" * 2000}]}
+    response = await relay.client.post("/v1/messages", json=big)
+    assert response.status_code == 413
+    assert response.json()["error"]["type"] == "request_too_large"
+
+
+async def test_wrong_types_are_400(relay) -> None:
+    for body in ({"model": 3}, {"model": "m1", "stream": "yes"}, ["model"], {"model": "  "}):
+        response = await relay.client.post("/v1/chat/completions", json=body)
+        assert response.status_code == 400, body
+        assert response.json()["error"]["code"] == "bad_request"
+
+
+async def test_client_request_id_kept_when_sane_replaced_when_not(relay, nursery) -> None:
+    async with connect_worker(relay.ws_url) as worker:
+
+        async def serve(n: int) -> None:
+            for _ in range(n):
+                request = await worker.recv_request()
+                await worker.reply(request, json.dumps({"id": request.request_id}))
+
+        nursery.start_soon(serve, 2)
+        with trio.fail_after(5):
+            kept = await relay.client.post(
+                "/v1/chat/completions", json=CHAT, headers={"x-request-id": "abc-123"}
+            )
+            replaced = await relay.client.post(
+                "/v1/chat/completions", json=CHAT, headers={"x-request-id": "bad id\twith junk"}
+            )
+    assert kept.headers["x-request-id"] == "abc-123" == kept.json()["id"]
+    assert replaced.headers["x-request-id"] == replaced.json()["id"] != "bad id\twith junk"
