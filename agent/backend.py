@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 import attrs
 import httpx
 
-from agent.config import AgentConfig, redact_url
+from agent.config import AgentConfig, BackendDialect, redact_url
 from agent.errors import BackendBroken, BackendError, BackendTimeout, BackendUnreachable
 
 __all__ = ["Backend", "BackendResponse", "open_backend", "response_headers"]
@@ -119,16 +119,20 @@ class BackendResponse:
 
 @attrs.define(eq=False)
 class Backend:
-    """Owns the agent's one HTTP client to its backend.
+    """Owns the agent's one HTTP client to its backend, and what it learned of its dialect.
 
     Attributes:
         base_url: The backend's base URL, without trailing slash.
         api_key: Bearer credential for the backend, if configured.
+        dialect: How `/v1/messages` reaches the backend: ``--backend-dialect``,
+            and with ``auto`` what the first `/v1/messages` answer taught
+            (agent/jobs.py sets it once; it holds for the agent's lifetime).
     """
 
     base_url: str
     api_key: str | None = attrs.field(repr=False)
     _client: httpx.AsyncClient
+    dialect: BackendDialect = BackendDialect.AUTO
 
     def url(self, path: str) -> str:
         """The full URL of `path` on the backend."""
@@ -213,4 +217,6 @@ async def open_backend(config: AgentConfig) -> AsyncIterator[Backend]:
         follow_redirects=False,
     )
     async with client:
-        yield Backend(config.backend_url, config.backend_api_key, client)
+        yield Backend(
+            config.backend_url, config.backend_api_key, client, dialect=config.backend_dialect
+        )

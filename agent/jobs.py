@@ -5,6 +5,15 @@ cancels when the relay sends `cancel`. Cancelling it cancels the backend
 call, which closes its HTTP connection, so the backend stops generating;
 the job then sends exactly one ``response_complete`` with status 499.
 
+`/v1/messages` meets the backend's dialect here (``--backend-dialect``):
+``anthropic`` passes it through; ``openai`` translates it to
+``/v1/chat/completions`` and the answer back (agent/translate.py); ``auto``
+sends the first one as it is, and a 404, 405 or 501 answer means the backend
+lacks the route: the backend is remembered as ``openai`` for the agent's
+lifetime and that same request goes again, translated. Any other answer
+means ``anthropic``. ``/v1/messages/count_tokens`` on a backend without it
+is answered with an estimate (4 characters a token) that says so in a header.
+
 Jobs never touch the socket: every frame goes into the session's bounded
 outbox, which one writer task drains (a cancelled ``send_message`` would
 leave half a frame on the wire). A job's failure becomes a
@@ -13,12 +22,17 @@ dialect; it never ends the session.
 """
 
 import codecs
+import json
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 import attrs
 import trio
 
+from agent import translate
 from agent.backend import Backend, BackendResponse
+from agent.config import BackendDialect, redact_url
 from agent.dialects import error_body, json_headers, sse_error_event
 from agent.errors import BackendError
 from agent.logging import bind_log_context
@@ -30,6 +44,7 @@ from wire import (
     Request,
     ResponseChunk,
     ResponseComplete,
+    TokenCounts,
     encode,
     filter_headers,
 )
@@ -41,6 +56,17 @@ log = logging.getLogger(__name__)
 # The client's credentials are the relay's business; the backend's
 # credential, if any, is ours (`--backend-api-key`).
 _CLIENT_CREDENTIALS = frozenset({"authorization", "x-api-key"})
+
+_MESSAGES = "/v1/messages"
+_COUNT_TOKENS = "/v1/messages/count_tokens"
+_CHAT = "/v1/chat/completions"
+# What a server without a route answers (FastAPI/Go muxes: 404 or 405; some
+# proxies: 501).
+_NO_ROUTE = frozenset({404, 405, 501})
+# A non-streaming OpenAI answer is read whole to be translated: at most this
+# much of it (LLM answers are a few KiB; this only bounds a broken backend).
+_MAX_TRANSLATED_BODY = 64 * 1024 * 1024
+_U32_MAX = 2**32 - 1
 
 
 @attrs.define(eq=False)
@@ -76,6 +102,8 @@ class _Meter:
     chunks: int = 0
     completed: bool = False
     error: str | None = None
+    translated: bool = False
+    estimated: bool = False
 
 
 def _fits_one_frame(msg: AgentToRelay) -> bool:
@@ -179,6 +207,10 @@ def _log_finished(job: Job, meter: _Meter) -> None:
         fields["cancel_reason"] = job.cancel_reason
     if meter.error is not None:
         fields["error"] = meter.error
+    if meter.translated:
+        fields["translated"] = "openai-chat"
+    if meter.estimated:
+        fields["token_estimate"] = translate.TOKEN_ESTIMATE_METHOD
     if meter.completed:
         log.info("request finished", extra=fields)
     else:
@@ -194,15 +226,264 @@ async def _forward(request: Request, backend: Backend, outbox: Outbox, meter: _M
         return
     headers = filter_headers((request.headers or {}).items(), drop=_CLIENT_CREDENTIALS)
     headers.setdefault("content-type", "application/json")
-    # --backend-dialect: this is where `/v1/messages` would be translated for an
-    # OpenAI-only backend. Until that translation exists every dialect passes
-    # the request through unchanged, so the backend answers it as it can.
-    async with backend.post(path, request.body.encode("utf-8"), headers) as response:
+    route = path.split("?", 1)[0]
+    if route == _MESSAGES:
+        if backend.dialect is BackendDialect.OPENAI or not await _pass_through(
+            request, backend, outbox, meter, headers, probe=backend.dialect is BackendDialect.AUTO
+        ):
+            await _translated(request, backend, outbox, meter, headers)
+    elif route == _COUNT_TOKENS:
+        if backend.dialect is BackendDialect.OPENAI or not await _pass_through(
+            request, backend, outbox, meter, headers, missing_route_ok=True
+        ):
+            await _estimate_tokens(request, outbox, meter)
+    else:
+        await _pass_through(request, backend, outbox, meter, headers)
+
+
+async def _pass_through(
+    request: Request,
+    backend: Backend,
+    outbox: Outbox,
+    meter: _Meter,
+    headers: dict[str, str],
+    *,
+    probe: bool = False,
+    missing_route_ok: bool = False,
+) -> bool:
+    """Send the request as it is and forward the answer.
+
+    Args:
+        request: The request.
+        backend: The backend.
+        outbox: The session's outbox.
+        meter: The job's meter.
+        headers: Filtered request headers.
+        probe: This `/v1/messages` request decides the ``auto`` dialect.
+        missing_route_ok: A 404/405/501 is not forwarded: the caller has a fallback.
+
+    Returns:
+        False when the backend lacks the route and the caller's fallback
+        should answer (nothing was sent); True when the answer was forwarded.
+    """
+    async with backend.post(
+        request.endpoint_path, request.body.encode("utf-8"), headers
+    ) as response:
         meter.backend_status = response.status_code
+        missing = response.status_code in _NO_ROUTE
+        if probe and backend.dialect is BackendDialect.AUTO:
+            _learn_dialect(
+                backend,
+                BackendDialect.OPENAI if missing else BackendDialect.ANTHROPIC,
+                response.status_code,
+            )
+        if missing and (probe or missing_route_ok):
+            return False  # leaving the block closes the answer unread
         if request.is_streaming and response.is_success:
             await _stream(request, response, outbox, meter)
         else:
             await _whole(request, response, outbox, meter)
+    return True
+
+
+def _learn_dialect(backend: Backend, dialect: BackendDialect, status: int) -> None:
+    backend.dialect = dialect
+    fields = {
+        "backend": redact_url(backend.base_url),
+        "backend_dialect": dialect.value,
+        "backend_status": status,
+    }
+    if dialect is BackendDialect.OPENAI:
+        log.info(
+            "the backend has no /v1/messages (HTTP %d): translating Anthropic requests to "
+            "/v1/chat/completions from now on",
+            status,
+            extra=fields,
+        )
+    else:
+        log.info("the backend serves /v1/messages itself: passing it through", extra=fields)
+
+
+def _parse_anthropic(request: Request) -> dict[str, Any]:
+    try:
+        body = json.loads(request.body)
+    except (ValueError, RecursionError):
+        raise translate.TranslationError("the request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise translate.TranslationError("the request body must be a JSON object")
+    return body
+
+
+def _token_counts(prompt: int | None, completion: int | None) -> TokenCounts | None:
+    prompt = prompt if prompt is not None and 0 <= prompt <= _U32_MAX else None
+    completion = completion if completion is not None and 0 <= completion <= _U32_MAX else None
+    if prompt is None and completion is None:
+        return None
+    total = (
+        min(prompt + completion, _U32_MAX)
+        if prompt is not None and completion is not None
+        else None
+    )
+    return TokenCounts(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)
+
+
+async def _read_capped(response: BackendResponse, meter: _Meter, limit: int) -> bytes | None:
+    """The whole body, or None (and the rest left unread) once it passes `limit` bytes."""
+    buffered = bytearray()
+    async for data in response.iter_bytes():
+        meter.bytes_in += len(data)
+        buffered += data
+        if len(buffered) > limit:
+            return None
+    return bytes(buffered)
+
+
+async def _translated(
+    request: Request, backend: Backend, outbox: Outbox, meter: _Meter, headers: dict[str, str]
+) -> None:
+    """Run an Anthropic `/v1/messages` request as OpenAI chat, and translate the answer back."""
+    meter.translated = True
+    try:
+        anthropic = _parse_anthropic(request)
+        chat = translate.request_to_chat(anthropic)
+    except translate.TranslationError as exc:
+        await _fail(request, outbox, meter, 400, "invalid_request", f"Invalid request: {exc}.")
+        return
+    # The relay decided streaming from the same body; its word is the one the
+    # client's response follows.
+    if request.is_streaming:
+        chat["stream"] = True
+        chat["stream_options"] = {"include_usage": True}
+    else:
+        chat.pop("stream", None)
+        chat.pop("stream_options", None)
+    model = anthropic.get("model")
+    model = model if isinstance(model, str) else request.model
+    stops = anthropic.get("stop_sequences")
+    stops = [s for s in stops if isinstance(s, str)] if isinstance(stops, list) else []
+    # Anthropic's version and beta headers mean nothing to an OpenAI server.
+    sent = {k: v for k, v in headers.items() if not k.startswith("anthropic-")}
+    sent["content-type"] = "application/json"
+    body = json.dumps(chat, ensure_ascii=False).encode("utf-8")
+    async with backend.post(_CHAT, body, sent) as response:
+        meter.backend_status = response.status_code
+        if not response.is_success:
+            raw = await _read_capped(response, meter, _MAX_TRANSLATED_BODY)
+            meter.status = response.status_code
+            await _send_whole(
+                request,
+                outbox,
+                meter,
+                response.status_code,
+                json_headers(),
+                translate.error_to_anthropic(response.status_code, raw or b""),
+                None,
+            )
+            return
+        streamed = response.headers.get("content-type", "").startswith("text/event-stream")
+        if request.is_streaming and streamed:
+            await _stream_translated(request, response, outbox, meter, model, stops)
+            return
+        # Not streaming, or a server that answered a stream request with one
+        # JSON body (it ignored `stream`): translate it whole.
+        raw = await _read_capped(response, meter, _MAX_TRANSLATED_BODY)
+    if raw is None:
+        raise BackendError(
+            f"the backend's answer is larger than {_MAX_TRANSLATED_BODY // (1024 * 1024)} MiB "
+            "and cannot be translated",
+            redact_url(backend.url(_CHAT)),
+        )
+    try:
+        parsed = json.loads(raw)
+        if not isinstance(parsed, Mapping):
+            raise translate.TranslationError("the answer is not a JSON object")
+        message = translate.chat_to_message(parsed, model=model, stop_sequences=stops)
+    except (ValueError, RecursionError) as exc:
+        raise BackendError(
+            f"the backend's chat completion could not be translated ({exc})",
+            redact_url(backend.url(_CHAT)),
+        ) from None
+    usage = parsed.get("usage")
+    prompt = completion = None
+    if isinstance(usage, Mapping):
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    counts = _token_counts(
+        prompt if isinstance(prompt, int) else None,
+        completion if isinstance(completion, int) else None,
+    )
+    headers_out = dict(response.headers)
+    if request.is_streaming:
+        # The client waits for events: the whole answer as one stream.
+        headers_out["content-type"] = "text/event-stream"
+        for piece in split_text(translate.message_to_sse(message)):
+            await outbox.send(ResponseChunk(request.request_id, piece))
+            meter.chunks += 1
+        meter.status = 200
+        await outbox.send(
+            ResponseComplete(request.request_id, 200, headers=headers_out, token_counts=counts)
+        )
+        meter.completed = True
+        return
+    headers_out["content-type"] = "application/json"
+    text = json.dumps(message, ensure_ascii=False)
+    await _send_whole(request, outbox, meter, 200, headers_out, text, counts)
+
+
+async def _stream_translated(
+    request: Request,
+    response: BackendResponse,
+    outbox: Outbox,
+    meter: _Meter,
+    model: str,
+    stops: list[str],
+) -> None:
+    """Translate an OpenAI chat stream into Anthropic events as each backend read arrives."""
+    rid = request.request_id
+    translator = translate.ChatStreamTranslator(model=model, stop_sequences=stops)
+    async for data in response.iter_bytes():
+        meter.bytes_in += len(data)
+        text = translator.feed(data)
+        for piece in split_text(text) if text else ():
+            await outbox.send(ResponseChunk(rid, piece))
+            meter.chunks += 1
+    text = translator.close()
+    for piece in split_text(text) if text else ():
+        await outbox.send(ResponseChunk(rid, piece))
+        meter.chunks += 1
+    headers = dict(response.headers)
+    headers["content-type"] = "text/event-stream"
+    meter.status = response.status_code
+    await outbox.send(
+        ResponseComplete(
+            rid,
+            response.status_code,
+            headers=headers,
+            token_counts=_token_counts(translator.input_tokens, translator.output_tokens),
+        )
+    )
+    meter.completed = True
+
+
+async def _estimate_tokens(request: Request, outbox: Outbox, meter: _Meter) -> None:
+    """Answer `count_tokens` for a backend that cannot: 4 characters a token, and say so."""
+    try:
+        body = _parse_anthropic(request)
+    except translate.TranslationError as exc:
+        await _fail(request, outbox, meter, 400, "invalid_request", f"Invalid request: {exc}.")
+        return
+    meter.estimated = True
+    headers = json_headers()
+    headers[translate.TOKEN_ESTIMATE_HEADER] = translate.TOKEN_ESTIMATE_METHOD
+    meter.status = 200
+    await outbox.send(
+        ResponseComplete(
+            request.request_id,
+            200,
+            headers=headers,
+            body=json.dumps({"input_tokens": translate.estimate_input_tokens(body)}),
+        )
+    )
+    meter.completed = True
 
 
 async def _stream(
@@ -261,27 +542,39 @@ async def _whole(
     if decoder is None:
         body = buffered.decode("utf-8", errors="replace")
         counts = counts_from_body(buffered) if response.is_success else None
-        complete = ResponseComplete(
-            rid, response.status_code, headers=response.headers, body=body, token_counts=counts
+        await _send_whole(
+            request, outbox, meter, response.status_code, response.headers, body, counts
         )
-        if len(body) <= MAX_PIECE_CHARS or _fits_one_frame(complete):
-            await outbox.send(complete)
-            meter.completed = True
-            return
-        for piece in split_text(body):
-            await outbox.send(ResponseChunk(rid, piece))
-            meter.chunks += 1
-        await outbox.send(
-            ResponseComplete(
-                rid, response.status_code, headers=response.headers, body="", token_counts=counts
-            )
-        )
-    else:
-        tail = decoder.decode(b"", final=True)
-        if tail:
-            await outbox.send(ResponseChunk(rid, tail))
-            meter.chunks += 1
-        await outbox.send(
-            ResponseComplete(rid, response.status_code, headers=response.headers, body="")
-        )
+        return
+    tail = decoder.decode(b"", final=True)
+    if tail:
+        await outbox.send(ResponseChunk(rid, tail))
+        meter.chunks += 1
+    await outbox.send(
+        ResponseComplete(rid, response.status_code, headers=response.headers, body="")
+    )
+    meter.completed = True
+
+
+async def _send_whole(
+    request: Request,
+    outbox: Outbox,
+    meter: _Meter,
+    status: int,
+    headers: dict[str, str],
+    body: str,
+    counts: TokenCounts | None,
+) -> None:
+    """Send a whole body in the complete frame, or as chunks and then an empty complete."""
+    rid = request.request_id
+    meter.status = status
+    complete = ResponseComplete(rid, status, headers=headers, body=body, token_counts=counts)
+    if len(body) <= MAX_PIECE_CHARS or _fits_one_frame(complete):
+        await outbox.send(complete)
+        meter.completed = True
+        return
+    for piece in split_text(body):
+        await outbox.send(ResponseChunk(rid, piece))
+        meter.chunks += 1
+    await outbox.send(ResponseComplete(rid, status, headers=headers, body="", token_counts=counts))
     meter.completed = True
