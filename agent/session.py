@@ -45,9 +45,9 @@ from agent.logging import bind_log_context
 from agent.outbox import Flush, Outgoing, run_writer
 from agent.transport import Transport
 from wire import (
-    REFUSED_HEADER,
     CAPABILITY_DRAIN,
     PROTOCOL_VERSION,
+    REFUSED_HEADER,
     Cancel,
     CancelReason,
     GracefulShutdown,
