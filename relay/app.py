@@ -1,9 +1,9 @@
 """`create_app(relay)`: the ASGI app Hypercorn serves.
 
 POST /v1/* goes straight to the raw-ASGI proxy (the hot path, see
-`relay.http_api`); everything else — models, health, the worker socket and,
-later, admin and the dashboard — is a Quart-Trio app. No globals: every view
-closes over the `Relay` it was built with.
+`relay.http_api`); everything else — models, health, metrics, the worker
+socket, the admin API and, later, the dashboard — is a Quart-Trio app. No
+globals: every view closes over the `Relay` it was built with.
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
+from relay import metrics
+from relay.admin_api import admin_blueprint
 from relay.dialects import Dialect, error_body
-from relay.errors import NotFound, RelayError
+from relay.errors import NotFound, RelayError, Unauthorized
 from relay.http_api import Proxy
 from relay.worker_socket import worker_blueprint
 
@@ -45,10 +47,12 @@ class RelayApp:
         self.proxy = Proxy(relay)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"].startswith("/v1/"):
+        path: str = scope.get("path", "")
+        if scope["type"] == "http" and scope["method"] == "POST" and path.startswith("/v1/"):
             await self._proxy(scope, receive, send)
         else:
-            await self.quart(scope, receive, send)
+            # Quart types the ASGI messages as TypedDicts; ours are plain mappings.
+            await self.quart(scope, receive, send)  # type: ignore[arg-type]
 
     async def _proxy(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = False
@@ -91,9 +95,18 @@ def create_app(relay: Relay) -> RelayApp:
     quart.config["BODY_TIMEOUT"] = None
     quart.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
     quart.register_blueprint(worker_blueprint(relay))
+    quart.register_blueprint(admin_blueprint(relay))
 
     @quart.get("/v1/models")
     async def models() -> Response:
+        if relay.config.require_api_keys:
+            # Listing models is inference-side too: the same key as a request.
+            try:
+                relay.check_key(request.headers.items())
+            except Unauthorized as exc:
+                return Response(
+                    error_body(Dialect.OPENAI, exc), status=401, content_type="application/json"
+                )
         data = [
             {"id": m, "object": "model", "created": 0, "owned_by": relay.config.provider}
             for m in relay.hub.served_models()
@@ -111,6 +124,14 @@ def create_app(relay: Relay) -> RelayApp:
                 "uptime_secs": int(trio.current_time() - relay.started_at),
             }
         )
+
+    scrapes = trio.CapacityLimiter(1)
+
+    @quart.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        # Built from the relay's counters on demand (no auth: behavior.md).
+        body = await metrics.scrape(relay.registry, scrapes)
+        return Response(body, content_type=metrics.CONTENT_TYPE)
 
     @quart.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:

@@ -168,7 +168,8 @@ def serve(
         raise typer.BadParameter("must not be empty", param_hint="'--worker-secret'")
     if database_url and not database_url.startswith(("postgresql://", "postgres://")):
         raise typer.BadParameter(
-            "expected a PostgreSQL URL like postgresql://user@host/db", param_hint="'--database-url'"
+            "expected a PostgreSQL URL like postgresql://user@host/db",
+            param_hint="'--database-url'",
         )
     sizes = {}
     for name, value in (

@@ -74,7 +74,9 @@ class Relay:
         relay.registry = build_registry(relay)
         return relay
 
-    async def run_services(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run_services(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Run the relay's background services until cancelled.
 
         `task_status.started()` once they are ready (the keys are loaded).

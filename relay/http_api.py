@@ -102,6 +102,7 @@ class _Call:
     token_counts: wire.TokenCounts | None = None
     key_id: str | None = None  # the client API key's id, never the key
     error: str | None = None  # code of the error the relay answered with
+    completed: bool = False  # the last byte of the response was handed to the server
 
 
 class Proxy:
@@ -352,6 +353,7 @@ class Proxy:
             if done:
                 assert isinstance(last, wire.ResponseComplete)
                 call.token_counts = last.token_counts
+                call.completed = True
                 items = items[:-1]
             data = items[0] if len(items) == 1 else "".join(items)  # type: ignore[arg-type]
             await send({"type": "http.response.body", "body": data.encode(), "more_body": not done})
@@ -374,11 +376,13 @@ class Proxy:
         call.token_counts = complete.token_counts
         await send({"type": "http.response.start", "status": complete.status_code, "headers": headers})
         call.started = True
+        call.completed = True
         await send({"type": "http.response.body", "body": payload, "more_body": False})
 
     async def _fail(self, call: _Call, send: Send, exc: RelayError) -> None:
         call.status = call.status or exc.status
         call.error = exc.code
+        call.completed = True  # the error (response or stream event) ends it
         log.info(
             "request failed",
             extra={
@@ -412,7 +416,11 @@ def call_summary(call: _Call, now: float) -> dict[str, Any]:
             round((call.first_byte_at - call.start) * 1000, 2) if call.first_byte_at else None
         ),
         "cancelled": call.tracked.reason is not None and call.status == 0,
-        "cancel_reason": str(call.tracked.reason) if call.tracked.reason is not None else None,
+        "cancel_reason": (
+            str(call.tracked.reason)
+            if call.tracked.reason is not None and not call.completed
+            else None
+        ),
         "error": call.error,
         "key_id": call.key_id,
         "token_counts": call.token_counts,

@@ -33,7 +33,6 @@ import re
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
 
@@ -43,6 +42,11 @@ import trio
 from relay.errors import Unauthorized, Unavailable
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+    from types import ModuleType
+
+    import psycopg
+
     from relay.config import RelayConfig
 
 __all__ = [
@@ -99,6 +103,7 @@ def _now() -> dt.datetime:
 
 
 def rfc3339(moment: dt.datetime | None) -> str | None:
+    """`2026-11-26T20:31:48.761Z`, or None."""
     if moment is None:
         return None
     return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -205,6 +210,7 @@ class SqliteDatabase:
         directory = self.path.parent
         if not directory.exists():
             directory.mkdir(mode=0o700, parents=True)
+            directory.chmod(0o700)  # whatever the umask
         elif directory.stat().st_mode & 0o077:
             log.warning(
                 "the data directory is readable by other users; chmod 700 it",
@@ -298,9 +304,9 @@ CREATE TABLE IF NOT EXISTS {_TABLE} (
 _PG_SCHEMA_LOCK = 0x6D72_6B65_7973  # "mrkeys"
 
 
-def _psycopg() -> Any:
+def _psycopg() -> ModuleType:
     try:
-        import psycopg  # noqa: PLC0415 - optional dependency, imported only when configured
+        import psycopg  # an optional dependency: imported only when configured
     except ImportError:
         raise KeyStoreError(
             "--database-url needs the PostgreSQL driver: pip install 'modelrelay[postgres]'"
@@ -321,8 +327,8 @@ class PostgresDatabase:
     connect_timeout: int = 10
     shared: bool = True
     errors: tuple[type[BaseException], ...] = (OSError,)
-    _conn: Any = None
-    _driver: Any = None
+    _conn: psycopg.Connection[Any] | None = None
+    _driver: ModuleType | None = None
 
     def open(self) -> None:
         self._driver = _psycopg()
@@ -332,7 +338,9 @@ class PostgresDatabase:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_SCHEMA_LOCK,))
             conn.execute(_PG_SCHEMA)
 
-    def _db(self) -> Any:
+    def _db(self) -> psycopg.Connection[Any]:
+        if self._driver is None:
+            raise KeyStoreError("the key store is not open")
         if self._conn is None or self._conn.closed:
             self._conn = self._driver.connect(
                 self.url,
@@ -342,8 +350,9 @@ class PostgresDatabase:
             )
         return self._conn
 
-    def _run(self, fn: Callable[[Any], _T]) -> _T:
+    def _run(self, fn: Callable[[psycopg.Connection[Any]], _T]) -> _T:
         """Run `fn(conn)`; once more on a fresh connection if the old one broke."""
+        assert self._driver is not None
         try:
             return fn(self._db())
         except self._driver.OperationalError:
@@ -360,7 +369,7 @@ class PostgresDatabase:
                 self._conn = None
 
     def load(self) -> list[Row]:
-        def query(conn: Any) -> list[Row]:
+        def query(conn: psycopg.Connection[Any]) -> list[Row]:
             rows = conn.execute(
                 f"SELECT {_COLUMNS} FROM {_TABLE} ORDER BY created_at, id"
             ).fetchall()
@@ -405,11 +414,10 @@ class PostgresDatabase:
         return bool(cursor.rowcount > 0)
 
     def touch(self, used: dict[str, dt.datetime]) -> None:
-        def update(conn: Any) -> None:
+        def update(conn: psycopg.Connection[Any]) -> None:
             with conn.transaction(), conn.cursor() as cursor:
                 cursor.executemany(
-                    f"UPDATE {_TABLE} SET last_used_at = GREATEST(last_used_at, %s) "
-                    "WHERE id = %s",
+                    f"UPDATE {_TABLE} SET last_used_at = GREATEST(last_used_at, %s) WHERE id = %s",
                     [(when, key_id) for key_id, when in used.items()],
                 )
 
@@ -568,7 +576,9 @@ class KeyStore:
 
     # ---------------------------------------------------------- service
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
+    async def run(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> NoReturn:
         """Open the database, load the keys, then sync every `sync_interval`.
 
         `task_status.started()` once the keys are loaded. On cancellation the
@@ -577,7 +587,12 @@ class KeyStore:
         Raises:
             KeyStoreError: the database cannot be opened or read at start.
         """
-        await self._call(self.db.open)
+        try:
+            await self._call(self.db.open)
+        except KeyStoreError as exc:
+            raise KeyStoreError(
+                f"cannot open the key store ({self._describe()}): {exc.__cause__ or exc}"
+            ) from exc.__cause__
         try:
             self._replace(await self._call(self.db.load))
             log.info(
@@ -593,7 +608,9 @@ class KeyStore:
                 try:
                     await self.flush()
                 except KeyStoreError as exc:
-                    log.warning("last-used times not written at shutdown", extra={"error": str(exc)})
+                    log.warning(
+                        "last-used times not written at shutdown", extra={"error": str(exc)}
+                    )
                 await trio.to_thread.run_sync(self.db.close, limiter=self._limiter)
 
     async def sync(self) -> None:

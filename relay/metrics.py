@@ -2,9 +2,12 @@
 
 Nothing here is updated per request: `RelayCollector` reads the relay's own
 tallies (relay/stats.py), its hub and its key store when Prometheus scrapes,
-so the hot path pays for its plain integer increments only, and a scrape
-costs time in proportion to models x buckets + workers (well under a
-millisecond for a few models and workers). Each relay has its own
+so the hot path pays for its plain integer increments only. A scrape costs
+time in proportion to models x buckets + workers: measured here, about 1 ms
+for one model and 20 ms for twenty, three quarters of it in
+prometheus-client's text formatting. So `scrape()` takes the snapshot on the
+trio thread (consistent, and the state is only safe to read there) and
+formats it in a worker thread, one scrape at a time. Each relay has its own
 `CollectorRegistry`: no global registry, so several relays can live in one
 process (tests do).
 
@@ -14,9 +17,9 @@ docs/operations.md.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+import trio
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -30,9 +33,11 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from relay.stats import STATUS_CLASSES, queue_depths
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
     from relay.core import Relay
 
-__all__ = ["CONTENT_TYPE", "RelayCollector", "build_registry", "render"]
+__all__ = ["CONTENT_TYPE", "RelayCollector", "build_registry", "render", "scrape"]
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 _NS = "modelrelay_"
@@ -42,6 +47,16 @@ _RELAY_ERRORS = (
     ("timeout", "timeouts"),
     ("unavailable", "unavailable"),
     ("upstream_error", "upstream"),
+)
+
+# HubStats fields exported as counters, with their meaning.
+_HUB_COUNTERS = (
+    ("workers_registered", "Worker registrations."),
+    ("workers_lost", "Worker sessions that ended."),
+    ("protocol_errors", "Worker sessions closed for a protocol error."),
+    ("dropped_frames", "Worker frames for requests no longer in flight."),
+    ("slow_workers", "Worker sessions closed for not reading their socket."),
+    ("heartbeat_timeouts", "Worker sessions closed after heartbeat silence."),
 )
 
 
@@ -55,8 +70,30 @@ def build_registry(relay: Relay) -> CollectorRegistry:
 
 
 def render(registry: CollectorRegistry) -> bytes:
-    """The text exposition of `registry`."""
+    """The text exposition of `registry`, all on the calling thread."""
     return generate_latest(registry)
+
+
+async def scrape(registry: CollectorRegistry, limiter: trio.CapacityLimiter) -> bytes:
+    """The text exposition of `registry`: collected here, formatted in a thread.
+
+    Args:
+        registry: the relay's registry; its collectors read trio-owned state,
+            so they run on the trio thread.
+        limiter: bounds the formatting threads (one is plenty).
+    """
+    families = _Collected(list(registry.collect()))
+    return await trio.to_thread.run_sync(generate_latest, families, limiter=limiter)
+
+
+class _Collected(Collector):
+    """Metric families already collected, for `generate_latest`."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families
 
 
 class RelayCollector(Collector):
@@ -137,15 +174,8 @@ class RelayCollector(Collector):
         yield from self._keys()
 
         hub_stats = hub.stats
-        for name, value, text in (
-            ("workers_registered", hub_stats.workers_registered, "Worker registrations."),
-            ("workers_lost", hub_stats.workers_lost, "Worker sessions that ended."),
-            ("protocol_errors", hub_stats.protocol_errors, "Worker sessions closed for a protocol error."),
-            ("dropped_frames", hub_stats.dropped_frames, "Worker frames for requests no longer in flight."),
-            ("slow_workers", hub_stats.slow_workers, "Worker sessions closed for not reading their socket."),
-            ("heartbeat_timeouts", hub_stats.heartbeat_timeouts, "Worker sessions closed after heartbeat silence."),
-        ):  # fmt: skip
-            yield CounterMetricFamily(_NS + name, text, value=value)
+        for name, text in _HUB_COUNTERS:
+            yield CounterMetricFamily(_NS + name, text, value=getattr(hub_stats, name))
         yield GaugeMetricFamily(
             _NS + "draining", "1 while the relay is shutting down.", value=int(hub.draining)
         )
@@ -164,7 +194,9 @@ class RelayCollector(Collector):
         connected = GaugeMetricFamily(
             _NS + "workers_connected", "Workers connected (acked), draining ones included."
         )
-        draining = GaugeMetricFamily(_NS + "workers_draining", "Connected workers that are draining.")
+        draining = GaugeMetricFamily(
+            _NS + "workers_draining", "Connected workers that are draining."
+        )
         in_flight = GaugeMetricFamily(
             _NS + "worker_in_flight", "Requests on each worker now.", labels=labels
         )

@@ -20,8 +20,8 @@ import trio
 
 import wire
 from relay.app import create_app
-from relay.core import Relay
 from relay.config import RelayConfig
+from relay.core import Relay
 
 __all__ = ["RelayServer", "raise_open_file_limit", "run_relay"]
 
@@ -66,6 +66,7 @@ class RelayServer:
     url: str = ""
     _stop_http: trio.Event = attrs.field(factory=trio.Event)
     _nursery: trio.Nursery | None = None
+    _services: trio.CancelScope = attrs.field(factory=trio.CancelScope)
 
     def __attrs_post_init__(self) -> None:
         self.relay = Relay.from_config(self.config)
@@ -76,6 +77,7 @@ class RelayServer:
         app = create_app(self.relay)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            await nursery.start(self._run_services)
             urls = await nursery.start(
                 partial(
                     hypercorn.trio.serve,
@@ -95,6 +97,13 @@ class RelayServer:
                 },
             )
             task_status.started(self.url)
+
+    async def _run_services(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """The relay's background services (key store); stopped at the end of the drain."""
+        with self._services:
+            await self.relay.run_services(task_status=task_status)
 
     def start_drain(self) -> None:
         if self._nursery is not None and not self.relay.hub.draining:
@@ -121,6 +130,7 @@ class RelayServer:
                 await relay.inflight.wait_idle()
         log.info("relay stopped")
         self._stop_http.set()
+        self._services.cancel()
 
 
 async def run_relay(config: RelayConfig) -> int:

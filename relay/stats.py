@@ -26,15 +26,17 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
 __all__ = [
     "BUCKET_BOUNDS",
-    "EXPORTED_BOUNDS",
     "ERROR_CLASSES",
+    "EXPORTED_BOUNDS",
     "MAX_MODELS",
     "OTHER_MODEL",
     "STATUS_CLASSES",
