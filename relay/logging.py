@@ -3,13 +3,21 @@
 Events are logged with `extra={...}` fields (request_id, worker_id, model,
 status, durations); the formatter prints them as `key=value` pairs or as JSON
 members. Secrets are never passed to the logger in the first place.
+
+The trio thread only hands records to a bounded queue; a listener thread
+formats and writes them. Formatting a line costs tens of microseconds, and a
+stderr pipe that its reader stops draining would otherwise block the whole
+event loop. When the queue is full, lines are dropped and counted.
 """
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import json
 import logging
+import logging.handlers
+import queue
 import sys
 from typing import Any
 
@@ -55,8 +63,8 @@ class _TextFormatter(logging.Formatter):
         parts = [stamp, f"{record.levelname:<5}", record.name, record.getMessage()]
         parts.extend(f"{k}={_text(v)}" for k, v in _fields(record).items())
         line = " ".join(parts)
-        if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
+        if record.exc_text:
+            line += "\n" + record.exc_text
         return line
 
 
@@ -69,8 +77,8 @@ class _JsonFormatter(logging.Formatter):
             "event": record.getMessage(),
         }
         doc.update(_fields(record))
-        if record.exc_info:
-            doc["exception"] = self.formatException(record.exc_info)
+        if record.exc_text:
+            doc["exception"] = record.exc_text
         return json.dumps(doc, default=str)
 
 
@@ -79,15 +87,47 @@ def _text(value: object) -> str:
     return json.dumps(text) if (" " in text or not text) else text
 
 
+class _Handoff(logging.handlers.QueueHandler):
+    """Puts records on a bounded queue; never blocks the caller."""
+
+    dropped = 0
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        # Resolve what cannot cross threads safely (args may be mutated,
+        # tracebacks hold frames); keep the extra fields as they are.
+        if record.exc_info:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+            record.exc_info = None
+        record.msg = record.getMessage()
+        record.args = None
+        return record
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        try:
+            self.queue.put_nowait(record)
+        except queue.Full:
+            _Handoff.dropped += 1
+
+
+_listener: logging.handlers.QueueListener | None = None
+
+
 def configure_logging(level_spec: str, fmt: str, *, default_target: str = "relay") -> None:
     """Send every log line to stderr in `fmt` ("text" or "json")."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_JsonFormatter() if fmt == "json" else _TextFormatter())
+    global _listener  # one listener per process, replaced on reconfiguration
+    levels = parse_level_spec(level_spec, default_target)
+    writer = logging.StreamHandler(sys.stderr)
+    writer.setFormatter(_JsonFormatter() if fmt == "json" else _TextFormatter())
+    records: queue.Queue[logging.LogRecord] = queue.Queue(maxsize=100_000)
+    if _listener is not None:
+        _listener.stop()
+    _listener = logging.handlers.QueueListener(records, writer)
+    _listener.start()
+    atexit.register(_listener.stop)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [_Handoff(records)]
     for name in _QUIET:
         logging.getLogger(name).setLevel(logging.WARNING)
-    levels = parse_level_spec(level_spec, default_target)
     root.setLevel(levels.pop("", logging.INFO))
     for name, level in levels.items():
         logging.getLogger(name).setLevel(level)
