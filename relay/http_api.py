@@ -140,7 +140,7 @@ class Proxy:
                 wire.Request(
                     request_id=request_id,
                     model=model,
-                    endpoint_path=path,
+                    endpoint_path=_with_query(path, scope.get("query_string", b"")),
                     is_streaming=stream,
                     body=_text(body),
                     headers=forwarded or None,
@@ -415,7 +415,7 @@ def call_summary(call: _Call, now: float) -> dict[str, Any]:
         "ttfb_ms": (
             round((call.first_byte_at - call.start) * 1000, 2) if call.first_byte_at else None
         ),
-        "cancelled": call.tracked.reason is not None and call.status == 0,
+        "cancelled": call.tracked.reason is not None and not call.completed,
         "cancel_reason": (
             str(call.tracked.reason)
             if call.tracked.reason is not None and not call.completed
@@ -435,6 +435,11 @@ async def _watch_disconnect(receive: Receive, scope: trio.CancelScope, tracked: 
                 tracked.reason = wire.CancelReason.CLIENT_DISCONNECT
             scope.cancel()
             return
+
+
+def _with_query(path: str, query: bytes) -> str:
+    """The path the backend should see: a query (Claude Code's `?beta=true`) kept."""
+    return f"{path}?{query.decode('latin-1')}" if query else path
 
 
 class _WorkerRefused(Exception):

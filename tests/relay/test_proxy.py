@@ -129,3 +129,16 @@ async def test_client_request_id_kept_when_sane_replaced_when_not(relay, nursery
             )
     assert kept.headers["x-request-id"] == "abc-123" == kept.json()["id"]
     assert replaced.headers["x-request-id"] == replaced.json()["id"] != "bad id\twith junk"
+
+
+async def test_query_string_reaches_the_worker(relay, nursery) -> None:
+    async with connect_worker(relay.ws_url) as worker:
+
+        async def serve() -> None:
+            request = await worker.recv_request()
+            await worker.reply(request, json.dumps({"path": request.endpoint_path}))
+
+        nursery.start_soon(serve)
+        with trio.fail_after(5):
+            response = await relay.client.post("/v1/messages?beta=true", json=CHAT)
+    assert response.json() == {"path": "/v1/messages?beta=true"}
