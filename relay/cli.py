@@ -11,7 +11,7 @@ import enum
 import re
 import sys
 import tomllib
-from pathlib import Path
+from pathlib import Path  # noqa: TC003 - Typer reads the annotations at run time
 from typing import Annotated
 
 import trio
@@ -35,7 +35,7 @@ def parse_size(text: str) -> int:
         raise ValueError(f"expected a size like 1048576, 32MiB or 1GiB, got {text!r}")
     number, unit = int(match[1]), (match[2] or "").lower()
     if unit.endswith("ib") or (len(unit) == 1 and unit != "b"):
-        return number * 1024 ** "bkmgt".index(unit[0])
+        return int(number * 1024 ** "bkmgt".index(unit[0]))
     return number * _UNITS[unit.rstrip("b") or ""]
 
 
@@ -104,23 +104,39 @@ def serve(
         str, typer.Option(envvar="PROVIDER_NAME", help="Provider agents register under.")
     ] = "local",
     max_queue_len: Annotated[
-        int, typer.Option(envvar="MAX_QUEUE_LEN", min=0, help="Queued requests at most (0 = unlimited).")
+        int,
+        typer.Option(
+            envvar="MAX_QUEUE_LEN", min=0, help="Queued requests at most (0 = unlimited)."
+        ),
     ] = 100,
     queue_timeout: Annotated[
         float,
-        typer.Option(envvar="QUEUE_TIMEOUT_SECS", callback=_seconds, help="Seconds a request may wait queued (0 = none)."),
+        typer.Option(
+            envvar="QUEUE_TIMEOUT_SECS",
+            callback=_seconds,
+            help="Seconds a request may wait queued (0 = none).",
+        ),
     ] = 30,
     request_timeout: Annotated[
         float,
-        typer.Option(envvar="REQUEST_TIMEOUT_SECS", callback=_seconds, help="Seconds a request may be in flight (0 = none)."),
+        typer.Option(
+            envvar="REQUEST_TIMEOUT_SECS",
+            callback=_seconds,
+            help="Seconds a request may be in flight (0 = none).",
+        ),
     ] = 300,
-    log_level: Annotated[str, typer.Option(envvar="LOG_LEVEL", help="e.g. debug, relay=debug.")] = "info",
+    log_level: Annotated[
+        str, typer.Option(envvar="LOG_LEVEL", help="e.g. debug, relay=debug.")
+    ] = "info",
     log_format: Annotated[LogFormat, typer.Option(envvar="LOG_FORMAT")] = LogFormat.TEXT,
     admin_token: Annotated[
         str | None, typer.Option(envvar="MODELRELAY_ADMIN_TOKEN", help="Bearer token for /admin/*.")
     ] = None,
     require_api_keys: Annotated[
-        bool, typer.Option(envvar="MODELRELAY_REQUIRE_API_KEYS", help="Inference needs a client API key.")
+        bool,
+        typer.Option(
+            envvar="MODELRELAY_REQUIRE_API_KEYS", help="Inference needs a client API key."
+        ),
     ] = False,
     data_dir: Annotated[
         Path | None, typer.Option(envvar="MODELRELAY_DATA_DIR", help="Where the key store lives.")
@@ -129,14 +145,22 @@ def serve(
         str | None, typer.Option(envvar="DATABASE_URL", help="PostgreSQL URL for the key store.")
     ] = None,
     heartbeat_interval: Annotated[
-        float, typer.Option(envvar="HEARTBEAT_INTERVAL_SECS", min=0.01, help="Ping period, seconds.")
+        float,
+        typer.Option(envvar="HEARTBEAT_INTERVAL_SECS", min=0.01, help="Ping period, seconds."),
     ] = 15,
     heartbeat_timeout: Annotated[
-        float, typer.Option(envvar="HEARTBEAT_TIMEOUT_SECS", min=0.01, help="Silence before a worker is gone.")
+        float,
+        typer.Option(
+            envvar="HEARTBEAT_TIMEOUT_SECS", min=0.01, help="Silence before a worker is gone."
+        ),
     ] = 45,
     drain_timeout: Annotated[
         float,
-        typer.Option(envvar="DRAIN_TIMEOUT_SECS", callback=_seconds, help="How long shutdown waits for in-flight work."),
+        typer.Option(
+            envvar="DRAIN_TIMEOUT_SECS",
+            callback=_seconds,
+            help="How long shutdown waits for in-flight work.",
+        ),
     ] = 30,
     max_body_bytes: Annotated[
         str, typer.Option(envvar="MAX_BODY_BYTES", help="Largest client body accepted.")
@@ -145,7 +169,8 @@ def serve(
         str, typer.Option(envvar="MAX_FRAME_BYTES", help="Largest WebSocket frame from an agent.")
     ] = "64MiB",
     max_response_bytes: Annotated[
-        str, typer.Option(envvar="MAX_RESPONSE_BYTES", help="Largest response relayed for one request.")
+        str,
+        typer.Option(envvar="MAX_RESPONSE_BYTES", help="Largest response relayed for one request."),
     ] = "1GiB",
     config: Annotated[
         Path | None,
@@ -212,8 +237,8 @@ def serve(
     try:
         code = trio.run(run_relay, cfg, strict_exception_groups=True)
     except* OSError as group:  # e.g. the port is taken
-        exc = group.exceptions[0]
-        reason = getattr(exc, "strerror", None) or exc
+        first = group.exceptions[0]
+        reason = getattr(first, "strerror", None) or first
         typer.echo(f"relay: error: cannot listen on {cfg.listen}: {reason}", err=True)
         raise typer.Exit(1) from None
     except* KeyStoreError as group:  # the key database cannot be opened
@@ -227,13 +252,19 @@ def serve(
 
 def _root(
     version: Annotated[
-        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version.")
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
     ] = False,
     completions: Annotated[
         Shell | None,
         typer.Option(
-            "--completions", callback=_print_completions, is_eager=True,
-            help="Print the shell completion script.", metavar="SHELL",
+            "--completions",
+            callback=_print_completions,
+            is_eager=True,
+            help="Print the shell completion script.",
+            metavar="SHELL",
         ),
     ] = None,
 ) -> None:
@@ -271,5 +302,3 @@ def main() -> None:
 def serve_main() -> None:
     """`modelrelay-server`: the same as `relay serve`."""
     _run(serve_app, "modelrelay-server")
-
-

@@ -24,7 +24,7 @@ import logging
 import math
 import re
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 import trio
@@ -350,12 +350,13 @@ class Proxy:
         while True:
             last = items[-1]
             done = isinstance(last, wire.ResponseComplete)
-            if done:
-                assert isinstance(last, wire.ResponseComplete)
+            if isinstance(last, wire.ResponseComplete):
                 call.token_counts = last.token_counts
                 call.completed = True
                 items = items[:-1]
-            data = items[0] if len(items) == 1 else "".join(items)  # type: ignore[arg-type]
+            # After a complete nothing more arrives: every other item is a chunk.
+            chunks = cast("list[str]", items)
+            data = chunks[0] if len(chunks) == 1 else "".join(chunks)
             await send({"type": "http.response.body", "body": data.encode(), "more_body": not done})
             if done:
                 return
@@ -374,7 +375,9 @@ class Proxy:
         headers.append((b"x-request-id", call.ticket.request_id.encode()))
         call.status = complete.status_code
         call.token_counts = complete.token_counts
-        await send({"type": "http.response.start", "status": complete.status_code, "headers": headers})
+        await send(
+            {"type": "http.response.start", "status": complete.status_code, "headers": headers}
+        )
         call.started = True
         call.completed = True
         await send({"type": "http.response.body", "body": payload, "more_body": False})

@@ -12,6 +12,7 @@ import logging
 import resource
 import signal
 from functools import partial
+from typing import TYPE_CHECKING
 
 import attrs
 import hypercorn.config
@@ -20,8 +21,10 @@ import trio
 
 import wire
 from relay.app import create_app
-from relay.config import RelayConfig
 from relay.core import Relay
+
+if TYPE_CHECKING:
+    from relay.config import RelayConfig
 
 __all__ = ["RelayServer", "raise_open_file_limit", "run_relay"]
 
@@ -148,10 +151,16 @@ async def run_relay(config: RelayConfig) -> int:
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for signum in signals:
                     if not server.relay.hub.draining:
-                        log.info("signal received: draining", extra={"signal": signal.Signals(signum).name})
+                        log.info(
+                            "signal received: draining",
+                            extra={"signal": signal.Signals(signum).name},
+                        )
                         server.start_drain()
                     else:
-                        log.warning("second signal: exiting now", extra={"signal": signal.Signals(signum).name})
+                        log.warning(
+                            "second signal: exiting now",
+                            extra={"signal": signal.Signals(signum).name},
+                        )
                         nursery.cancel_scope.cancel()
 
         nursery.start_soon(on_signals)

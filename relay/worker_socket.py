@@ -93,7 +93,7 @@ def worker_blueprint(relay: Relay) -> Blueprint:
         if relay.hub.draining:
             return _refusal(503, "the relay is shutting down", retry_after=5)
         await websocket.accept()
-        await relay.hub.run_session(QuartTransport(websocket._get_current_object()), peer)
+        await relay.hub.run_session(QuartTransport(websocket), peer)
         return None
 
     return bp
