@@ -1,0 +1,10 @@
+_agent_completion() {
+    local IFS=$'
+'
+    COMPREPLY=( $( env COMP_WORDS="${COMP_WORDS[*]}" \
+                   COMP_CWORD=$COMP_CWORD \
+                   _AGENT_COMPLETE=complete_bash $1 ) )
+    return 0
+}
+
+complete -o default -F _agent_completion agent
