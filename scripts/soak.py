@@ -15,7 +15,7 @@ import trio
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from tests.integration.soak import run_soak
+from tests.integration.soak import SoakReport, run_soak
 
 
 def main() -> None:
@@ -25,11 +25,17 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
-    report = trio.run(
-        lambda: run_soak(
-            agents=args.agents, requests=args.requests, concurrency=args.concurrency, seed=args.seed
-        )
-    )
+
+    async def bounded() -> SoakReport:
+        with trio.fail_after(900):  # a hung soak is a failure, not a wait
+            return await run_soak(
+                agents=args.agents,
+                requests=args.requests,
+                concurrency=args.concurrency,
+                seed=args.seed,
+            )
+
+    report = trio.run(bounded)
     print(report.table())
     for line in report.lost[:20]:
         print("LOST", line)

@@ -106,9 +106,11 @@ async def run_soak(
     concurrency: int = 64,
     seed: int = 1,
     kill_every: tuple[float, float] = (0.3, 1.0),
-    timeout: float = 600,
 ) -> SoakReport:
-    """Run the soak; return what happened to every request."""
+    """Run the soak; return what happened to every request.
+
+    Bound it at the call site (`trio.fail_after`): a hung soak is a failure.
+    """
     rng = random.Random(seed)
     report = SoakReport(requests, concurrency, agents, 0, 0.0)
     backend_proc = await trio.lowlevel.open_process(
@@ -130,7 +132,7 @@ async def run_soak(
             "--max-queue-len",
             "0",
         ) as (relay, url):
-            await _soak(relay, url, backend_url, rng, report, kill_every, timeout)
+            await _soak(relay, url, backend_url, rng, report, kill_every)
     finally:
         backend_proc.send_signal(signal.SIGTERM)
         with trio.move_on_after(5):
@@ -147,7 +149,6 @@ async def _soak(
     rng: random.Random,
     report: SoakReport,
     kill_every: tuple[float, float],
-    timeout: float,
 ) -> None:
     flags = ("--models", "soak", "--max-concurrency", "16")
     start = trio.current_time()
@@ -188,18 +189,17 @@ async def _soak(
                         report.relay_rss_kib.append(_rss_kib(relay.process.pid))
             load_done.set()
 
-        with trio.fail_after(timeout):
-            async with trio.open_nursery() as nursery:
-                for index in range(report.agents):
-                    nursery.start_soon(agent_slot, index)
-                # Start the load once the first agents are in.
-                await relay.wait_for(
-                    lambda line: (
-                        line.get("event") in ("worker registered", "worker models updated")
-                        and bool(line.get("models"))
-                    )
+        async with trio.open_nursery() as nursery:
+            for index in range(report.agents):
+                nursery.start_soon(agent_slot, index)
+            # Start the load once the first agents are in.
+            await relay.wait_for(
+                lambda line: (
+                    line.get("event") in ("worker registered", "worker models updated")
+                    and bool(line.get("models"))
                 )
-                await load()
+            )
+            await load()
         health = (await client.get("/health")).json()
         report.queue_depth_after = health["queue_depth"]
         metrics = await client.get("/metrics")

@@ -215,16 +215,18 @@ def _free_port() -> int:
 async def test_wrong_secret_then_right_recovers_without_restarting_agent(backend) -> None:
     port = _free_port()
     listen = ["--listen", f"127.0.0.1:{port}"]
-    async with relay_process(*listen) as (relay, url):
-        async with spawn_agent(url, backend.url, secret="agent-secret") as agent:
-            refusal = await agent.wait_for(lambda line: line.get("level") == "error")
-            relay.signal(signal.SIGTERM)
-            await relay.wait_exit()
-            # Same agent, still running: the relay comes back with the agent's secret.
-            async with relay_process(*listen, "--worker-secret", "agent-secret") as (relay2, _):
-                relay2.wait_limit = 40  # the agent's auth cool-down is 10 s, jittered
-                await relay2.wait_for(lambda line: line.get("event") == "worker registered")
-                await agent.wait_for(lambda line: line.get("event") == "registered")
+    async with (
+        relay_process(*listen) as (relay, url),
+        spawn_agent(url, backend.url, secret="agent-secret") as agent,
+    ):
+        refusal = await agent.wait_for(lambda line: line.get("level") == "error")
+        relay.signal(signal.SIGTERM)
+        await relay.wait_exit()
+        # Same agent, still running: the relay comes back with the agent's secret.
+        async with relay_process(*listen, "--worker-secret", "agent-secret") as (relay2, _):
+            relay2.wait_limit = 40  # the agent's auth cool-down is 10 s, jittered
+            await relay2.wait_for(lambda line: line.get("event") == "worker registered")
+            await agent.wait_for(lambda line: line.get("event") == "registered")
     assert "secret" in refusal["event"]
 
 

@@ -72,10 +72,14 @@ async def test_capabilities_are_echoed_only_when_announced(relay) -> None:
         assert upstream_like.ack.capabilities is None
 
 
+async def _read_until_closed(ws) -> None:  # type: ignore[no-untyped-def]
+    while True:
+        await ws.get_message()
+
+
 async def _close_reason(ws) -> tuple[int, str]:  # type: ignore[no-untyped-def]
     with pytest.raises(ConnectionClosed) as info:
-        while True:
-            await ws.get_message()
+        await _read_until_closed(ws)
     return info.value.reason.code, info.value.reason.reason or ""
 
 
@@ -165,10 +169,8 @@ async def test_silent_worker_is_dropped_after_heartbeat_timeout(start_relay, nur
             wire.encode(wire.Register(worker_name="frozen", models=("m1",), max_concurrent=1))
         )
         # Read (so the socket stays healthy) but never answer a ping.
-        with trio.fail_after(5):
-            with pytest.raises(ConnectionClosed) as info:
-                while True:
-                    await ws.get_message()
+        with trio.fail_after(5), pytest.raises(ConnectionClosed) as info:
+            await _read_until_closed(ws)
     assert info.value.reason.code == 1001
     assert relay.hub.stats.heartbeat_timeouts == 1
 
