@@ -204,9 +204,11 @@ async def _soak(
         report.queue_depth_after = health["queue_depth"]
         metrics = await client.get("/metrics")
         if metrics.status_code == 200:
-            for line in metrics.text.splitlines():
-                if line.startswith("modelrelay_in_flight "):
-                    report.relay_in_flight_after = int(float(line.split()[1]))
+            report.relay_in_flight_after = sum(
+                int(float(line.rsplit(" ", 1)[1]))
+                for line in metrics.text.splitlines()
+                if line.startswith(("modelrelay_in_flight{", "modelrelay_in_flight "))
+            )
     report.relay_rss_kib.append(_rss_kib(relay.process.pid))
     report.seconds = trio.current_time() - start
     # Every request was logged once by the relay.

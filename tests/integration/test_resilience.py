@@ -44,10 +44,13 @@ async def _first_post(*backends: FakeBackend) -> FakeBackend:
                 n.start_soon(wake)
 
 
-async def test_agent_killed_mid_request_completes_on_another(nursery) -> None:
+async def _hit_the_busy_agent(nursery: trio.Nursery, signum: int, *relay_flags: str):  # type: ignore[no-untyped-def]
+    """Two agents, each with its own backend; one request; `signum` to the
+    agent that took it, while it works. Returns the response, the backend
+    that did not take it first, and the relay process."""
     a, b = await _two_backends(nursery)
     async with (
-        relay_process() as (relay, url),
+        relay_process(*relay_flags) as (relay, url),
         agent_process(relay, a.url) as agent_a,
         agent_process(relay, b.url) as agent_b,
         httpx.AsyncClient(base_url=url, timeout=30) as client,
@@ -63,10 +66,15 @@ async def test_agent_killed_mid_request_completes_on_another(nursery) -> None:
             async with trio.open_nursery() as n:
                 n.start_soon(call)
                 victim = await _first_post(a, b)
-                agents[id(victim)].signal(signal.SIGKILL)
-        survivor = b if victim is a else a
-    assert result["r"].status_code == 200
-    assert result["r"].json()["choices"][0]["message"]["content"]
+                agents[id(victim)].signal(signum)
+        agents[id(victim)].signal(signal.SIGCONT)  # a frozen one may go now
+    return result["r"], (b if victim is a else a), relay
+
+
+async def test_agent_killed_mid_request_completes_on_another(nursery) -> None:
+    response, survivor, relay = await _hit_the_busy_agent(nursery, signal.SIGKILL)
+    assert response.status_code == 200
+    assert response.json()["choices"][0]["message"]["content"]
     assert len(_posts(survivor)) == 1
     assert relay.events("request requeued")
 
@@ -91,29 +99,12 @@ async def test_agent_killed_mid_stream_ends_with_error_event(backend) -> None:
 
 
 async def test_frozen_agent_is_dropped_and_its_request_requeued(nursery) -> None:
-    a, b = await _two_backends(nursery)
-    async with (
-        relay_process("--heartbeat-interval", "0.2", "--heartbeat-timeout", "1") as (relay, url),
-        agent_process(relay, a.url) as agent_a,
-        agent_process(relay, b.url) as agent_b,
-        httpx.AsyncClient(base_url=url, timeout=30) as client,
-    ):
-        agents = {id(a): agent_a, id(b): agent_b}
-        result = {}
-
-        async def call() -> None:
-            body = {"model": "m", "messages": [], "fake": {"chunks": 2, "delay": 0.3}}
-            result["r"] = await client.post("/v1/chat/completions", json=body)
-
-        with trio.fail_after(20):
-            async with trio.open_nursery() as n:
-                n.start_soon(call)
-                victim = await _first_post(a, b)
-                agents[id(victim)].signal(signal.SIGSTOP)
-        agents[id(victim)].signal(signal.SIGCONT)
-        silent = relay.events("worker silent past heartbeat timeout")
-    assert result["r"].status_code == 200
-    assert len(silent) == 1  # dropped for its silence, then requeued
+    response, _, relay = await _hit_the_busy_agent(
+        nursery, signal.SIGSTOP, "--heartbeat-interval", "0.2", "--heartbeat-timeout", "1"
+    )
+    assert response.status_code == 200
+    # Dropped for its silence, then its request requeued.
+    assert len(relay.events("worker silent past heartbeat timeout")) == 1
     assert relay.events("request requeued")
 
 

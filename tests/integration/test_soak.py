@@ -15,3 +15,4 @@ async def test_chaos_soak_loses_nothing() -> None:
     assert sum(report.outcomes.values()) == report.requests
     assert report.relay_logged == report.requests
     assert report.queue_depth_after == 0
+    assert report.relay_in_flight_after == 0
