@@ -58,6 +58,7 @@ class SoakReport:
                 "relay RSS start → end (KiB)",
                 " → ".join(map(str, self.relay_rss_kib[:1] + self.relay_rss_kib[-1:])),
             ),
+            ("relay RSS every 200 requests (KiB)", " ".join(map(str, self.relay_rss_kib))),
         ]
         return "\n".join(["| figure | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows])
 
