@@ -6,8 +6,9 @@ at this boundary. Cancelling a call from any enclosing scope closes its
 connection, so the backend sees the client leave and stops generating.
 """
 
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+import math
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import attrs
 import httpx
@@ -15,7 +16,14 @@ import httpx
 from agent.config import AgentConfig, BackendDialect, redact_url
 from agent.errors import BackendBroken, BackendError, BackendTimeout, BackendUnreachable
 
-__all__ = ["Backend", "BackendResponse", "open_backend", "response_headers"]
+__all__ = ["SHARD_CONNECTIONS", "Backend", "BackendResponse", "open_backend", "response_headers"]
+
+# httpcore 1.0.9's pool does O(connections²) bookkeeping on every request
+# start and end (encode/httpcore#1035): with 2,000 streams on one client the
+# agent spends minutes at 100 % CPU when they end together. Requests are
+# spread round-robin over one client per this many connections, so each
+# pool stays small.
+SHARD_CONNECTIONS = 32
 
 # Hop-by-hop headers, and the framing headers that no longer describe the body
 # once httpx has de-chunked and decompressed it.
@@ -131,8 +139,9 @@ class Backend:
 
     base_url: str
     api_key: str | None = attrs.field(repr=False)
-    _client: httpx.AsyncClient
+    _clients: Sequence[httpx.AsyncClient]
     dialect: BackendDialect = BackendDialect.AUTO
+    _posts: int = 0
 
     def url(self, path: str) -> str:
         """The full URL of `path` on the backend."""
@@ -162,7 +171,9 @@ class Backend:
         if self.api_key:
             sent["authorization"] = f"Bearer {self.api_key}"
         try:
-            async with self._client.stream("POST", url, content=body, headers=sent) as response:
+            self._posts += 1
+            client = self._clients[self._posts % len(self._clients)]
+            async with client.stream("POST", url, content=body, headers=sent) as response:
                 yield BackendResponse(
                     response.status_code, response_headers(response.headers), url, response
                 )
@@ -184,7 +195,7 @@ class Backend:
         url = self.url(path)
         headers = {"authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         try:
-            response = await self._client.get(url, headers=headers)
+            response = await self._clients[0].get(url, headers=headers)
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise _translate(exc, url) from exc
         return response.status_code, response.content
@@ -194,10 +205,12 @@ class Backend:
 async def open_backend(config: AgentConfig) -> AsyncIterator[Backend]:
     """Open the agent's HTTP client to its backend for the whole run.
 
-    The pool is sized from `--max-concurrency` (httpx's default of 100
-    connections would silently queue requests above that), plus room for
-    discovery. Only the connect phase has a timeout: the relay owns request
-    deadlines and cancels what runs too long.
+    Each client's pool is sized from `--max-concurrency` (httpx's default of
+    100 connections would silently queue requests above that), plus room for
+    discovery, so a request never waits inside httpx whichever client it
+    lands on; there is one client per `SHARD_CONNECTIONS` of that, to keep
+    each pool's bookkeeping small. Only the connect phase has a timeout: the
+    relay owns request deadlines and cancels what runs too long.
 
     Proxy variables from the environment are ignored (``trust_env=False``):
     the backend is the box's own server, and a proxy meant for the internet
@@ -210,13 +223,18 @@ async def open_backend(config: AgentConfig) -> AsyncIterator[Backend]:
         The backend.
     """
     pool = config.max_concurrency + 8
-    client = httpx.AsyncClient(
-        limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
-        timeout=httpx.Timeout(None, connect=config.timeouts.backend_connect_secs),
-        trust_env=False,
-        follow_redirects=False,
-    )
-    async with client:
+    async with AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(
+                httpx.AsyncClient(
+                    limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
+                    timeout=httpx.Timeout(None, connect=config.timeouts.backend_connect_secs),
+                    trust_env=False,
+                    follow_redirects=False,
+                )
+            )
+            for _ in range(math.ceil(pool / SHARD_CONNECTIONS))
+        ]
         yield Backend(
-            config.backend_url, config.backend_api_key, client, dialect=config.backend_dialect
+            config.backend_url, config.backend_api_key, clients, dialect=config.backend_dialect
         )

@@ -414,7 +414,8 @@ async def run_against(
     config = fast_config("ws://127.0.0.1:1", "http://backend.invalid", backend_dialect="openai")
     send, receive = trio.open_memory_channel[Outgoing](100)
     async with open_backend(config) as backend:
-        backend._client._transport = httpx.MockTransport(handler)
+        for client in backend._clients:
+            client._transport = httpx.MockTransport(handler)
         await run_job(Job(request, trio.current_time()), backend=backend, outbox=send)
     frames = []
     while True:

@@ -314,7 +314,8 @@ async def test_multibyte_character_split_across_reads_is_not_broken() -> None:
     config = fast_config("ws://127.0.0.1:1", "http://backend.invalid")
     send, receive = trio.open_memory_channel[Outgoing](100)
     async with open_backend(config) as backend:
-        backend._client._transport = httpx.MockTransport(handler)
+        for client in backend._clients:
+            client._transport = httpx.MockTransport(handler)
         job = Job(chat("r1", stream=True), trio.current_time())
         await run_job(job, backend=backend, outbox=send)
     frames = []

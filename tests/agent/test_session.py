@@ -51,7 +51,8 @@ async def mocked_backend(
     """A backend whose HTTP is an in-memory handler: for tests in virtual time only."""
     config = fast_config("ws://127.0.0.1:1", "http://backend.test", **overrides)
     async with open_backend(config) as backend:
-        backend._client._transport = httpx.MockTransport(handler)
+        for client in backend._clients:
+            client._transport = httpx.MockTransport(handler)
         yield backend
 
 
