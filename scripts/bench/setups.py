@@ -1,0 +1,362 @@
+"""The setups under test: the backend itself, nginx, LiteLLM proxy, relay + agents.
+
+Each setup starts its processes on 127.0.0.1 (ephemeral ports), waits until
+it can serve model ``m``, and knows which of its processes are the "front"
+(what the client connects to: nginx, LiteLLM, the relay) and which are
+agents, so that CPU and RSS are read per role.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from procutil import Child, free_port, http, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+VENV_BIN = ROOT / ".venv" / "bin"
+LITELLM_PIN = "litellm[proxy]==1.108.7"
+LITELLM_VENV = ROOT / ".venv" / "bench-litellm"
+SECRET = "bench-secret"
+# Every client sends it; only LiteLLM checks it (it refuses to start without a master key).
+API_KEY = "sk-bench-5f1c0a9e7b3d4c2a8e6f1b0d9c7a5e3f"
+
+
+class Skipped(Exception):
+    """This setup cannot run here; the message says why."""
+
+
+class Backend:
+    def __init__(self, log_dir: Path) -> None:
+        self.child = Child(
+            "backend",
+            [sys.executable, str(HERE / "fastbackend.py"), "--port", "0"],
+            log_dir,
+            stdout_pipe=True,
+        )
+        assert self.child.proc.stdout is not None
+        line = self.child.proc.stdout.readline().decode().strip()
+        if not line.startswith("BACKEND_URL="):
+            raise RuntimeError(f"backend did not start: {line!r}\n{self.child.tail()}")
+        self.url = line.split("=", 1)[1]
+
+    def profile(self, **profile: object) -> None:
+        http("PUT", self.url + "/_control/profile", profile)
+
+    def end_at(self, when: float) -> None:
+        http("PUT", self.url + "/_control/end_at", {"end_at": when})
+
+    def release(self) -> None:
+        http("POST", self.url + "/_control/release", {})
+
+    def log(self) -> list[dict[str, Any]]:
+        return http("GET", self.url + "/_control/log")  # type: ignore[no-any-return]
+
+    def stats(self) -> dict[str, Any]:
+        return http("GET", self.url + "/_control/stats")  # type: ignore[no-any-return]
+
+
+class Setup:
+    """A running setup: where clients go, and its processes by role."""
+
+    name = ""
+    label = ""
+
+    def __init__(self) -> None:
+        self.url = ""
+        self.front: list[Child] = []
+        self.agents: list[Child] = []
+        self.info: dict[str, Any] = {}
+        self.expected_dead: set[Child] = set()  # killed on purpose (failover)
+
+    def children(self) -> list[Child]:
+        return [*self.front, *self.agents]
+
+    def check_alive(self) -> None:
+        for child in self.children():
+            if not child.alive() and child not in self.expected_dead:
+                raise RuntimeError(
+                    f"{child.name} died (exit {child.proc.returncode}):\n{child.tail()}"
+                )
+
+    def stop(self, grace: float = 5.0) -> None:
+        for child in reversed(self.children()):
+            child.stop(grace)
+
+
+class Direct(Setup):
+    name, label = "direct", "direct"
+
+    def __init__(self, backend: Backend, log_dir: Path) -> None:
+        super().__init__()
+        self.url = backend.url
+
+
+_NGINX_CONF = """\
+daemon off;
+master_process off;
+worker_rlimit_nofile 20000;
+error_log {dir}/error.log warn;
+pid {dir}/nginx.pid;
+events {{ worker_connections 10000; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    client_max_body_size 64m;
+    client_body_buffer_size 2m;
+    keepalive_requests 1000000;
+    upstream backend {{
+        server {backend};
+        keepalive 256;
+        keepalive_requests 1000000;
+    }}
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_read_timeout 300s;
+        }}
+    }}
+}}
+"""
+
+
+class Nginx(Setup):
+    """nginx as a streaming reverse proxy: one process (master_process off), proxy_buffering off."""
+
+    name, label = "nginx", "nginx"
+
+    def __init__(self, backend: Backend, log_dir: Path) -> None:
+        super().__init__()
+        binary = shutil.which("nginx") or "/usr/sbin/nginx"
+        if not os.path.exists(binary):
+            raise Skipped("nginx is not installed (Debian: apt-get install -y nginx-light)")
+        conf_dir = log_dir / "nginx"
+        conf_dir.mkdir(exist_ok=True)
+        port = free_port()
+        conf = conf_dir / "nginx.conf"
+        conf.write_text(
+            _NGINX_CONF.format(dir=conf_dir, port=port, backend=backend.url.split("://", 1)[1])
+        )
+        version = subprocess.run([binary, "-v"], capture_output=True, text=True).stderr.strip()
+        self.info = {"version": version, "config": str(conf)}
+        child = Child(
+            "nginx",
+            [binary, "-p", str(conf_dir), "-c", str(conf), "-e", str(conf_dir / "error.log")],
+            log_dir,
+        )
+        self.front = [child]
+        self.url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: http("GET", self.url + "/health"), 10, "waiting for nginx", child)
+
+
+def litellm_binary(install: bool) -> Path:
+    for candidate in (
+        os.environ.get("BENCH_LITELLM"),
+        LITELLM_VENV / "bin" / "litellm",
+        VENV_BIN / "litellm",
+    ):
+        if candidate and Path(candidate).exists():
+            return Path(candidate)
+    if not install:
+        raise Skipped(
+            f"LiteLLM is not installed: python3 -m venv {LITELLM_VENV} && "
+            f"{LITELLM_VENV}/bin/pip install '{LITELLM_PIN}'"
+        )
+    print(
+        f"installing {LITELLM_PIN} into {LITELLM_VENV} "
+        "(once; a separate venv, see docs/benchmarks.md)",
+        flush=True,
+    )
+    subprocess.run([sys.executable, "-m", "venv", str(LITELLM_VENV)], check=True)
+    done = subprocess.run(
+        [str(LITELLM_VENV / "bin" / "pip"), "install", "-q", LITELLM_PIN],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if done.returncode != 0:
+        raise Skipped(f"pip install '{LITELLM_PIN}' failed: {done.stderr.strip()[-300:]}")
+    return LITELLM_VENV / "bin" / "litellm"
+
+
+_LITELLM_CONF = """\
+model_list:
+  - model_name: m
+    litellm_params:
+      model: openai/m
+      api_base: {backend}/v1
+      api_key: sk-bench-backend
+litellm_settings:
+  drop_params: true
+  telemetry: false
+"""
+
+
+class LiteLLM(Setup):
+    name, label = "litellm", "LiteLLM"
+
+    def __init__(self, backend: Backend, log_dir: Path, *, install: bool = True) -> None:
+        super().__init__()
+        binary = litellm_binary(install)
+        conf = log_dir / "litellm.yaml"
+        conf.write_text(_LITELLM_CONF.format(backend=backend.url))
+        port = free_port()
+        env = {
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",  # no download of the cost map at start
+            "LITELLM_LOG": "ERROR",
+            "LITELLM_TELEMETRY": "False",
+            "LITELLM_MASTER_KEY": API_KEY,
+            "NO_PROXY": "*",
+            "no_proxy": "*",
+        }
+        version = subprocess.run(
+            [
+                str(binary.parent / "python"),
+                "-c",
+                "import importlib.metadata as m; print(m.version('litellm'))",
+            ],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        self.info = {"version": version, "binary": str(binary)}
+        child = Child(
+            "litellm",
+            [
+                str(binary),
+                "--config",
+                str(conf),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--num_workers",
+                "1",
+            ],
+            log_dir,
+            env=env,
+        )
+        self.front = [child]
+        self.url = f"http://127.0.0.1:{port}"
+        started = time.monotonic()
+        wait_until(
+            lambda: http("GET", self.url + "/health/liveliness"),
+            180,
+            "waiting for LiteLLM to start",
+            child,
+        )
+        self.info["startup_s"] = round(time.monotonic() - started, 1)
+
+
+class Relay(Setup):
+    def __init__(
+        self,
+        backend: Backend,
+        log_dir: Path,
+        agents: int,
+        max_concurrency: int = 64,
+        suffix: str = "",
+        cprofile_dir: Path | None = None,
+    ) -> None:
+        super().__init__()
+
+        variant = os.environ.get("BENCH_AGENT_VARIANT", "")
+
+        def command(entry: str, prof: str) -> list[str]:
+            if entry == "agent" and variant and cprofile_dir is None:
+                # A proposed change patched in (agent_variant.py); the agent's code is untouched.
+                return [sys.executable, str(HERE / "agent_variant.py"), variant]
+            if cprofile_dir is None:
+                return [str(VENV_BIN / entry)]
+            return [
+                sys.executable,
+                str(HERE / "cprofile_wrap.py"),
+                str(cprofile_dir / f"{prof}.prof"),
+                entry,
+            ]
+
+        self.name = f"relay{agents}{suffix}"
+        self.label = f"relay + {agents} agent{'s' if agents > 1 else ''}"
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        relay = Child(
+            f"{self.name}-relay",
+            [
+                *command("relay", "relay"),
+                "serve",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--worker-secret",
+                SECRET,
+                "--log-level",
+                "warning",
+            ],
+            log_dir,
+            env={"WORKER_SECRET": "", "LOG_LEVEL": ""},
+        )
+        self.front = [relay]
+        wait_until(lambda: http("GET", self.url + "/health"), 30, "waiting for the relay", relay)
+        for k in range(agents):
+            self.agents.append(
+                Child(
+                    f"{self.name}-agent{k}",
+                    [
+                        *command("agent", f"agent{k}"),
+                        "run",
+                        "--proxy-url",
+                        self.url,
+                        "--backend-url",
+                        f"{backend.url}/t/a{k}",
+                        "--worker-secret",
+                        SECRET,
+                        "--models",
+                        "m",
+                        "--max-concurrency",
+                        str(max_concurrency),
+                        "--log-level",
+                        "warning",
+                    ],
+                    log_dir,
+                )
+            )
+
+        def ready() -> bool:
+            health = http("GET", self.url + "/health")
+            models = http("GET", self.url + "/v1/models")
+            return health["workers_connected"] == agents and any(
+                m["id"] == "m" for m in models["data"]
+            )
+
+        wait_until(ready, 30, f"waiting for {agents} agent(s) to register", relay)
+        self.info = {"agents": agents, "max_concurrency": max_concurrency}
+        if variant:
+            self.info["agent_variant"] = variant
+
+
+def start(name: str, backend: Backend, log_dir: Path, *, install_litellm: bool = True) -> Setup:
+    if name == "direct":
+        return Direct(backend, log_dir)
+    if name == "nginx":
+        return Nginx(backend, log_dir)
+    if name == "litellm":
+        return LiteLLM(backend, log_dir, install=install_litellm)
+    if name == "relay1":
+        return Relay(backend, log_dir, 1)
+    if name == "relay4":
+        return Relay(backend, log_dir, 4)
+    if name == "relay1w":
+        return Relay(backend, log_dir, 1, max_concurrency=2100, suffix="w")
+    raise ValueError(name)
