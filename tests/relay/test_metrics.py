@@ -7,6 +7,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 import trio
+import trio.testing
 from prometheus_client.parser import text_string_to_metric_families
 
 import wire
@@ -17,8 +18,6 @@ from tests.relay.conftest import make_config
 from tests.relay.fake_worker import FakeWorker, connect_worker
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     import httpx
 
 CHAT = {"model": "m1", "messages": [{"role": "user", "content": "hi"}]}
@@ -56,13 +55,6 @@ async def answer(worker: FakeWorker, count: int) -> None:
         )
 
 
-async def wait_until(predicate: Callable[[], bool]) -> None:
-    """Poll relay state in-process, bounded by the caller's deadline."""
-    # Real sockets: no event marks these states, so poll (ASYNC110 ignored on purpose).
-    while not predicate():  # noqa: ASYNC110
-        await trio.sleep(0.005)
-
-
 async def test_metrics_parse_and_move_with_traffic(relay, nursery) -> None:
     before = await scrape(relay.client)
     assert value(before, "modelrelay_workers_connected") == 0
@@ -98,21 +90,23 @@ async def test_queue_depth_in_flight_and_timeouts(start_relay, nursery) -> None:
     relay = await start_relay(queue_timeout=0.3)
     async with connect_worker(relay.ws_url) as worker:
         hub = relay.server.relay.hub
-        results: list[int] = []
+        statuses_tx, statuses = trio.open_memory_channel[int](2)
 
         async def post() -> None:
             response = await relay.client.post("/v1/chat/completions", json=CHAT)
-            results.append(response.status_code)
+            await statuses_tx.send(response.status_code)
 
         with trio.fail_after(10):
             nursery.start_soon(post)
             first = await worker.recv_request()  # held: the worker's one slot is busy
             nursery.start_soon(post)
-            await wait_until(lambda: len(hub.queue) == 1)
+            # In-process relay and client: all tasks blocked = the second is queued.
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(hub.queue) == 1
             during = await scrape(relay.client)
-            await wait_until(lambda: results == [504])  # the queued one timed out
+            assert await statuses.receive() == 504  # the queued one timed out
             await worker.reply(first, "{}")
-            await wait_until(lambda: sorted(results) == [200, 504])
+            assert await statuses.receive() == 200
         after = await scrape(relay.client)
 
     assert value(during, "modelrelay_queue_depth", model="m1") == 1
