@@ -108,24 +108,25 @@ async def test_frozen_agent_is_dropped_and_its_request_requeued(nursery) -> None
     assert relay.events("request requeued")
 
 
+async def _slow_call(client: httpx.AsyncClient, result: dict[str, httpx.Response]) -> None:
+    """A request the backend takes ~0.9 s to answer: in flight while a drain starts."""
+    body = {"model": "fake-model", "messages": [], "fake": {"chunks": 3, "delay": 0.3}}
+    result["r"] = await client.post("/v1/chat/completions", json=body)
+
+
 async def test_agent_sigterm_drains_in_flight_and_exits_zero(backend) -> None:
     async with (
         relay_process() as (relay, url),
         agent_process(relay, backend.url, "--drain-timeout", "10") as agent,
         httpx.AsyncClient(base_url=url, timeout=30) as client,
     ):
-        result = {}
-
-        async def call() -> None:
-            body = {"model": "fake-model", "messages": [], "fake": {"chunks": 3, "delay": 0.3}}
-            result["r"] = await client.post("/v1/chat/completions", json=body)
-
+        result: dict[str, httpx.Response] = {}
         with trio.fail_after(20):
             async with trio.open_nursery() as n:
-                n.start_soon(call)
+                n.start_soon(_slow_call, client, result)
                 await _first_post(backend)
                 agent.signal(signal.SIGTERM)
-                # The relay stops routing to it at once: a new request waits.
+                # The relay stops routing to it at once, while it stays connected.
                 await relay.wait_for(lambda line: line.get("event") == "worker draining")
                 assert (await client.get("/health")).json()["workers_connected"] == 1
             code = await agent.wait_exit()
@@ -139,15 +140,10 @@ async def test_relay_sigterm_drains_and_exits_zero(backend) -> None:
         agent_process(relay, backend.url),
         httpx.AsyncClient(base_url=url, timeout=30) as client,
     ):
-        result = {}
-
-        async def call() -> None:
-            body = {"model": "fake-model", "messages": [], "fake": {"chunks": 3, "delay": 0.3}}
-            result["r"] = await client.post("/v1/chat/completions", json=body)
-
+        result: dict[str, httpx.Response] = {}
         with trio.fail_after(20):
             async with trio.open_nursery() as n:
-                n.start_soon(call)
+                n.start_soon(_slow_call, client, result)
                 await _first_post(backend)
                 relay.signal(signal.SIGTERM)
                 await relay.wait_for(lambda line: line.get("event") == "relay draining")
