@@ -600,12 +600,14 @@ class Hub:
         )
         if message.request_id is None or message.request_id not in worker.leases:
             return
-        body = (
-            '{"error":{"message":"the worker failed this request: '
-            + _json_escape(message.message)
-            + '","type":"upstream_error","code":"'
-            + _json_escape(message.code)
-            + '"}}'
+        body = json.dumps(
+            {
+                "error": {
+                    "message": f"the worker failed this request: {message.message}",
+                    "type": "upstream_error",
+                    "code": message.code,
+                }
+            }
         )
         self._on_complete(
             worker,
@@ -711,10 +713,6 @@ def _leaves(group: BaseExceptionGroup[wire.ProtocolError]) -> Iterable[wire.Prot
 
 def _type_name(message: object) -> str:
     return type(message).__name__
-
-
-def _json_escape(text: str) -> str:
-    return json.dumps(text)[1:-1]
 
 
 def _unix_ms() -> int:
