@@ -1,9 +1,11 @@
 """`create_app(relay)`: the ASGI app Hypercorn serves.
 
 POST /v1/* goes straight to the raw-ASGI proxy (the hot path, see
-`relay.http_api`); everything else — models, health, metrics, the worker
-socket, the admin API and, later, the dashboard — is a Quart-Trio app. No
-globals: every view closes over the `Relay` it was built with.
+`relay.http_api`), and the worker socket to the raw-ASGI `WorkerSocket` (every
+streamed frame crosses it, see `relay.worker_socket`); everything else —
+models, health, metrics, the admin API and, later, the dashboard — is a
+Quart-Trio app. No globals: every view closes over the `Relay` it was built
+with.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from relay.admin_api import admin_blueprint
 from relay.dialects import Dialect, error_body
 from relay.errors import NotFound, RelayError, Unauthorized
 from relay.http_api import Proxy
-from relay.worker_socket import worker_blueprint
+from relay.worker_socket import WORKER_PATH, WorkerSocket
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, MutableMapping
@@ -39,17 +41,20 @@ log = logging.getLogger("relay.app")
 
 
 class RelayApp:
-    """Routes POST /v1/* to the proxy and the rest to Quart."""
+    """Routes POST /v1/* to the proxy, the worker socket to its handler, the rest to Quart."""
 
     def __init__(self, relay: Relay, quart: QuartTrio) -> None:
         self.relay = relay
         self.quart = quart
         self.proxy = Proxy(relay)
+        self.worker_socket = WorkerSocket(relay)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
         if scope["type"] == "http" and scope["method"] == "POST" and path.startswith("/v1/"):
             await self._proxy(scope, receive, send)
+        elif scope["type"] == "websocket" and path == WORKER_PATH:
+            await self.worker_socket(scope, receive, send)
         else:
             # Quart types the ASGI messages as TypedDicts; ours are plain mappings.
             await self.quart(scope, receive, send)  # type: ignore[arg-type]
@@ -94,7 +99,6 @@ def create_app(relay: Relay) -> RelayApp:
     quart.config["RESPONSE_TIMEOUT"] = None
     quart.config["BODY_TIMEOUT"] = None
     quart.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
-    quart.register_blueprint(worker_blueprint(relay))
     quart.register_blueprint(admin_blueprint(relay))
 
     @quart.get("/v1/models")
