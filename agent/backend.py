@@ -1,48 +1,37 @@
-"""The local LLM server, seen through one `httpx.AsyncClient`.
+"""The local LLM server, seen through an h11 pool for POSTs and httpx for the rest.
 
-This module knows HTTP and nothing of WebSockets or the wire protocol. Every
-httpx exception is translated into an `agent.errors.BackendError` subclass
-at this boundary. Cancelling a call from any enclosing scope closes its
-connection, so the backend sees the client leave and stops generating.
+This module knows HTTP and nothing of WebSockets or the wire protocol. The
+relayed POSTs (the hot path) to an ``http://`` backend go through
+`agent.h11pool.H11Pool`: keep-alive HTTP/1.1 on trio sockets, at a fraction
+of httpx's CPU per request. ``https://`` backends, and the rare GETs of model
+discovery, go through httpx (`httpx.AsyncClient`), whose exceptions are
+translated into `agent.errors.BackendError` subclasses at this boundary; the
+pool raises those itself. Either way, cancelling a call from any enclosing
+scope closes its connection, so the backend sees the client leave and stops
+generating.
 """
 
 import math
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Protocol
 
 import attrs
 import httpx
 
 from agent.config import AgentConfig, BackendDialect, redact_url
 from agent.errors import BackendBroken, BackendError, BackendTimeout, BackendUnreachable
+from agent.h11pool import H11Pool, kept_response_headers
 
 __all__ = ["SHARD_CONNECTIONS", "Backend", "BackendResponse", "open_backend", "response_headers"]
 
 # httpcore 1.0.9's pool does O(connections²) bookkeeping on every request
 # start and end (encode/httpcore#1035): with 2,000 streams on one client the
-# agent spends minutes at 100 % CPU when they end together. Requests are
-# spread round-robin over one client per this many connections, so each
-# pool stays small.
+# agent spends minutes at 100 % CPU when they end together. The h11 pool
+# does not have this problem; for an https:// backend, requests are spread
+# round-robin over one httpx client per this many connections, so each
+# httpcore pool stays small.
 SHARD_CONNECTIONS = 32
-
-# Hop-by-hop headers, and the framing headers that no longer describe the body
-# once httpx has de-chunked and decompressed it.
-_DROPPED_RESPONSE_HEADERS = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "trailers",
-        "transfer-encoding",
-        "upgrade",
-        "content-length",
-        "content-encoding",
-    }
-)
 
 
 def response_headers(headers: httpx.Headers) -> dict[str, str]:
@@ -56,13 +45,7 @@ def response_headers(headers: httpx.Headers) -> dict[str, str]:
     Returns:
         Everything but hop-by-hop, length and encoding headers.
     """
-    kept: dict[str, str] = {}
-    for name, value in headers.multi_items():
-        key = name.lower()
-        if key in _DROPPED_RESPONSE_HEADERS:
-            continue
-        kept[key] = f"{kept[key]}, {value}" if key in kept else value
-    return kept
+    return kept_response_headers(headers.multi_items())
 
 
 def _translate(exc: Exception, url: str) -> BackendError:
@@ -81,15 +64,45 @@ def _describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-@attrs.define(eq=False)
-class BackendResponse:
-    """One open backend response; its body is read through the error-mapping methods.
+class BackendResponse(Protocol):
+    """One open backend response, its body still unread, whichever client fetched it.
 
     Attributes:
         status_code: The backend's HTTP status.
-        headers: Response headers to pass on (see `response_headers`).
+        headers: Response headers to pass on: lower-case, repeats joined with
+            ``", "``, without hop-by-hop, length and encoding headers.
         url: The URL called.
     """
+
+    status_code: int
+    headers: dict[str, str]
+    url: str
+
+    @property
+    def is_success(self) -> bool:
+        """A 2xx status."""
+        ...
+
+    def iter_bytes(self) -> AsyncIterator[bytes]:
+        """Yield the body as the backend delivers it, one read at a time.
+
+        Raises:
+            BackendError: The connection broke or timed out midway.
+        """
+        ...
+
+    async def read(self) -> bytes:
+        """Read the whole body.
+
+        Raises:
+            BackendError: The connection broke or timed out midway.
+        """
+        ...
+
+
+@attrs.define(eq=False)
+class _HttpxResponse:
+    """Owns one httpx response; its body is read through the error-mapping methods."""
 
     status_code: int
     headers: dict[str, str]
@@ -102,7 +115,7 @@ class BackendResponse:
         return 200 <= self.status_code < 300
 
     async def iter_bytes(self) -> AsyncIterator[bytes]:
-        """Yield the body as the backend delivers it, one read at a time (decompressed).
+        """Yield the body as the backend delivers it, one HTTP chunk at a time (decompressed).
 
         Raises:
             BackendError: The connection broke or timed out midway.
@@ -127,7 +140,7 @@ class BackendResponse:
 
 @attrs.define(eq=False)
 class Backend:
-    """Owns the agent's one HTTP client to its backend, and what it learned of its dialect.
+    """Owns the agent's HTTP clients to its backend, and what it learned of its dialect.
 
     Attributes:
         base_url: The backend's base URL, without trailing slash.
@@ -139,7 +152,10 @@ class Backend:
 
     base_url: str
     api_key: str | None = attrs.field(repr=False)
+    # httpx: every GET, and the POSTs when there is no pool (https://).
     _clients: Sequence[httpx.AsyncClient]
+    # The POSTs to an http:// backend.
+    _pool: H11Pool | None
     dialect: BackendDialect = BackendDialect.AUTO
     _posts: int = 0
 
@@ -161,7 +177,8 @@ class Backend:
             headers: Request headers (already filtered by the caller).
 
         Yields:
-            The open response; leaving the block closes it.
+            The open response; leaving the block closes it (or, when its body
+            was read to the end, returns its connection to the pool).
 
         Raises:
             BackendError: The backend could not be reached or broke the exchange.
@@ -170,12 +187,16 @@ class Backend:
         sent = dict(headers)
         if self.api_key:
             sent["authorization"] = f"Bearer {self.api_key}"
+        if self._pool is not None:
+            async with self._pool.post(path, body, sent, url=url) as response:
+                yield response
+            return
         try:
             self._posts += 1
             client = self._clients[self._posts % len(self._clients)]
-            async with client.stream("POST", url, content=body, headers=sent) as response:
-                yield BackendResponse(
-                    response.status_code, response_headers(response.headers), url, response
+            async with client.stream("POST", url, content=body, headers=sent) as streamed:
+                yield _HttpxResponse(
+                    streamed.status_code, response_headers(streamed.headers), url, streamed
                 )
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise _translate(exc, url) from exc
@@ -203,14 +224,18 @@ class Backend:
 
 @asynccontextmanager
 async def open_backend(config: AgentConfig) -> AsyncIterator[Backend]:
-    """Open the agent's HTTP client to its backend for the whole run.
+    """Open the agent's HTTP clients to its backend for the whole run.
 
-    Each client's pool is sized from `--max-concurrency` (httpx's default of
-    100 connections would silently queue requests above that), plus room for
-    discovery, so a request never waits inside httpx whichever client it
-    lands on; there is one client per `SHARD_CONNECTIONS` of that, to keep
-    each pool's bookkeeping small. Only the connect phase has a timeout: the
-    relay owns request deadlines and cancels what runs too long.
+    An ``http://`` backend gets an `H11Pool` for the POSTs, keeping as many
+    idle connections as `--max-concurrency` (plus room for discovery) can
+    use at once, and one small httpx client for discovery's GETs. An
+    ``https://`` backend gets httpx for everything: each client's pool is
+    sized from `--max-concurrency` (httpx's default of 100 connections would
+    silently queue requests above that), so a request never waits inside
+    httpx whichever client it lands on, with one client per
+    `SHARD_CONNECTIONS` of that, to keep each pool's bookkeeping small. Only
+    the connect phase has a timeout: the relay owns request deadlines and
+    cancels what runs too long.
 
     Proxy variables from the environment are ignored (``trust_env=False``):
     the backend is the box's own server, and a proxy meant for the internet
@@ -222,19 +247,33 @@ async def open_backend(config: AgentConfig) -> AsyncIterator[Backend]:
     Yields:
         The backend.
     """
-    pool = config.max_concurrency + 8
+    size = config.max_concurrency + 8
+    connect = config.timeouts.backend_connect_secs
+    pool = None
+    if config.backend_url.startswith("http://"):
+        pool = H11Pool.for_url(config.backend_url, connect_timeout=connect, max_idle=size)
+        # Discovery only: one GET at a time.
+        size, shards = 2, 1
+    else:
+        shards = math.ceil(size / SHARD_CONNECTIONS)
     async with AsyncExitStack() as stack:
         clients = [
             await stack.enter_async_context(
                 httpx.AsyncClient(
-                    limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
-                    timeout=httpx.Timeout(None, connect=config.timeouts.backend_connect_secs),
+                    limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
+                    timeout=httpx.Timeout(None, connect=connect),
                     trust_env=False,
                     follow_redirects=False,
                 )
             )
-            for _ in range(math.ceil(pool / SHARD_CONNECTIONS))
+            for _ in range(shards)
         ]
+        if pool is not None:
+            stack.callback(pool.close)
         yield Backend(
-            config.backend_url, config.backend_api_key, clients, dialect=config.backend_dialect
+            config.backend_url,
+            config.backend_api_key,
+            clients,
+            pool,
+            dialect=config.backend_dialect,
         )

@@ -410,8 +410,11 @@ async def test_streamed_usage_reaches_the_relay_from_the_translated_stream(
 async def run_against(
     handler: Callable[[httpx.Request], Coroutine[None, None, httpx.Response]], request: Request
 ) -> tuple[str, ResponseComplete]:
-    """One job against a mocked backend in `openai` dialect: the chunks' text, the complete."""
-    config = fast_config("ws://127.0.0.1:1", "http://backend.invalid", backend_dialect="openai")
+    """One job against a mocked backend in `openai` dialect: the chunks' text, the complete.
+
+    An https:// URL: its POSTs go through httpx, whose transport is replaced.
+    """
+    config = fast_config("ws://127.0.0.1:1", "https://backend.invalid", backend_dialect="openai")
     send, receive = trio.open_memory_channel[Outgoing](100)
     async with open_backend(config) as backend:
         for client in backend._clients:

@@ -311,7 +311,8 @@ async def test_multibyte_character_split_across_reads_is_not_broken() -> None:
     async def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=Pieces())
 
-    config = fast_config("ws://127.0.0.1:1", "http://backend.invalid")
+    # https://: its POSTs go through httpx, whose transport is replaced.
+    config = fast_config("ws://127.0.0.1:1", "https://backend.invalid")
     send, receive = trio.open_memory_channel[Outgoing](100)
     async with open_backend(config) as backend:
         for client in backend._clients:

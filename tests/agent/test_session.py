@@ -48,8 +48,12 @@ async def _never_called(request: httpx.Request) -> httpx.Response:
 async def mocked_backend(
     handler: Handler = _never_called, **overrides: object
 ) -> AsyncIterator[Backend]:
-    """A backend whose HTTP is an in-memory handler: for tests in virtual time only."""
-    config = fast_config("ws://127.0.0.1:1", "http://backend.test", **overrides)
+    """A backend whose HTTP is an in-memory handler: for tests in virtual time only.
+
+    An https:// URL, so that POSTs go through httpx (the h11 pool serves
+    http:// only), whose transport is replaced here.
+    """
+    config = fast_config("ws://127.0.0.1:1", "https://backend.test", **overrides)
     async with open_backend(config) as backend:
         for client in backend._clients:
             client._transport = httpx.MockTransport(handler)
