@@ -5,12 +5,13 @@ Runs in one trio process against the bench backend (started here), and
 measures CPU per request (sequential and 64 at once) and CPU per streamed
 event for:
 
-- ``httpx-client``: ``AsyncClient.stream`` (what `agent/backend.py` does);
+- ``httpx-client``: ``AsyncClient.stream`` (what `agent/backend.py` did for
+  every backend before the h11 pool, and still does for ``https://`` ones);
 - ``httpx-transport``: ``AsyncHTTPTransport.handle_async_request`` with a
   prebuilt ``httpx.URL`` (no auth/redirect/cookie/URL-merge layers);
 - ``h11-pool``: a minimal pool of h11 connections on ``trio.SocketStream``
   that yields everything one socket read brings as one piece (the
-  prototype in `H11Pool` below).
+  prototype in `H11Pool` below; `agent/h11pool.py` is what the agent runs).
 
     .venv/bin/python scripts/bench/clientbench.py [--quick]
 """

@@ -273,12 +273,7 @@ class Relay(Setup):
     ) -> None:
         super().__init__()
 
-        variant = os.environ.get("BENCH_AGENT_VARIANT", "")
-
         def command(entry: str, prof: str) -> list[str]:
-            if entry == "agent" and variant and cprofile_dir is None:
-                # A proposed change patched in (agent_variant.py); the agent's code is untouched.
-                return [sys.executable, str(HERE / "agent_variant.py"), variant]
             if cprofile_dir is None:
                 return [str(VENV_BIN / entry)]
             return [
@@ -342,8 +337,6 @@ class Relay(Setup):
 
         wait_until(ready, 30, f"waiting for {agents} agent(s) to register", relay)
         self.info = {"agents": agents, "max_concurrency": max_concurrency}
-        if variant:
-            self.info["agent_variant"] = variant
 
 
 def start(name: str, backend: Backend, log_dir: Path, *, install_litellm: bool = True) -> Setup:
