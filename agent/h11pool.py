@@ -55,6 +55,10 @@ IDLE_EXPIRY_SECS = 5.0
 # One socket read at most; also what one yielded body piece can hold of it.
 _READ_SIZE = 64 * 1024
 
+# A response head larger than this is refused (h11's default is 16 KiB;
+# httpcore, which the agent used before, allows 100 KiB).
+_MAX_HEAD_SIZE = 100 * 1024
+
 # Hop-by-hop headers, and the framing headers that no longer describe the body
 # once the client has de-chunked (and, for httpx, decompressed) it.
 DROPPED_RESPONSE_HEADERS = frozenset(
@@ -138,10 +142,10 @@ class _StaleConnection(Exception):
 
 @attrs.define(eq=False)
 class _Connection:
-    """One socket and its h11 state machine."""
+    """One socket and its h11 state machine (`state`)."""
 
     stream: trio.SocketStream
-    h11: h11.Connection
+    state: h11.Connection
     reused: bool = False
     idle_since: float = 0.0
 
@@ -368,7 +372,7 @@ class H11Pool:
             yield response
         finally:
             if response is not None and self._reusable(conn, response):
-                conn.h11.start_next_cycle()
+                conn.state.start_next_cycle()
                 self._put_idle(conn)
             else:
                 await trio.aclose_forcefully(conn.stream)
@@ -420,7 +424,7 @@ class H11Pool:
 
     @staticmethod
     def _reusable(conn: _Connection, response: H11Response) -> bool:
-        state = conn.h11
+        state = conn.state
         if not (
             response.complete and state.our_state is h11.DONE and state.their_state is h11.DONE
         ):
@@ -445,7 +449,9 @@ class H11Pool:
                 f"cannot connect to the backend: {_describe_connect_error(exc)}", redact_url(url)
             ) from exc
         self._opened += 1
-        return _Connection(stream, h11.Connection(h11.CLIENT))
+        return _Connection(
+            stream, h11.Connection(h11.CLIENT, max_incomplete_event_size=_MAX_HEAD_SIZE)
+        )
 
     async def _exchange(
         self, conn: _Connection, request: h11.Request, body: bytes, url: str
@@ -456,7 +462,7 @@ class H11Pool:
             _StaleConnection: `conn` was reused and failed before any byte arrived.
             BackendBroken: Anything else went wrong.
         """
-        state = conn.h11
+        state = conn.state
         answered = False  # a byte of the answer arrived: never send again
         out = [state.send(request)]
         if body:
