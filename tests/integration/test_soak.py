@@ -9,7 +9,9 @@ from tests.integration.soak import run_soak
 
 async def test_chaos_soak_loses_nothing() -> None:
     with trio.fail_after(180):
-        report = await run_soak(agents=3, requests=200, concurrency=32, seed=7)
+        report = await run_soak(
+            agents=3, requests=200, concurrency=32, seed=7, kill_every=(0.1, 0.3)
+        )
     assert report.kills >= 1, "the soak must actually kill agents"
     assert report.lost == [], report.table()
     assert sum(report.outcomes.values()) == report.requests
