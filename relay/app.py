@@ -52,14 +52,15 @@ class RelayApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
         if scope["type"] == "http" and scope["method"] == "POST" and path.startswith("/v1/"):
-            await self._proxy(scope, receive, send)
+            await self.proxy_request(scope, receive, send)
         elif scope["type"] == "websocket" and path == WORKER_PATH:
             await self.worker_socket(scope, receive, send)
         else:
             # Quart types the ASGI messages as TypedDicts; ours are plain mappings.
             await self.quart(scope, receive, send)  # type: ignore[arg-type]
 
-    async def _proxy(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def proxy_request(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """POST /v1/*: the proxy, with a bug answered as a plain 500 (relay.front calls it)."""
         started = False
 
         async def tracking_send(message: MutableMapping[str, Any]) -> None:

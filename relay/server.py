@@ -1,9 +1,10 @@
 """`RelayServer`: the root nursery of a relay process.
 
-It builds the state (`Relay`), serves it with Hypercorn inside its own
-nursery, and shuts down by deadline: stop routing (new requests get 503),
-tell workers, wait for in-flight work until `drain_timeout`, cancel what is
-left with reason `server_shutdown`, then stop the listener.
+It builds the state (`Relay`), serves it (`relay.front`: h11 for POST
+/v1/*, Hypercorn for the rest) inside its own nursery, and shuts down by
+deadline: stop routing (new requests get 503), tell workers, wait for
+in-flight work until `drain_timeout`, cancel what is left with reason
+`server_shutdown`, then stop the listener.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from typing import TYPE_CHECKING
 
 import attrs
 import hypercorn.config
-import hypercorn.trio
 import trio
 
 import wire
+from relay import front
 from relay.app import create_app
 from relay.core import Relay
 
@@ -83,8 +84,8 @@ class RelayServer:
             await nursery.start(self._run_services)
             urls = await nursery.start(
                 partial(
-                    hypercorn.trio.serve,
-                    app,  # type: ignore[arg-type]
+                    front.serve,
+                    app,
                     _hypercorn_config(self.config),
                     shutdown_trigger=self._stop_http.wait,
                 )

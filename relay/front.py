@@ -1,0 +1,411 @@
+"""The relay's listener: h11 on trio sockets for POST /v1/*, Hypercorn for the rest.
+
+Every connection starts here. Its first request head is parsed with h11; a
+``POST /v1/...`` is served by `Front` itself, straight into the proxy
+(`relay.http_api.Proxy`, a plain ASGI callable); anything else (a GET, the
+worker WebSocket upgrade, an HTTP/2 preface, a head h11 cannot parse) hands
+the connection, with every byte read so far, to Hypercorn's own connection
+server, which owns it from then on and serves the Quart app as before.
+
+Why: measured on this 2-core machine, Hypercorn spends ~1 ms of CPU on every
+request before the app runs (task per request, idle-timer task restarted per
+request, event objects per step); h11 directly on a trio socket does the same
+parse and framing in ~0.2 ms. The relay's target is 0.8 ms for the whole
+non-streaming request (docs/benchmarks.md). Hypercorn keeps everything where
+a request is rare or its machinery pays: admin, metrics, models, the worker
+socket (wsproto), HTTP/2.
+
+A connection served here follows HTTP/1.1 as Hypercorn would: keep-alive
+with an idle timeout (`keep_alive_timeout`), ``Expect: 100-continue``,
+chunked or sized request bodies, HTTP/1.0 clients (close-delimited), a
+``date`` header. The client leaving is an ``http.disconnect`` from
+``receive()`` (socket EOF or a failed send), which the proxy turns into
+cancellation. A response that was cut short closes the connection.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import time
+from functools import partial
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+import h11
+import trio
+from hypercorn.trio.lifespan import Lifespan
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import ConnectionState
+from hypercorn.utils import parse_socket_addr, repr_socket_addr, wrap_app
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, MutableMapping
+
+    import hypercorn.config
+    from hypercorn.typing import AppWrapper
+
+    from relay.app import RelayApp
+
+__all__ = ["Front", "serve"]
+
+log = logging.getLogger("relay.front")
+
+_MAX_RECV = 65536
+# Largest request head accepted (Hypercorn's h11_max_incomplete_size default).
+_MAX_HEAD = 16 * 1024
+# Pipelined bytes buffered while a response is still being sent; past this,
+# the connection stops reading (TCP pushes back) until the response is done.
+_MAX_PIPELINED = 64 * 1024
+_ASGI = {"version": "3.0", "spec_version": "2.3"}
+_BROKEN = (trio.BrokenResourceError, trio.ClosedResourceError)
+
+
+def _is_ours(request: h11.Request) -> bool:
+    """A request the relay serves without Hypercorn: POST /v1/..., no protocol upgrade."""
+    if request.method != b"POST" or not request.target.startswith(b"/v1/"):
+        return False
+    return all(name != b"upgrade" for name, _ in request.headers)
+
+
+class _Date:
+    """The ``date`` header's value, formatted once per second."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._value = b""
+
+    def now(self) -> bytes:
+        second = int(time.time())
+        if second != self._second:
+            self._second = second
+            self._value = email.utils.formatdate(second, usegmt=True).encode("ascii")
+        return self._value
+
+
+class _Replay(trio.abc.HalfCloseableStream):
+    """A socket stream whose first read returns bytes already read from it.
+
+    Hypercorn's `TCPServer` takes it for the connection it is handed; it
+    looks for ``socket`` (addresses) and finds no ``do_handshake`` (not TLS).
+    """
+
+    def __init__(self, stream: trio.SocketStream, head: bytes) -> None:
+        self._stream = stream
+        self._head = head
+        self.socket = stream.socket
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if self._head:
+            head, self._head = self._head, b""
+            return head
+        return await self._stream.receive_some(max_bytes)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        await self._stream.send_eof()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+class _Exchange:
+    """One request served on a connection: the ASGI ``receive`` and ``send`` of it.
+
+    ``receive()`` yields the body (all of what one socket read brought as one
+    message), then blocks until the client leaves and answers
+    ``http.disconnect``. ``send()`` writes the head together with the first
+    body piece. A failed write ends the wait in ``receive()`` at once.
+    """
+
+    def __init__(self, stream: trio.SocketStream, conn: h11.Connection, date: bytes) -> None:
+        self.stream = stream
+        self.conn = conn
+        self.date = date
+        self.gone = False  # the client left, or a write failed
+        self.malformed = False  # the body broke HTTP/1.1 framing
+        self._body_done = False
+        self._head: MutableMapping[str, Any] | None = None
+        self._waiting: trio.CancelScope | None = None
+
+    def _lost(self) -> None:
+        self.gone = True
+        if self._waiting is not None:
+            self._waiting.cancel()
+
+    async def receive(self) -> dict[str, Any]:
+        if self.gone:
+            return {"type": "http.disconnect"}
+        conn = self.conn
+        if not self._body_done:
+            if conn.client_is_waiting_for_100_continue:
+                await self._write(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
+            parts: list[bytes] = []
+            while not self.gone:
+                try:
+                    event = conn.next_event()
+                except h11.RemoteProtocolError:
+                    self.malformed = True  # nothing more can be read
+                    self._lost()
+                    break
+                if type(event) is h11.Data:
+                    parts.append(event.data)
+                elif type(event) is h11.EndOfMessage:
+                    self._body_done = True
+                    return {"type": "http.request", "body": b"".join(parts), "more_body": False}
+                elif parts:
+                    return {"type": "http.request", "body": b"".join(parts), "more_body": True}
+                elif not await self._read():
+                    break
+            return {"type": "http.disconnect"}
+        # The body is read: wait for the client to leave (or to pipeline more).
+        with trio.CancelScope() as self._waiting:
+            while not self.gone:
+                if len(conn.trailing_data[0]) > _MAX_PIPELINED:
+                    await trio.sleep_forever()
+                if not await self._read():
+                    break
+        self._waiting = None
+        return {"type": "http.disconnect"}
+
+    async def _read(self) -> bool:
+        """Feed one socket read to h11; False when the client is gone."""
+        try:
+            data = await self.stream.receive_some(_MAX_RECV)
+        except _BROKEN:
+            data = b""
+        if not data:
+            self._lost()
+            return False
+        self.conn.receive_data(data)
+        return True
+
+    async def send(self, message: MutableMapping[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            self._head = message
+            return
+        if message["type"] != "http.response.body" or self.gone:
+            return
+        conn = self.conn
+        out = b""
+        if self._head is not None:
+            head, self._head = self._head, None
+            headers = list(head.get("headers", ()))
+            headers.append((b"date", self.date))
+            out = conn.send(h11.Response(status_code=int(head["status"]), headers=headers))
+        body = message.get("body", b"")
+        if body:
+            out += conn.send(h11.Data(data=body))
+        if not message.get("more_body", False):
+            out += conn.send(h11.EndOfMessage())
+        if out:
+            await self._write(out)
+
+    async def bad_request(self) -> None:
+        """Answer a body h11 could not frame with a plain 400 (the proxy saw a disconnect)."""
+        body = json.dumps(
+            {"error": {"message": "malformed HTTP/1.1 request body", "code": 400}}
+        ).encode()
+        headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
+        try:
+            out = self.conn.send(h11.Response(status_code=400, headers=headers))
+            out += self.conn.send(h11.Data(data=body)) + self.conn.send(h11.EndOfMessage())
+        except h11.LocalProtocolError:
+            return
+        self.gone = False
+        await self._write(out)
+
+    async def _write(self, data: bytes) -> None:
+        try:
+            await self.stream.send_all(data)
+        except _BROKEN:
+            self._lost()
+
+
+class Front:
+    """Serves connections: POST /v1/* here, everything else through Hypercorn.
+
+    Attributes:
+        app: The relay's ASGI app; `RelayApp.proxy_request` serves our requests.
+        hypercorn_app: The same app as Hypercorn wraps it, for handed-off connections.
+        config: Hypercorn's configuration (timeouts, limits).
+        context: Hypercorn's worker context; `terminated` is set at shutdown.
+        state: The lifespan state each Hypercorn connection gets a copy of.
+    """
+
+    def __init__(
+        self,
+        app: RelayApp,
+        hypercorn_app: AppWrapper,
+        config: hypercorn.config.Config,
+        context: WorkerContext,
+        state: dict[str, Any],
+    ) -> None:
+        self.app = app
+        self.hypercorn_app = hypercorn_app
+        self.config = config
+        self.context = context
+        self.state = state
+        self.closing = False
+        self._idle: set[trio.CancelScope] = set()
+        self._date = _Date()
+
+    def close_idle(self) -> None:
+        """Shutdown: idle connections close now, busy ones after their response."""
+        self.closing = True
+        for scope in self._idle:
+            scope.cancel()
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        """Serve one accepted connection until it closes or is handed to Hypercorn."""
+        handed_off = False
+        try:
+            handed_off = await self._serve(stream)
+        except _BROKEN:
+            pass
+        finally:
+            if not handed_off:
+                await trio.aclose_forcefully(stream)
+
+    async def _serve(self, stream: trio.SocketStream) -> bool:
+        """The connection's request loop; True once Hypercorn owns the connection."""
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEAD)
+        sock = stream.socket
+        client = parse_socket_addr(sock.family, sock.getpeername())
+        server = parse_socket_addr(sock.family, sock.getsockname())
+        while not self.closing:
+            raw = bytearray(conn.trailing_data[0])  # the head so far, for a hand-off
+            event: Any = None
+            with trio.CancelScope(
+                deadline=trio.current_time() + self.config.keep_alive_timeout
+            ) as idle:
+                self._idle.add(idle)
+                try:
+                    while True:
+                        try:
+                            event = conn.next_event()
+                        except h11.RemoteProtocolError:
+                            event = None  # Hypercorn answers what h11 cannot parse
+                            break
+                        if event is not h11.NEED_DATA:
+                            break
+                        data = await stream.receive_some(_MAX_RECV)
+                        raw += data
+                        conn.receive_data(data)
+                finally:
+                    self._idle.discard(idle)
+            if idle.cancelled_caught or type(event) is h11.ConnectionClosed:
+                return False
+            if event is None and conn.trailing_data[1]:
+                return False  # the client left halfway through a head
+            if event is None or not _is_ours(event):
+                if self.closing:
+                    return False
+                await self._hand_off(stream, bytes(raw))
+                return True
+            del raw
+            exchange = _Exchange(stream, conn, self._date.now())
+            await self.app.proxy_request(
+                _scope(event, client, server), exchange.receive, exchange.send
+            )
+            if exchange.malformed and conn.our_state is h11.SEND_RESPONSE:
+                await exchange.bad_request()
+                return False
+            if exchange.gone or conn.our_state is not h11.DONE:
+                return False  # cut short: the connection cannot carry another request
+            if conn.their_state is not h11.DONE:
+                return False  # the body was not read (e.g. 413): no reuse
+            conn.start_next_cycle()
+        return False
+
+    async def _hand_off(self, stream: trio.SocketStream, head: bytes) -> None:
+        server = TCPServer(
+            self.hypercorn_app,
+            self.config,
+            self.context,
+            ConnectionState(self.state.copy()),
+            _Replay(stream, head),  # type: ignore[arg-type]
+        )
+        await server.run()
+
+
+def _scope(
+    request: h11.Request, client: tuple[str, int] | None, server: tuple[str, int] | None
+) -> dict[str, Any]:
+    raw_path, _, query = request.target.partition(b"?")
+    return {
+        "type": "http",
+        "asgi": _ASGI,
+        "http_version": request.http_version.decode("ascii"),
+        "method": "POST",
+        "scheme": "http",
+        "path": unquote(raw_path.decode("ascii")),
+        "raw_path": raw_path,
+        "query_string": query,
+        "root_path": "",
+        "headers": list(request.headers),
+        "client": client,
+        "server": server,
+        "extensions": {},
+    }
+
+
+async def serve(
+    app: RelayApp,
+    config: hypercorn.config.Config,
+    *,
+    shutdown_trigger: Callable[[], Awaitable[None]],
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Listen on `config.bind` until `shutdown_trigger` returns, then close gracefully.
+
+    The same life as `hypercorn.trio.serve`: the app's ASGI lifespan runs
+    first; at shutdown the listeners close, idle connections close, busy ones
+    get `config.graceful_timeout` to finish.
+
+    Args:
+        app: The relay's app.
+        config: Hypercorn's configuration; TLS is not supported here (put
+            nginx in front, contrib/nginx).
+        shutdown_trigger: Returns when the server should stop.
+        task_status: Started with the bound URLs.
+    """
+    if config.ssl_enabled:
+        raise ValueError("the relay does not terminate TLS itself; see contrib/nginx")
+    wrapped = wrap_app(app, config.wsgi_max_body_size, "asgi")  # type: ignore[arg-type]
+    state: dict[str, Any] = {}
+    lifespan = Lifespan(wrapped, config, state)
+    context = WorkerContext(None)
+    front = Front(app, wrapped, config, context, state)
+    async with trio.open_nursery() as lifespan_nursery:
+        await lifespan_nursery.start(lifespan.handle_lifespan)
+        await lifespan.wait_for_startup()
+        sockets = config.create_sockets()
+        listeners = []
+        urls = []
+        for sock in sockets.insecure_sockets:
+            sock.listen(config.backlog)
+            listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
+            urls.append(f"http://{repr_socket_addr(sock.family, sock.getsockname())}")
+        async with trio.open_nursery() as connections:
+            async with trio.open_nursery() as accepting:
+                accepting.start_soon(
+                    partial(
+                        trio.serve_listeners, front.handle, listeners, handler_nursery=connections
+                    )
+                )
+                task_status.started(urls)
+                await shutdown_trigger()
+                accepting.cancel_scope.cancel()  # closes the listeners
+            front.close_idle()
+            await context.terminated.set()
+            connections.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
+        await lifespan.wait_for_shutdown()
+        lifespan_nursery.cancel_scope.cancel()

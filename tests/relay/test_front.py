@@ -1,0 +1,256 @@
+"""The relay's own HTTP/1.1 front (relay/front.py) on real sockets.
+
+POST /v1/* is served by h11 on the socket; anything else is handed, with
+the bytes already read, to Hypercorn. These tests speak raw bytes so that
+what goes over the wire (keep-alive, pipelining, 100-continue, chunked
+bodies, hand-off mid-connection) is exactly what they say.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+import h11
+import trio
+
+import wire
+from tests.relay.fake_worker import connect_worker
+
+if TYPE_CHECKING:
+    from tests.relay.conftest import RunningRelay
+
+CHAT = {"model": "m1", "messages": [{"role": "user", "content": "hi"}]}
+BODY = json.dumps(CHAT).encode()
+
+
+def _post(path: str = "/v1/chat/completions", body: bytes = BODY, extra: bytes = b"") -> bytes:
+    return (
+        b"POST %s HTTP/1.1\r\nhost: relay\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\n%s\r\n%s" % (path.encode(), len(body), extra, body)
+    )
+
+
+class RawClient:
+    """One TCP connection to the relay; responses parsed with h11."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.conn = h11.Connection(h11.CLIENT)
+
+    @classmethod
+    async def open(cls, relay: RunningRelay) -> RawClient:
+        host, port = relay.url.removeprefix("http://").rsplit(":", 1)
+        return cls(await trio.open_tcp_stream(host, int(port)))
+
+    async def send(self, data: bytes) -> None:
+        await self.stream.send_all(data)
+
+    async def _event(self) -> object:
+        if self.conn.our_state is h11.IDLE:
+            # The bytes went out raw; h11 only needs to know a request was sent.
+            self.conn.send(h11.Request(method="POST", target="/", headers=[("host", "r")]))
+            self.conn.send(h11.EndOfMessage())
+        while True:
+            event = self.conn.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            self.conn.receive_data(await self.stream.receive_some(65536))
+
+    async def informational_or_response(self) -> h11.InformationalResponse | h11.Response:
+        event = await self._event()
+        assert isinstance(event, (h11.InformationalResponse, h11.Response)), event
+        return event
+
+    async def response(self) -> tuple[h11.Response, bytes]:
+        """The next whole response; the client is ready for another after it."""
+        head = await self._event()
+        while isinstance(head, h11.InformationalResponse):
+            head = await self._event()
+        assert isinstance(head, h11.Response), head
+        body = b""
+        while True:
+            event = await self._event()
+            if isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                break
+            else:
+                raise AssertionError(event)
+        if self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE:
+            self.conn.start_next_cycle()
+        return head, body
+
+    async def at_eof(self) -> bool:
+        return await self.stream.receive_some(65536) == b""
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+async def _serve_requests(worker: object, count: int, seen: list[wire.Request]) -> None:
+    for _ in range(count):
+        request = await worker.recv_request()  # type: ignore[attr-defined]
+        seen.append(request)
+        await worker.reply(request, json.dumps({"n": len(seen)}))  # type: ignore[attr-defined]
+
+
+async def test_keep_alive_serves_two_posts_on_one_connection(relay, nursery) -> None:
+    seen: list[wire.Request] = []
+    async with connect_worker(relay.ws_url) as worker:
+        nursery.start_soon(_serve_requests, worker, 2, seen)
+        client = await RawClient.open(relay)
+        with trio.fail_after(5):
+            for n in (1, 2):
+                await client.send(_post())
+                head, body = await client.response()
+                assert head.status_code == 200
+                assert json.loads(body) == {"n": n}
+                assert dict(head.headers)[b"date"]
+        await client.aclose()
+    assert [json.loads(r.body) for r in seen] == [CHAT, CHAT]
+
+
+async def test_pipelined_posts_are_answered_in_order(relay, nursery) -> None:
+    seen: list[wire.Request] = []
+    async with connect_worker(relay.ws_url) as worker:
+        nursery.start_soon(_serve_requests, worker, 2, seen)
+        client = await RawClient.open(relay)
+        with trio.fail_after(5):
+            await client.send(_post() + _post())
+            first = await client.response()
+            second = await client.response()
+        assert (json.loads(first[1]), json.loads(second[1])) == ({"n": 1}, {"n": 2})
+        await client.aclose()
+
+
+async def test_get_after_a_post_is_handed_to_hypercorn_mid_connection(relay, nursery) -> None:
+    seen: list[wire.Request] = []
+    async with connect_worker(relay.ws_url) as worker:
+        nursery.start_soon(_serve_requests, worker, 1, seen)
+        client = await RawClient.open(relay)
+        with trio.fail_after(5):
+            await client.send(_post())
+            head, _ = await client.response()
+            assert head.status_code == 200
+            # The GET and a POST after it in one write: Hypercorn owns the rest.
+            await client.send(b"GET /health HTTP/1.1\r\nhost: relay\r\n\r\n" + _post(body=b"{"))
+            head, body = await client.response()
+            assert head.status_code == 200
+            assert json.loads(body)["workers_connected"] == 1
+            head, body = await client.response()
+            assert head.status_code == 400
+            assert "not valid JSON" in json.loads(body)["error"]["message"]
+        await client.aclose()
+
+
+async def test_expect_100_continue_then_body_is_answered(relay) -> None:
+    client = await RawClient.open(relay)
+    body = b"{not json"
+    head_only = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: relay\r\nexpect: 100-continue\r\n"
+        b"content-length: %d\r\n\r\n" % len(body)
+    )
+    with trio.fail_after(5):
+        await client.send(head_only)
+        interim = await client.informational_or_response()
+        assert interim.status_code == 100
+        await client.send(body)
+        head, answer = await client.response()
+    assert head.status_code == 400
+    assert "not valid JSON" in json.loads(answer)["error"]["message"]
+    await client.aclose()
+
+
+async def test_chunked_request_body_is_read_whole(relay) -> None:
+    doc = json.dumps({**CHAT, "model": "nobody-serves-this"}).encode()
+    half = len(doc) // 2
+    chunked = b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (half, doc[:half], len(doc) - half, doc[half:])
+    client = await RawClient.open(relay)
+    with trio.fail_after(5):
+        await client.send(
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: relay\r\n"
+            b"transfer-encoding: chunked\r\n\r\n" + chunked
+        )
+        head, answer = await client.response()
+    # Parsed as JSON (a torn body would be a 400): no worker serves the model.
+    assert head.status_code == 404
+    assert "nobody-serves-this" in json.loads(answer)["error"]["message"]
+    await client.aclose()
+
+
+async def test_malformed_chunked_body_is_400_and_closes(relay) -> None:
+    client = await RawClient.open(relay)
+    with trio.fail_after(5):
+        await client.send(
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: relay\r\n"
+            b"transfer-encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n"
+        )
+        head, answer = await client.response()
+        assert head.status_code == 400
+        assert "malformed" in json.loads(answer)["error"]["message"]
+        assert await client.at_eof()
+    await client.aclose()
+
+
+async def test_http_1_0_client_gets_a_close_delimited_answer(relay) -> None:
+    client = await RawClient.open(relay)
+    with trio.fail_after(5):
+        await client.send(_post(body=b"{").replace(b"HTTP/1.1", b"HTTP/1.0", 1))
+        data = b""
+        while chunk := await client.stream.receive_some(65536):
+            data += chunk  # the relay closes after the body
+    assert data.startswith(b"HTTP/1.1 400 ")
+    assert b"not valid JSON" in data
+    await client.aclose()
+
+
+async def test_unparseable_head_is_answered_by_hypercorn(relay) -> None:
+    client = await RawClient.open(relay)
+    with trio.fail_after(5):
+        await client.send(b"POST /v1/chat/completions HTTP/1.1\r\nbad header line\r\n\r\n")
+        data = b""
+        while chunk := await client.stream.receive_some(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 400 ")
+    await client.aclose()
+
+
+async def test_client_closing_its_socket_cancels_the_request(relay) -> None:
+    async with connect_worker(relay.ws_url) as worker:
+        client = await RawClient.open(relay)
+        await client.send(_post())
+        with trio.fail_after(5):
+            request = await worker.recv_request()
+            await client.aclose()  # EOF while the relay waits for the worker
+            cancel = await worker.recv()
+        assert isinstance(cancel, wire.Cancel)
+        assert cancel.request_id == request.request_id
+        assert cancel.reason == wire.CancelReason.CLIENT_DISCONNECT
+
+
+async def test_drain_closes_idle_keep_alive_connections(relay, nursery) -> None:
+    seen: list[wire.Request] = []
+    async with connect_worker(relay.ws_url) as worker:
+        nursery.start_soon(_serve_requests, worker, 1, seen)
+        client = await RawClient.open(relay)
+        with trio.fail_after(5):
+            await client.send(_post())
+            head, _ = await client.response()
+            assert head.status_code == 200
+    nursery.start_soon(relay.server.drain)
+    with trio.fail_after(5):
+        assert await client.at_eof()  # idle: closed at shutdown, not left open
+    await client.aclose()
+
+
+async def test_idle_connection_closes_after_keep_alive_timeout(relay, autojump_clock) -> None:
+    del autojump_clock  # virtual time: the 30 s idle timeout passes at once
+    client = await RawClient.open(relay)
+    await client.send(_post(body=b"{"))
+    head, _ = await client.response()
+    assert head.status_code == 400
+    answered = trio.current_time()
+    assert await client.at_eof()
+    assert trio.current_time() - answered >= 30
+    await client.aclose()
