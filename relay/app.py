@@ -1,8 +1,9 @@
-"""`create_app(relay)`: the ASGI app Hypercorn serves.
+"""`create_app(relay)`: the relay's ASGI app, served by `relay.front`.
 
 POST /v1/* goes straight to the raw-ASGI proxy (the hot path, see
 `relay.http_api`), and the worker socket to the raw-ASGI `WorkerSocket` (every
-streamed frame crosses it, see `relay.worker_socket`); everything else —
+streamed frame crosses it, see `relay.worker_socket`): the front calls both
+directly on its own sockets. Everything else, handed to Hypercorn —
 models, health, metrics, the admin API and, later, the dashboard — is a
 Quart-Trio app. No globals: every view closes over the `Relay` it was built
 with.
@@ -15,7 +16,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import trio
-from quart import Response, request
+from quart import Response, has_request_context, request, websocket
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -140,14 +141,18 @@ def create_app(relay: Relay) -> RelayApp:
 
     @quart.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:
+        # A websocket upgrade to an unknown path has no request context.
+        method, path = (
+            (request.method, request.path) if has_request_context() else ("GET", websocket.path)
+        )
         error = NotFound(
-            f"{request.method} {request.path} is not a route of this relay"
+            f"{method} {path} is not a route of this relay"
             if exc.code == 404
             else f"{exc.name}: {exc.description}"
         )
         error.status = exc.code or 500
         return Response(
-            error_body(Dialect.for_path(request.path), error),
+            error_body(Dialect.for_path(path), error),
             status=error.status,
             content_type="application/json",
         )

@@ -2,8 +2,10 @@
 
 Every connection starts here. Its first request head is parsed with h11; a
 ``POST /v1/...`` is served by `Front` itself, straight into the proxy
-(`relay.http_api.Proxy`, a plain ASGI callable); anything else (a GET, the
-worker WebSocket upgrade, an HTTP/2 preface, a head h11 cannot parse) hands
+(`relay.http_api.Proxy`, a plain ASGI callable), and an agent's WebSocket
+upgrade to ``/v1/worker/connect`` is framed here with wsproto and handed to
+the worker-socket app (`relay.worker_socket`) as ASGI messages. Anything else
+(a GET, another upgrade, an HTTP/2 preface, a head h11 cannot parse) hands
 the connection, with every byte read so far, to Hypercorn's own connection
 server, which owns it from then on and serves the Quart app as before.
 
@@ -11,9 +13,11 @@ Why: measured on this 2-core machine, Hypercorn spends ~1 ms of CPU on every
 request before the app runs (task per request, idle-timer task restarted per
 request, event objects per step); h11 directly on a trio socket does the same
 parse and framing in ~0.2 ms. The relay's target is 0.8 ms for the whole
-non-streaming request (docs/benchmarks.md). Hypercorn keeps everything where
-a request is rare or its machinery pays: admin, metrics, models, the worker
-socket (wsproto), HTTP/2.
+non-streaming request (docs/benchmarks.md). Every streamed chunk crosses the
+worker socket, and Hypercorn put a task and a channel between the socket and
+the hub's reader, and shielded its writes (a worker that stops reading could
+not be cut off). Hypercorn keeps everything where a request is rare: admin,
+metrics, models, the dashboard, HTTP/2.
 
 A connection served here follows HTTP/1.1 as Hypercorn would: keep-alive
 with an idle timeout (`keep_alive_timeout`), ``Expect: 100-continue``,
@@ -30,16 +34,19 @@ import json
 import logging
 import time
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import unquote
 
 import h11
 import trio
+import wsproto
+import wsproto.events as ws_events
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 from hypercorn.utils import parse_socket_addr, repr_socket_addr, wrap_app
+from wsproto.connection import ConnectionState as WsState
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, MutableMapping
@@ -61,13 +68,27 @@ _MAX_HEAD = 16 * 1024
 _MAX_PIPELINED = 64 * 1024
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
 _BROKEN = (trio.BrokenResourceError, trio.ClosedResourceError)
+_WORKER_TARGET = b"/v1/worker/connect"
+_CLOSE_TOO_BIG = 1009
+_CLOSE_ABNORMAL = 1006
 
 
-def _is_ours(request: h11.Request) -> bool:
-    """A request the relay serves without Hypercorn: POST /v1/..., no protocol upgrade."""
-    if request.method != b"POST" or not request.target.startswith(b"/v1/"):
-        return False
-    return all(name != b"upgrade" for name, _ in request.headers)
+_PROXY = "proxy"
+_WORKER = "worker"
+
+
+def _route(request: h11.Request) -> str | None:
+    """What serves `request` here: the proxy, the worker socket, or None (Hypercorn)."""
+    if request.method == b"POST":
+        if request.target.startswith(b"/v1/") and all(
+            name != b"upgrade" for name, _ in request.headers
+        ):
+            return _PROXY
+    elif request.method == b"GET" and request.target.partition(b"?")[0] == _WORKER_TARGET:
+        for name, value in request.headers:
+            if name == b"upgrade" and value.lower() == b"websocket":
+                return _WORKER
+    return None
 
 
 class _Date:
@@ -229,6 +250,125 @@ class _Exchange:
             self._lost()
 
 
+class _WebSocketExchange:
+    """The worker socket as an ASGI websocket, framed by wsproto on the raw socket.
+
+    ``receive()`` is called by one task (the hub's session reader) and
+    answers pings and close frames itself; ``send()`` by the session's
+    writer. Both write under one lock, so frames never interleave. Messages
+    larger than `max_message` close the socket with 1009, as Hypercorn did.
+    """
+
+    def __init__(self, stream: trio.SocketStream, head: bytes, max_message: int) -> None:
+        self.stream = stream
+        self.ws = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
+        self.ws.receive_data(head)
+        self.max_message = max_message
+        self.connected = False  # the handshake reached the app
+        self.accepted = False
+        self.gone = False
+        self._pending: list[ws_events.Event] = []
+        self._lock = trio.Lock()
+        self._reject_status = 0
+        self._reject_headers: list[tuple[bytes, bytes]] = []
+
+    async def receive(self) -> dict[str, Any]:
+        if not self.connected:
+            self.connected = True
+            return {"type": "websocket.connect"}
+        parts: list[str | bytes] = []
+        size = 0
+        while not self.gone:
+            if not self._pending:
+                self._pending = list(self.ws.events())
+                if not self._pending:
+                    await self._read()
+                    continue
+                self._pending.reverse()
+            event = self._pending.pop()
+            if isinstance(event, ws_events.Message):
+                parts.append(event.data)
+                size += len(event.data)
+                if size > self.max_message:
+                    await self._close(_CLOSE_TOO_BIG, "message too big")
+                    break
+                if event.message_finished:
+                    if isinstance(event, ws_events.TextMessage):
+                        texts = cast("list[str]", parts)
+                        text = texts[0] if len(texts) == 1 else "".join(texts)
+                        return {"type": "websocket.receive", "text": text}
+                    blobs = cast("list[bytes]", parts)
+                    return {"type": "websocket.receive", "bytes": b"".join(blobs)}
+            elif isinstance(event, ws_events.Ping):
+                await self._send_event(event.response())
+            elif isinstance(event, ws_events.CloseConnection):
+                # The peer's close (answered), or a frame wsproto refused (closed with its code).
+                answer = (
+                    event.response()
+                    if self.ws.state is WsState.REMOTE_CLOSING
+                    else ws_events.CloseConnection(code=event.code, reason=event.reason)
+                )
+                await self._send_event(answer)
+                self.gone = True
+                return {"type": "websocket.disconnect", "code": event.code}
+        return {"type": "websocket.disconnect", "code": _CLOSE_ABNORMAL}
+
+    async def _read(self) -> None:
+        try:
+            data = await self.stream.receive_some(_MAX_RECV)
+        except _BROKEN:
+            data = b""
+        if not data:
+            self.gone = True
+            return
+        self.ws.receive_data(data)
+
+    async def send(self, message: MutableMapping[str, Any]) -> None:
+        kind = message["type"]
+        if self.gone:
+            return
+        if kind == "websocket.send":
+            text: str | None = message.get("text")
+            event: ws_events.Event = (
+                ws_events.BytesMessage(data=message.get("bytes") or b"")
+                if text is None
+                else ws_events.TextMessage(data=text)
+            )
+            await self._send_event(event)
+        elif kind == "websocket.accept":
+            self.accepted = True
+            await self._send_event(ws_events.AcceptConnection())
+        elif kind == "websocket.close":
+            if self.accepted:
+                await self._close(int(message.get("code", 1000)), message.get("reason") or "")
+            else:
+                await self._send_event(ws_events.RejectConnection(status_code=403))
+                self.gone = True
+        elif kind == "websocket.http.response.start":
+            self._reject_status = int(message["status"])
+            self._reject_headers = list(message.get("headers", ()))
+        elif kind == "websocket.http.response.body":
+            await self._send_event(
+                ws_events.RejectConnection(
+                    status_code=self._reject_status, headers=self._reject_headers, has_body=True
+                )
+            )
+            await self._send_event(ws_events.RejectData(data=message.get("body", b"")))
+            self.gone = True
+
+    async def _close(self, code: int, reason: str) -> None:
+        if self.ws.state is WsState.OPEN:
+            await self._send_event(ws_events.CloseConnection(code=code, reason=reason))
+        self.gone = True
+
+    async def _send_event(self, event: ws_events.Event) -> None:
+        async with self._lock:
+            try:
+                await self.stream.send_all(self.ws.send(event))
+            except _BROKEN:
+                self.gone = True
+
+
 class Front:
     """Serves connections: POST /v1/* here, everything else through Hypercorn.
 
@@ -305,11 +445,15 @@ class Front:
                 return False
             if event is None and conn.trailing_data[1]:
                 return False  # the client left halfway through a head
-            if event is None or not _is_ours(event):
+            route = None if event is None else _route(event)
+            if route is None:
                 if self.closing:
                     return False
                 await self._hand_off(stream, bytes(raw))
                 return True
+            if route is _WORKER:
+                await self._worker_socket(stream, event, bytes(raw), client, server)
+                return False
             del raw
             exchange = _Exchange(stream, conn, self._date.now())
             await self.app.proxy_request(
@@ -324,6 +468,34 @@ class Front:
                 return False  # the body was not read (e.g. 413): no reuse
             conn.start_next_cycle()
         return False
+
+    async def _worker_socket(
+        self,
+        stream: trio.SocketStream,
+        request: h11.Request,
+        head: bytes,
+        client: tuple[str, int] | None,
+        server: tuple[str, int] | None,
+    ) -> None:
+        """An agent's upgrade: the relay's worker-socket app, on wsproto."""
+        exchange = _WebSocketExchange(stream, head, self.config.websocket_max_message_size)
+        raw_path, _, query = request.target.partition(b"?")
+        scope: dict[str, Any] = {
+            "type": "websocket",
+            "asgi": _ASGI,
+            "http_version": request.http_version.decode("ascii"),
+            "scheme": "ws",
+            "path": unquote(raw_path.decode("ascii")),
+            "raw_path": raw_path,
+            "query_string": query,
+            "root_path": "",
+            "headers": list(request.headers),
+            "client": client,
+            "server": server,
+            "subprotocols": [],
+            "extensions": {"websocket.http.response": {}},
+        }
+        await self.app.worker_socket(scope, exchange.receive, exchange.send)
 
     async def _hand_off(self, stream: trio.SocketStream, head: bytes) -> None:
         server = TCPServer(

@@ -2,9 +2,10 @@
 
 A raw ASGI websocket handler, like the proxy: every frame a worker streams
 crosses this socket, and Quart's websocket wrapper (a receiving task, a
-channel and a request context between Hypercorn and the hub) cost 7-15 % of
-the relay's CPU per streamed event. Here the hub's reader takes each
-`websocket.receive` message straight from Hypercorn.
+channel and a request context between the server and the hub) cost 7-15 % of
+the relay's CPU per streamed event. The server is the relay's own front
+(`relay.front`): wsproto on the socket, no task or channel between the
+socket and the hub's reader.
 
 Refusing before `websocket.accept` sends a real HTTP status, which tells an
 agent more than a close frame: 401 for a bad or missing secret, 404 for an
@@ -12,8 +13,7 @@ unknown provider, 429 with `Retry-After` once an IP has failed too often, 503
 with `Retry-After` while the relay drains. The status goes out through the
 ASGI "websocket.http.response" extension (Hypercorn has it); a server without
 it gets a `websocket.close` with 1008 instead, which refuses the upgrade with
-a 403. The frame-size bound is Hypercorn's (`websocket_max_message_size`,
-close 1009), not ours.
+a 403. The frame-size bound is the front's (`--max-frame-bytes`, close 1009).
 """
 
 from __future__ import annotations

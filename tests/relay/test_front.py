@@ -9,16 +9,29 @@ bodies, hand-off mid-connection) is exactly what they say.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import h11
 import trio
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import (
+    AcceptConnection,
+    CloseConnection,
+    Ping,
+    Pong,
+    RejectConnection,
+    TextMessage,
+)
+from wsproto.events import Request as WsRequest
 
 import wire
+from tests.relay.conftest import SECRET
 from tests.relay.fake_worker import connect_worker
 
 if TYPE_CHECKING:
     from tests.relay.conftest import RunningRelay
+
+E = TypeVar("E")
 
 CHAT = {"model": "m1", "messages": [{"role": "user", "content": "hi"}]}
 BODY = json.dumps(CHAT).encode()
@@ -254,3 +267,86 @@ async def test_idle_connection_closes_after_keep_alive_timeout(relay, autojump_c
     assert await client.at_eof()
     assert trio.current_time() - answered >= 30
     await client.aclose()
+
+
+# --- the worker socket, framed by wsproto in the front ---------------------------
+
+
+async def _ws_open(relay: RunningRelay) -> tuple[trio.SocketStream, WSConnection]:
+    host_port = relay.url.removeprefix("http://")
+    host, port = host_port.rsplit(":", 1)
+    stream = await trio.open_tcp_stream(host, int(port))
+    ws = WSConnection(ConnectionType.CLIENT)
+    await stream.send_all(
+        ws.send(
+            WsRequest(
+                host=host_port,
+                target="/v1/worker/connect",
+                extra_headers=[(b"x-worker-secret", SECRET.encode())],
+            )
+        )
+    )
+    await _ws_next(stream, ws, AcceptConnection)
+    return stream, ws
+
+
+async def _ws_next(stream: trio.SocketStream, ws: WSConnection, kind: type[E]) -> E:
+    while True:
+        for event in ws.events():
+            if isinstance(event, kind):
+                return event
+        ws.receive_data(await stream.receive_some() or None)
+
+
+REGISTER = wire.Register(
+    worker_name="raw",
+    models=("m1",),
+    max_concurrent=1,
+    protocol_version=wire.PROTOCOL_VERSION,
+    current_load=0,
+)
+
+
+async def test_fragmented_register_is_assembled(relay) -> None:
+    stream, ws = await _ws_open(relay)
+    frame = wire.encode(REGISTER)
+    half = len(frame) // 2
+    with trio.fail_after(5):
+        await stream.send_all(
+            ws.send(TextMessage(frame[:half], message_finished=False))
+            + ws.send(TextMessage(frame[half:], message_finished=True))
+        )
+        ack = wire.decode_relay_frame((await _ws_next(stream, ws, TextMessage)).data)
+    assert isinstance(ack, wire.RegisterAck)
+    await stream.aclose()
+
+
+async def test_ping_is_answered_with_its_payload(relay) -> None:
+    stream, ws = await _ws_open(relay)
+    with trio.fail_after(5):
+        await stream.send_all(ws.send(Ping(payload=b"are you there")))
+        pong = await _ws_next(stream, ws, Pong)
+    assert pong.payload == b"are you there"
+    await stream.aclose()
+
+
+async def test_unmasked_frame_is_closed_1002(relay) -> None:
+    stream, ws = await _ws_open(relay)
+    # A client frame must be masked (RFC 6455 5.1): a text frame "hi" without a mask.
+    with trio.fail_after(5):
+        await stream.send_all(b"\x81\x02hi")
+        close = await _ws_next(stream, ws, CloseConnection)
+    assert close.code == 1002
+    await stream.aclose()
+
+
+async def test_other_upgrade_paths_are_hypercorns(relay) -> None:
+    host_port = relay.url.removeprefix("http://")
+    host, port = host_port.rsplit(":", 1)
+    stream = await trio.open_tcp_stream(host, int(port))
+    ws = WSConnection(ConnectionType.CLIENT)
+    await stream.send_all(ws.send(WsRequest(host=host_port, target="/v1/elsewhere")))
+    with trio.fail_after(5):
+        rejected = await _ws_next(stream, ws, RejectConnection)
+    assert rejected.status_code == 404  # Quart: no such websocket route
+    await stream.aclose()
