@@ -154,12 +154,6 @@ class _Exchange:
         self.malformed = False  # the body broke HTTP/1.1 framing
         self._body_done = False
         self._head: MutableMapping[str, Any] | None = None
-        self._waiting: trio.CancelScope | None = None
-
-    def _lost(self) -> None:
-        self.gone = True
-        if self._waiting is not None:
-            self._waiting.cancel()
 
     async def receive(self) -> dict[str, Any]:
         if self.gone:
@@ -174,7 +168,7 @@ class _Exchange:
                     event = conn.next_event()
                 except h11.RemoteProtocolError:
                     self.malformed = True  # nothing more can be read
-                    self._lost()
+                    self.gone = True
                     break
                 if type(event) is h11.Data:
                     parts.append(event.data)
@@ -187,13 +181,12 @@ class _Exchange:
                     break
             return {"type": "http.disconnect"}
         # The body is read: wait for the client to leave (or to pipeline more).
-        with trio.CancelScope() as self._waiting:
-            while not self.gone:
-                if len(conn.trailing_data[0]) > _MAX_PIPELINED:
-                    await trio.sleep_forever()
-                if not await self._read():
-                    break
-        self._waiting = None
+        # A failed write closes the socket, which ends this wait too.
+        while not self.gone:
+            if len(conn.trailing_data[0]) > _MAX_PIPELINED:
+                await trio.sleep_forever()
+            if not await self._read():
+                break
         return {"type": "http.disconnect"}
 
     async def _read(self) -> bool:
@@ -203,7 +196,7 @@ class _Exchange:
         except _BROKEN:
             data = b""
         if not data:
-            self._lost()
+            self.gone = True
             return False
         self.conn.receive_data(data)
         return True
@@ -247,7 +240,10 @@ class _Exchange:
         try:
             await self.stream.send_all(data)
         except _BROKEN:
-            self._lost()
+            # The client is gone: closing the socket wakes the task waiting
+            # in `receive()`, which answers http.disconnect.
+            self.gone = True
+            self.stream.socket.close()
 
 
 class _WebSocketExchange:
@@ -394,14 +390,33 @@ class Front:
         self.context = context
         self.state = state
         self.closing = False
-        self._idle: set[trio.CancelScope] = set()
+        # Connections waiting for a request head, and since when. Kept here
+        # rather than as a deadline per request: one scan a second is cheaper
+        # than a cancel scope on every request.
+        self._idle: dict[trio.SocketStream, float] = {}
         self._date = _Date()
 
     def close_idle(self) -> None:
         """Shutdown: idle connections close now, busy ones after their response."""
         self.closing = True
-        for scope in self._idle:
-            scope.cancel()
+        for stream in list(self._idle):
+            self._reap(stream)
+
+    def _reap(self, stream: trio.SocketStream) -> None:
+        """Close an idle connection; its task sees the socket closed and ends."""
+        del self._idle[stream]
+        stream.socket.close()
+
+    async def reap_idle(self) -> None:
+        """Close connections idle longer than `keep_alive_timeout` (a head
+        dribbled in byte by byte counts as idle), checking every second."""
+        timeout = self.config.keep_alive_timeout
+        while True:
+            await trio.sleep(min(1.0, timeout / 2))
+            now = trio.current_time()
+            for stream, since in list(self._idle.items()):
+                if now - since >= timeout:
+                    self._reap(stream)
 
     async def handle(self, stream: trio.SocketStream) -> None:
         """Serve one accepted connection until it closes or is handed to Hypercorn."""
@@ -423,25 +438,25 @@ class Front:
         while not self.closing:
             raw = bytearray(conn.trailing_data[0])  # the head so far, for a hand-off
             event: Any = None
-            with trio.CancelScope(
-                deadline=trio.current_time() + self.config.keep_alive_timeout
-            ) as idle:
-                self._idle.add(idle)
-                try:
-                    while True:
-                        try:
-                            event = conn.next_event()
-                        except h11.RemoteProtocolError:
-                            event = None  # Hypercorn answers what h11 cannot parse
-                            break
-                        if event is not h11.NEED_DATA:
-                            break
-                        data = await stream.receive_some(_MAX_RECV)
-                        raw += data
-                        conn.receive_data(data)
-                finally:
-                    self._idle.discard(idle)
-            if idle.cancelled_caught or type(event) is h11.ConnectionClosed:
+            idle = self._idle
+            idle[stream] = trio.current_time()
+            try:
+                while True:
+                    try:
+                        event = conn.next_event()
+                    except h11.RemoteProtocolError:
+                        event = None  # Hypercorn answers what h11 cannot parse
+                        break
+                    if event is not h11.NEED_DATA:
+                        break
+                    data = await stream.receive_some(_MAX_RECV)
+                    if stream not in idle:
+                        return False  # reaped while the bytes were on their way
+                    raw += data
+                    conn.receive_data(data)
+            finally:
+                idle.pop(stream, None)
+            if type(event) is h11.ConnectionClosed:
                 return False
             if event is None and conn.trailing_data[1]:
                 return False  # the client left halfway through a head
@@ -573,6 +588,7 @@ async def serve(
                         trio.serve_listeners, front.handle, listeners, handler_nursery=connections
                     )
                 )
+                accepting.start_soon(front.reap_idle)
                 task_status.started(urls)
                 await shutdown_trigger()
                 accepting.cancel_scope.cancel()  # closes the listeners

@@ -350,3 +350,21 @@ async def test_other_upgrade_paths_are_hypercorns(relay) -> None:
         rejected = await _ws_next(stream, ws, RejectConnection)
     assert rejected.status_code == 404  # Quart: no such websocket route
     await stream.aclose()
+
+
+async def test_a_head_dribbled_byte_by_byte_is_cut_at_the_keep_alive_timeout(
+    relay, autojump_clock
+) -> None:
+    del autojump_clock  # virtual time
+    client = await RawClient.open(relay)
+    started = trio.current_time()
+    for byte in _post():
+        try:
+            await client.send(bytes([byte]))
+        except trio.BrokenResourceError:
+            break
+        await trio.sleep(5)  # every byte well inside the timeout, the head never done
+    else:
+        raise AssertionError("the relay read the whole dribbled head")
+    assert 30 <= trio.current_time() - started <= 40
+    await client.aclose()
