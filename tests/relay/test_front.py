@@ -368,3 +368,91 @@ async def test_a_head_dribbled_byte_by_byte_is_cut_at_the_keep_alive_timeout(
         raise AssertionError("the relay read the whole dribbled head")
     assert 30 <= trio.current_time() - started <= 40
     await client.aclose()
+
+
+# --- response framing ------------------------------------------------------------
+
+
+async def test_a_worker_header_that_would_split_the_response_is_dropped(relay, nursery) -> None:
+    async with connect_worker(relay.ws_url) as worker:
+
+        async def serve() -> None:
+            request = await worker.recv_request()
+            await worker.send(
+                wire.ResponseComplete(
+                    request_id=request.request_id,
+                    status_code=200,
+                    headers={
+                        "content-type": "application/json",
+                        "x-evil": "a\r\nx-injected: 1",
+                        "x-fine": "kept",
+                    },
+                    body="{}",
+                )
+            )
+
+        nursery.start_soon(serve)
+        client = await RawClient.open(relay)
+        with trio.fail_after(5):
+            await client.send(_post())
+            head, body = await client.response()
+    headers = dict(head.headers)
+    assert head.status_code == 200
+    assert body == b"{}"
+    assert headers[b"x-fine"] == b"kept"
+    assert b"x-evil" not in headers
+    assert b"x-injected" not in headers
+    await client.aclose()
+
+
+async def _stream_two_events(worker: object) -> None:
+    request = await worker.recv_request()  # type: ignore[attr-defined]
+    for event in ('data: {"a":1}\n\n', "data: [DONE]\n\n"):
+        await worker.send(wire.ResponseChunk(request_id=request.request_id, chunk=event))  # type: ignore[attr-defined]
+    await worker.send(wire.ResponseComplete(request_id=request.request_id, status_code=200))  # type: ignore[attr-defined]
+
+
+async def test_a_whole_body_has_a_length_and_a_stream_is_chunked(relay, nursery) -> None:
+    seen: list[wire.Request] = []
+    async with connect_worker(relay.ws_url) as worker:
+        nursery.start_soon(_serve_requests, worker, 1, seen)
+        client = await RawClient.open(relay)
+        with trio.fail_after(5):
+            await client.send(_post())
+            head, body = await client.response()
+        assert dict(head.headers)[b"content-length"] == str(len(body)).encode()
+        nursery.start_soon(_stream_two_events, worker)
+        with trio.fail_after(5):
+            await client.send(_post(body=json.dumps({**CHAT, "stream": True}).encode()))
+            head, body = await client.response()
+        assert dict(head.headers)[b"transfer-encoding"] == b"chunked"
+        assert body == b'data: {"a":1}\n\ndata: [DONE]\n\n'
+        await client.aclose()
+
+
+async def test_connection_close_from_the_client_is_honoured(relay) -> None:
+    client = await RawClient.open(relay)
+    with trio.fail_after(5):
+        await client.send(_post(body=b"{", extra=b"connection: close\r\n"))
+        head, _ = await client.response()
+        assert head.status_code == 400
+        assert dict(head.headers)[b"connection"] == b"close"
+        assert await client.at_eof()
+    await client.aclose()
+
+
+async def test_an_http_1_0_stream_ends_with_the_connection(relay, nursery) -> None:
+    async with connect_worker(relay.ws_url) as worker:
+        nursery.start_soon(_stream_two_events, worker)
+        client = await RawClient.open(relay)
+        body = json.dumps({**CHAT, "stream": True}).encode()
+        with trio.fail_after(5):
+            await client.send(_post(body=body).replace(b"HTTP/1.1", b"HTTP/1.0", 1))
+            data = b""
+            while chunk := await client.stream.receive_some(65536):
+                data += chunk
+        head, _, rest = data.partition(b"\r\n\r\n")
+        assert b"transfer-encoding" not in head.lower()
+        assert b"connection: close" in head.lower()
+        assert rest == b'data: {"a":1}\n\ndata: [DONE]\n\n'
+        await client.aclose()
