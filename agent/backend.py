@@ -1,8 +1,8 @@
-"""The local LLM server, seen through an h11 pool for POSTs and httpx for the rest.
+"""The local LLM server, seen through an HTTP/1.1 pool for POSTs and httpx for the rest.
 
 This module knows HTTP and nothing of WebSockets or the wire protocol. The
 relayed POSTs (the hot path) to an ``http://`` backend go through
-`agent.h11pool.H11Pool`: keep-alive HTTP/1.1 on trio sockets, at a fraction
+`agent.httppool.HttpPool`: keep-alive HTTP/1.1 on trio sockets, at a fraction
 of httpx's CPU per request. ``https://`` backends, and the rare GETs of model
 discovery, go through httpx (`httpx.AsyncClient`), whose exceptions are
 translated into `agent.errors.BackendError` subclasses at this boundary; the
@@ -21,13 +21,13 @@ import httpx
 
 from agent.config import AgentConfig, BackendDialect, redact_url
 from agent.errors import BackendBroken, BackendError, BackendTimeout, BackendUnreachable
-from agent.h11pool import H11Pool, kept_response_headers
+from agent.httppool import HttpPool, kept_response_headers
 
 __all__ = ["SHARD_CONNECTIONS", "Backend", "BackendResponse", "open_backend", "response_headers"]
 
 # httpcore 1.0.9's pool does O(connections²) bookkeeping on every request
 # start and end (encode/httpcore#1035): with 2,000 streams on one client the
-# agent spends minutes at 100 % CPU when they end together. The h11 pool
+# agent spends minutes at 100 % CPU when they end together. The HttpPool
 # does not have this problem; for an https:// backend, requests are spread
 # round-robin over one httpx client per this many connections, so each
 # httpcore pool stays small.
@@ -155,7 +155,7 @@ class Backend:
     # httpx: every GET, and the POSTs when there is no pool (https://).
     _clients: Sequence[httpx.AsyncClient]
     # The POSTs to an http:// backend.
-    _pool: H11Pool | None
+    _pool: HttpPool | None
     dialect: BackendDialect = BackendDialect.AUTO
     _posts: int = 0
 
@@ -226,7 +226,7 @@ class Backend:
 async def open_backend(config: AgentConfig) -> AsyncIterator[Backend]:
     """Open the agent's HTTP clients to its backend for the whole run.
 
-    An ``http://`` backend gets an `H11Pool` for the POSTs, keeping as many
+    An ``http://`` backend gets an `HttpPool` for the POSTs, keeping as many
     idle connections as `--max-concurrency` (plus room for discovery) can
     use at once, and one small httpx client for discovery's GETs. An
     ``https://`` backend gets httpx for everything: each client's pool is
@@ -251,7 +251,7 @@ async def open_backend(config: AgentConfig) -> AsyncIterator[Backend]:
     connect = config.timeouts.backend_connect_secs
     pool = None
     if config.backend_url.startswith("http://"):
-        pool = H11Pool.for_url(config.backend_url, connect_timeout=connect, max_idle=size)
+        pool = HttpPool.for_url(config.backend_url, connect_timeout=connect, max_idle=size)
         # Discovery only: one GET at a time.
         size, shards = 2, 1
     else:

@@ -1,4 +1,4 @@
-"""Which client carries which request: the h11 pool for http:// POSTs; for an
+"""Which client carries which request: the HttpPool for http:// POSTs; for an
 https:// backend, small httpx pools (httpcore's pool bookkeeping is quadratic
 in its connections), requests spread round-robin over them."""
 

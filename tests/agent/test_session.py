@@ -50,7 +50,7 @@ async def mocked_backend(
 ) -> AsyncIterator[Backend]:
     """A backend whose HTTP is an in-memory handler: for tests in virtual time only.
 
-    An https:// URL, so that POSTs go through httpx (the h11 pool serves
+    An https:// URL, so that POSTs go through httpx (the HttpPool serves
     http:// only), whose transport is replaced here.
     """
     config = fast_config("ws://127.0.0.1:1", "https://backend.test", **overrides)

@@ -18,7 +18,7 @@ import trio.testing
 
 from agent.backend import open_backend
 from agent.errors import BackendBroken, BackendUnreachable
-from agent.h11pool import IDLE_EXPIRY_SECS, H11Pool
+from agent.httppool import IDLE_EXPIRY_SECS, HttpPool
 from tests.agent.fakes import fast_config
 
 _BODY = b'{"model":"m","messages":[]}'
@@ -144,11 +144,11 @@ async def start(nursery: trio.Nursery, *scripts: Script, host: str = "127.0.0.1"
     return server
 
 
-def pool_for(server: RawBackend, *, max_idle: int = 8, url: str | None = None) -> H11Pool:
-    return H11Pool.for_url(url or server.url, connect_timeout=5, max_idle=max_idle)
+def pool_for(server: RawBackend, *, max_idle: int = 8, url: str | None = None) -> HttpPool:
+    return HttpPool.for_url(url or server.url, connect_timeout=5, max_idle=max_idle)
 
 
-async def post(pool: H11Pool, path: str = "/v1/chat/completions") -> bytes:
+async def post(pool: HttpPool, path: str = "/v1/chat/completions") -> bytes:
     async with pool.post(path, _BODY, {}, url=f"http://backend{path}") as response:
         assert response.status_code == 200
         return await response.read()
@@ -591,23 +591,23 @@ async def test_an_ipv6_literal_backend(nursery: trio.Nursery) -> None:
 
 
 def test_the_url_gives_host_port_prefix_and_host_header() -> None:
-    pool = H11Pool.for_url("http://[::1]:8080/p/", connect_timeout=1, max_idle=1)
+    pool = HttpPool.for_url("http://[::1]:8080/p/", connect_timeout=1, max_idle=1)
     assert (pool.host, pool.port, pool.prefix, pool.host_header) == (
         "::1",
         8080,
         "/p",
         b"[::1]:8080",
     )
-    pool = H11Pool.for_url("http://box:80", connect_timeout=1, max_idle=1)
+    pool = HttpPool.for_url("http://box:80", connect_timeout=1, max_idle=1)
     assert (pool.port, pool.prefix, pool.host_header) == (80, "", b"box")
     assert pool.authorization is None
     with pytest.raises(ValueError, match="http:// URLs only"):
-        H11Pool.for_url("https://box", connect_timeout=1, max_idle=1)
+        HttpPool.for_url("https://box", connect_timeout=1, max_idle=1)
 
 
 def test_url_credentials_become_basic_auth_as_with_httpx() -> None:
     url = "http://us%40er:p%3Ass@box:8000"
-    pool = H11Pool.for_url(url, connect_timeout=1, max_idle=1)
+    pool = HttpPool.for_url(url, connect_timeout=1, max_idle=1)
     expected = httpx.BasicAuth("us@er", "p:ss")._auth_header
     assert pool.authorization == expected.encode()
     assert base64.b64decode(expected.split()[1]) == b"us@er:p:ss"

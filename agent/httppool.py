@@ -1,7 +1,7 @@
 """Keep-alive HTTP/1.1 connections to an ``http://`` backend, on h11 and trio sockets.
 
 This is the agent's hot path: every relayed POST to a plain-HTTP backend goes
-through `H11Pool.post`. It does what httpx + httpcore did for it at a
+through `HttpPool.post`. It does what httpx + httpcore did for it at a
 fraction of their CPU (docs/benchmarks.md), and nothing more:
 
 - idle connections wait on a LIFO stack, so taking and returning one is
@@ -41,9 +41,9 @@ from agent.errors import BackendBroken, BackendUnreachable
 __all__ = [
     "DROPPED_RESPONSE_HEADERS",
     "IDLE_EXPIRY_SECS",
-    "H11Pool",
-    "H11PoolStatistics",
-    "H11Response",
+    "HttpPool",
+    "HttpPoolResponse",
+    "HttpPoolStatistics",
     "kept_response_headers",
 ]
 
@@ -155,7 +155,7 @@ class _Connection:
 
 
 @attrs.frozen
-class H11PoolStatistics:
+class HttpPoolStatistics:
     """A snapshot of one pool's counters.
 
     Attributes:
@@ -173,7 +173,7 @@ class H11PoolStatistics:
 
 
 @attrs.define(eq=False)
-class H11Response:
+class HttpPoolResponse:
     """Owns the reading of one response body from its connection.
 
     Attributes:
@@ -242,10 +242,10 @@ def _event_name(event: object) -> str:
 
 
 @attrs.define(eq=False)
-class H11Pool:
+class HttpPool:
     """Owns the idle keep-alive connections to one ``http://`` backend.
 
-    Build it with `H11Pool.for_url`. Connections in use belong to the
+    Build it with `HttpPool.for_url`. Connections in use belong to the
     `post` call that holds them; only idle ones are kept here, at most
     `max_idle`, the most recently used on top.
 
@@ -283,7 +283,7 @@ class H11Pool:
         connect_timeout: float,
         max_idle: int,
         idle_expiry: float = IDLE_EXPIRY_SECS,
-    ) -> "H11Pool":
+    ) -> "HttpPool":
         """A pool for the backend at `base_url`.
 
         Args:
@@ -300,7 +300,7 @@ class H11Pool:
         """
         parts = urlsplit(base_url)
         if parts.scheme != "http" or not parts.hostname:
-            raise ValueError(f"H11Pool serves http:// URLs only, not {redact_url(base_url)!r}")
+            raise ValueError(f"HttpPool serves http:// URLs only, not {redact_url(base_url)!r}")
         host = parts.hostname
         if not host.isascii():
             host = host.encode("idna").decode("ascii")
@@ -322,9 +322,9 @@ class H11Pool:
             idle_expiry=idle_expiry,
         )
 
-    def statistics(self) -> H11PoolStatistics:
+    def statistics(self) -> HttpPoolStatistics:
         """A snapshot of the pool's counters."""
-        return H11PoolStatistics(len(self._idle), self._opened, self._reused, self._retried)
+        return HttpPoolStatistics(len(self._idle), self._opened, self._reused, self._retried)
 
     def close(self) -> None:
         """Close every idle connection; a connection in use closes when its call ends."""
@@ -335,7 +335,7 @@ class H11Pool:
     @asynccontextmanager
     async def post(
         self, path: str, body: bytes, headers: Mapping[str, str], *, url: str
-    ) -> AsyncIterator[H11Response]:
+    ) -> AsyncIterator[HttpPoolResponse]:
         """POST `body` to `path` and yield the response with its body still unread.
 
         Args:
@@ -358,7 +358,7 @@ class H11Pool:
         conn = self._take_idle()
         if conn is None:
             conn = await self._connect(url)
-        response: H11Response | None = None
+        response: HttpPoolResponse | None = None
         try:
             try:
                 response = await self._exchange(conn, request, body, url)
@@ -423,7 +423,7 @@ class H11Pool:
         self._idle.append(conn)
 
     @staticmethod
-    def _reusable(conn: _Connection, response: H11Response) -> bool:
+    def _reusable(conn: _Connection, response: HttpPoolResponse) -> bool:
         state = conn.state
         if not (
             response.complete and state.our_state is h11.DONE and state.their_state is h11.DONE
@@ -455,7 +455,7 @@ class H11Pool:
 
     async def _exchange(
         self, conn: _Connection, request: h11.Request, body: bytes, url: str
-    ) -> H11Response:
+    ) -> HttpPoolResponse:
         """Send the request and read the answer's head (skipping 1xx answers).
 
         Raises:
@@ -487,7 +487,7 @@ class H11Pool:
                         (name.decode("latin-1"), value.decode("latin-1"))
                         for name, value in event.headers
                     )
-                    return H11Response(event.status_code, headers, url, conn.stream, state)
+                    return HttpPoolResponse(event.status_code, headers, url, conn.stream, state)
                 elif not isinstance(event, h11.InformationalResponse):
                     raise h11.RemoteProtocolError(
                         f"unexpected {_event_name(event)} before the response"
