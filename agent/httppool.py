@@ -1,24 +1,34 @@
-"""Keep-alive HTTP/1.1 connections to an ``http://`` backend, on h11 and trio sockets.
+"""Keep-alive HTTP/1.1 connections to an ``http://`` backend, on httptools and trio sockets.
 
 This is the agent's hot path: every relayed POST to a plain-HTTP backend goes
 through `HttpPool.post`. It does what httpx + httpcore did for it at a
-fraction of their CPU (docs/benchmarks.md), and nothing more:
+fraction of their CPU (docs/benchmarks.md), and nothing more. The request
+head is a few bytes joined by hand; the answer is parsed by llhttp (C, through
+httptools, as in uvicorn), whose callbacks only collect what it found. (h11
+did both before, and was ~20 % of the agent's CPU: it validates and parses
+event by event in Python.)
 
 - idle connections wait on a LIFO stack, so taking and returning one is
   O(1) whatever the number of open streams (httpcore 1.0.9 scans every
   connection on every request start and end: encode/httpcore#1035);
 - a connection goes back on the stack only when both sides finished the
-  exchange cleanly and the whole body was read. Anything else (an early
-  exit, an exception, a cancellation) closes its socket at once, so the
-  backend sees the client leave and stops generating;
+  exchange cleanly, the whole body was read, the backend speaks HTTP/1.1
+  and kept the connection open, and nothing came after the answer. Anything
+  else (an early exit, an exception, a cancellation) closes its socket at
+  once, so the backend sees the client leave and stops generating;
 - an idle connection that turned readable (the backend closed it, or sent
   bytes nobody asked for) or that waited longer than `IDLE_EXPIRY_SECS`
   is dropped instead of reused; when a reused one fails anyway before any
   byte of the answer arrived (the backend closed it while the request was
   on its way), the request goes once more on a new connection;
-- the body is yielded one socket read at a time (every h11 ``Data`` event
-  of that read, joined), so the agent's per-piece work runs once per read,
+- 1xx answers are skipped; response heads (1xx ones included) are refused
+  past 100 KiB; a body without a length or chunks ends with the connection;
+- the body is yielded one socket read at a time (every piece llhttp found
+  in that read, joined), so the agent's per-piece work runs once per read,
   not once per HTTP chunk;
+- a forwarded header whose name is not a token or whose value holds a
+  control character (CR, LF, NUL...) is refused, so a caller cannot inject
+  a header or a request;
 - ``accept-encoding: identity``: the agent never decompresses.
 
 Failures are raised as `agent.errors.BackendError` subclasses whose messages
@@ -26,13 +36,14 @@ carry the URL without credentials.
 """
 
 import base64
+import re
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from urllib.parse import quote, unquote, urlsplit
 
 import attrs
-import h11
+import httptools
 import trio
 
 from agent.config import redact_url
@@ -55,8 +66,9 @@ IDLE_EXPIRY_SECS = 5.0
 # One socket read at most; also what one yielded body piece can hold of it.
 _READ_SIZE = 64 * 1024
 
-# A response head larger than this is refused (h11's default is 16 KiB;
-# httpcore, which the agent used before, allows 100 KiB).
+# The response heads of one exchange (1xx ones included) larger than this are
+# refused (httpcore, which the agent used before h11, allowed 100 KiB).
+# llhttp sets no bound of its own.
 _MAX_HEAD_SIZE = 100 * 1024
 
 # Hop-by-hop headers, and the framing headers that no longer describe the body
@@ -92,9 +104,11 @@ _NOT_FORWARDED = frozenset(
     }
 )
 
-# What a dead or misbehaving peer raises while we read or write. trio's
-# SocketStream turns socket errors into BrokenResourceError.
-_BROKEN = (trio.BrokenResourceError, trio.ClosedResourceError, h11.RemoteProtocolError)
+# What a forwarded header must look like (RFC 9110 §5.1, §5.5; what h11
+# checked before): a token for a name, and for a value visible Latin-1
+# characters, spaces and tabs. No CR, LF or NUL: nothing can end the line early.
+_TOKEN = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
+_FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 
 # Printable ASCII other than the unreserved characters `quote` always keeps:
 # a request target keeps these as they are; a space, a control character or
@@ -140,12 +154,142 @@ class _StaleConnection(Exception):
     """A reused connection failed before any byte of the answer arrived."""
 
 
+class _BadAnswer(Exception):
+    """The answer breaks HTTP/1.1 (malformed, truncated, too large); the message says how."""
+
+
+class _PastTheAnswer(Exception):
+    """A message began after the answer ended: raised to stop llhttp right there."""
+
+
+# What a dead or misbehaving peer raises while we read or write. trio's
+# SocketStream turns socket errors into BrokenResourceError.
+_BROKEN = (trio.BrokenResourceError, trio.ClosedResourceError, _BadAnswer)
+
+
+def _broken(exc: Exception, url: str) -> BackendBroken:
+    reason = str(exc) if isinstance(exc, _BadAnswer) else _describe(exc)
+    return BackendBroken(f"the backend broke the connection: {reason}", redact_url(url))
+
+
+@attrs.define(eq=False)
+class _Answer:
+    """Owns the parsing of one answer: its llhttp parser, and what the callbacks found.
+
+    llhttp calls the ``on_*`` methods from within `feed`. They only record;
+    the pool reads the record after each `feed`.
+
+    Attributes:
+        status_code: The final (non-1xx) status, once `head_done`.
+        headers: The final head's raw header pairs (1xx heads and trailers are dropped).
+        head_size: Bytes of reason phrases and header lines seen, 1xx heads included.
+        head_done: The final head has been parsed.
+        body: Body pieces parsed since the caller last took them.
+        complete: The final message ended.
+        keep_alive: The connection may carry another exchange (HTTP/1.1, no
+            ``Connection: close``); known once `complete`.
+        extra: Bytes came after the end of the answer.
+        switching: The backend answered 101 Switching Protocols.
+    """
+
+    parser: httptools.HttpResponseParser = attrs.field(init=False, repr=False)
+    status_code: int = 0
+    headers: list[tuple[bytes, bytes]] = attrs.field(factory=list)
+    head_size: int = 0
+    head_done: bool = False
+    body: list[bytes] = attrs.field(factory=list)
+    complete: bool = False
+    keep_alive: bool = False
+    extra: bool = False
+    switching: bool = False
+
+    @classmethod
+    def start(cls) -> "_Answer":
+        """An answer with nothing parsed yet."""
+        answer = cls()
+        answer.parser = httptools.HttpResponseParser(answer)
+        return answer
+
+    def feed(self, data: bytes) -> None:
+        """Parse one socket read; none may follow once the answer is `complete`.
+
+        Raises:
+            _BadAnswer: The answer is malformed.
+        """
+        try:
+            self.parser.feed_data(data)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            if not self.complete:
+                if self.switching:
+                    raise _BadAnswer("it answered 101 Switching Protocols to a POST") from exc
+                raise _BadAnswer(f"malformed response ({_describe(exc)})") from exc
+            # llhttp stopped at bytes past the answer: a message (on_message_begin
+            # raised) or junk. The answer stands; the connection is out of step.
+            self.extra = True
+        if self.complete:
+            # Nothing more to parse. The parser refers back to this answer through
+            # its callbacks: without it, refcounting frees both at once, rather
+            # than the cycle collector later (~1 us a request).
+            del self.parser
+
+    def ends_with_close(self) -> bool:
+        """The body has neither a length nor chunks: it ends with the connection (RFC 9112 §6.3)."""
+        for name, value in self.headers:
+            key = name.lower()
+            if key == b"content-length":
+                return False
+            if key == b"transfer-encoding" and value.rstrip(b" \t").lower().endswith(b"chunked"):
+                return False
+        return True
+
+    def kept_headers(self) -> dict[str, str]:
+        """The final head's headers worth passing on (see `kept_response_headers`)."""
+        # llhttp strips the whitespace before a value, not after it.
+        return kept_response_headers(
+            (name.decode("latin-1"), value.decode("latin-1").rstrip(" \t"))
+            for name, value in self.headers
+        )
+
+    # --- llhttp callbacks ---------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self.complete:
+            raise _PastTheAnswer
+
+    def on_status(self, status: bytes) -> None:
+        self.head_size += len(status)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self.head_done:  # after the head: chunked trailers, dropped
+            self.head_size += len(name) + len(value) + 4
+            self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if status < 200:
+            # llhttp ends a 1xx message with its head and parses the next one.
+            self.headers.clear()
+            self.switching = status == 101
+            return
+        self.status_code = status
+        self.head_done = True
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self.head_done:  # not a 1xx
+            self.complete = True
+            parser = self.parser
+            # HTTP/1.0 never (as with h11), even when it says keep-alive.
+            self.keep_alive = parser.should_keep_alive() and parser.get_http_version() == "1.1"
+
+
 @attrs.define(eq=False)
 class _Connection:
-    """One socket and its h11 state machine (`state`)."""
+    """One socket to the backend, and when it went idle."""
 
     stream: trio.SocketStream
-    state: h11.Connection
     reused: bool = False
     idle_since: float = 0.0
 
@@ -187,7 +331,7 @@ class HttpPoolResponse:
     headers: dict[str, str]
     url: str
     _stream: trio.SocketStream = attrs.field(repr=False)
-    _conn: h11.Connection = attrs.field(repr=False)
+    _answer: _Answer = attrs.field(repr=False)
     complete: bool = False
 
     @property
@@ -195,38 +339,38 @@ class HttpPoolResponse:
         """A 2xx status."""
         return 200 <= self.status_code < 300
 
+    @property
+    def reusable(self) -> bool:
+        """Its connection can carry another exchange: the body was read to a clean end."""
+        answer = self._answer
+        return self.complete and answer.keep_alive and not answer.extra
+
     async def iter_bytes(self) -> AsyncIterator[bytes]:
         """Yield the body as the backend delivers it: what one socket read brings, as one piece.
 
         Raises:
             BackendBroken: The connection broke midway, or the body is malformed.
         """
-        conn = self._conn
+        answer = self._answer
+        pieces = answer.body
         try:
             while not self.complete:
-                parts: list[bytes] = []
-                while True:
-                    event = conn.next_event()
-                    if isinstance(event, h11.Data):
-                        parts.append(event.data)
-                    elif event is h11.NEED_DATA:
-                        break
-                    elif isinstance(event, h11.EndOfMessage):
-                        self.complete = True
-                        break
-                    else:
-                        raise h11.RemoteProtocolError(
-                            f"unexpected {_event_name(event)} in the body"
-                        )
-                if parts:
-                    # h11 hands out bytearrays; one join makes the piece bytes.
-                    yield b"".join(parts)
-                if not self.complete:
-                    conn.receive_data(await self._stream.receive_some(_READ_SIZE))
+                if pieces:
+                    piece = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+                    pieces.clear()
+                    yield piece
+                if answer.complete:
+                    self.complete = True
+                    break
+                data = await self._stream.receive_some(_READ_SIZE)
+                if data:
+                    answer.feed(data)
+                elif answer.ends_with_close():
+                    answer.complete = True  # keep_alive stays False: the socket is closed
+                else:
+                    raise _BadAnswer("it closed the connection before the body ended")
         except _BROKEN as exc:
-            raise BackendBroken(
-                f"the backend broke the connection: {_describe(exc)}", redact_url(self.url)
-            ) from exc
+            raise _broken(exc, self.url) from exc
 
     async def read(self) -> bytes:
         """Read the whole body.
@@ -235,10 +379,6 @@ class HttpPoolResponse:
             BackendBroken: The connection broke midway, or the body is malformed.
         """
         return b"".join([piece async for piece in self.iter_bytes()])
-
-
-def _event_name(event: object) -> str:
-    return event.__name__ if isinstance(event, type) else type(event).__name__
 
 
 @attrs.define(eq=False)
@@ -307,6 +447,9 @@ class HttpPool:
         netloc_host = f"[{host}]" if ":" in host else host
         port = parts.port or 80
         host_header = netloc_host if port == 80 else f"{netloc_host}:{port}"
+        if not host_header.isprintable() or " " in host_header:
+            # It goes into every request head as it is.
+            raise ValueError(f"invalid host in {redact_url(base_url)!r}")
         authorization = None
         if parts.username is not None or parts.password is not None:
             userinfo = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
@@ -351,52 +494,65 @@ class HttpPool:
 
         Raises:
             BackendUnreachable: No connection could be opened.
-            BackendBroken: The request could not be sent or the answer was
-                broken or malformed.
+            BackendBroken: A header cannot be sent (see `_request`), the
+                request could not be sent, or the answer was broken or malformed.
         """
-        request = self._request(path, len(body), headers, url)
+        request = self._request(path, len(body), headers, url) + body
         conn = self._take_idle()
         if conn is None:
             conn = await self._connect(url)
         response: HttpPoolResponse | None = None
         try:
             try:
-                response = await self._exchange(conn, request, body, url)
+                response = await self._exchange(conn, request, url)
             except _StaleConnection:
                 # The keep-alive race: the backend closed this idle connection
                 # while the request was on its way. Once, on a new connection.
                 conn.close()
                 self._retried += 1
                 conn = await self._connect(url)
-                response = await self._exchange(conn, request, body, url)
+                response = await self._exchange(conn, request, url)
             yield response
         finally:
-            if response is not None and self._reusable(conn, response):
-                conn.state.start_next_cycle()
+            if response is not None and response.reusable:
                 self._put_idle(conn)
             else:
                 await trio.aclose_forcefully(conn.stream)
 
-    def _request(self, path: str, length: int, headers: Mapping[str, str], url: str) -> h11.Request:
-        head = [
-            (b"host", self.host_header),
-            (b"content-length", b"%d" % length),
-            (b"accept-encoding", b"identity"),
+    def _request(self, path: str, length: int, headers: Mapping[str, str], url: str) -> bytes:
+        """The request head, ``POST <target> HTTP/1.1`` to the blank line.
+
+        Raises:
+            BackendBroken: A forwarded header's name is not a token, or its
+                value holds a control or non-Latin-1 character.
+        """
+        target = quote(self.prefix + path, safe=_TARGET_SAFE).encode("ascii")
+        lines = [
+            b"POST %s HTTP/1.1\r\nhost: %s\r\ncontent-length: %d\r\naccept-encoding: identity\r\n"
+            % (target, self.host_header, length)
         ]
+        authorization = self.authorization
         for name, value in headers.items():
             key = name.lower()
-            if key in _NOT_FORWARDED or (self.authorization is not None and key == "authorization"):
+            if key in _NOT_FORWARDED or (authorization is not None and key == "authorization"):
                 continue
-            head.append((key.encode("latin-1"), value.encode("latin-1")))
-        if self.authorization is not None:
-            head.append((b"authorization", self.authorization))
-        target = quote(self.prefix + path, safe=_TARGET_SAFE)
-        try:
-            return h11.Request(method=b"POST", target=target.encode("ascii"), headers=head)
-        except h11.LocalProtocolError as exc:
-            raise BackendBroken(
-                f"the request cannot be sent to the backend: {_describe(exc)}", redact_url(url)
-            ) from exc
+            if _TOKEN.fullmatch(key) is None:
+                raise BackendBroken(
+                    f"the request cannot be sent to the backend: invalid header name {name!r}",
+                    redact_url(url),
+                )
+            if _FIELD_VALUE.fullmatch(value) is None:
+                # Never the value itself in the message: it may be a credential.
+                raise BackendBroken(
+                    f"the request cannot be sent to the backend: the {key} header holds"
+                    " a control character or a character outside Latin-1",
+                    redact_url(url),
+                )
+            lines.append(f"{key}: {value}\r\n".encode("latin-1"))
+        if authorization is not None:
+            lines.append(b"authorization: %s\r\n" % authorization)
+        lines.append(b"\r\n")
+        return b"".join(lines)
 
     def _take_idle(self) -> _Connection | None:
         now = trio.current_time()
@@ -422,19 +578,6 @@ class HttpPool:
         conn.idle_since = now
         self._idle.append(conn)
 
-    @staticmethod
-    def _reusable(conn: _Connection, response: HttpPoolResponse) -> bool:
-        state = conn.state
-        if not (
-            response.complete and state.our_state is h11.DONE and state.their_state is h11.DONE
-        ):
-            return False
-        # Bytes past the answer put the stream out of step; and a body that
-        # ended with the connection (no length, no chunks) leaves h11 DONE but
-        # the socket closed.
-        extra, closed = state.trailing_data
-        return not extra and not closed
-
     async def _connect(self, url: str) -> _Connection:
         try:
             with trio.fail_after(self.connect_timeout):
@@ -449,56 +592,43 @@ class HttpPool:
                 f"cannot connect to the backend: {_describe_connect_error(exc)}", redact_url(url)
             ) from exc
         self._opened += 1
-        return _Connection(
-            stream, h11.Connection(h11.CLIENT, max_incomplete_event_size=_MAX_HEAD_SIZE)
-        )
+        return _Connection(stream)
 
-    async def _exchange(
-        self, conn: _Connection, request: h11.Request, body: bytes, url: str
-    ) -> HttpPoolResponse:
+    async def _exchange(self, conn: _Connection, request: bytes, url: str) -> HttpPoolResponse:
         """Send the request and read the answer's head (skipping 1xx answers).
 
         Raises:
             _StaleConnection: `conn` was reused and failed before any byte arrived.
             BackendBroken: Anything else went wrong.
         """
-        state = conn.state
-        answered = False  # a byte of the answer arrived: never send again
-        out = [state.send(request)]
-        if body:
-            out.append(state.send(h11.Data(data=body)))
-        out.append(state.send(h11.EndOfMessage()))
+        answer = _Answer.start()
+        received = 0  # bytes of the answer so far: once one arrived, never send again
         try:
-            await conn.stream.send_all(b"".join(filter(None, out)))
-            while True:
-                event = state.next_event()
-                if event is h11.NEED_DATA:
-                    data = await conn.stream.receive_some(_READ_SIZE)
-                    if not data and not answered:
-                        if conn.reused:
-                            raise _StaleConnection
-                        raise BackendBroken(
-                            "the backend closed the connection before answering", redact_url(url)
-                        )
-                    answered = True
-                    state.receive_data(data)
-                elif isinstance(event, h11.Response):
-                    headers = kept_response_headers(
-                        (name.decode("latin-1"), value.decode("latin-1"))
-                        for name, value in event.headers
+            await conn.stream.send_all(request)
+            while not answer.head_done:
+                data = await conn.stream.receive_some(_READ_SIZE)
+                if not data:
+                    if received:
+                        raise _BadAnswer("it closed the connection in the middle of the head")
+                    if conn.reused:
+                        raise _StaleConnection
+                    raise BackendBroken(
+                        "the backend closed the connection before answering", redact_url(url)
                     )
-                    return HttpPoolResponse(event.status_code, headers, url, conn.stream, state)
-                elif not isinstance(event, h11.InformationalResponse):
-                    raise h11.RemoteProtocolError(
-                        f"unexpected {_event_name(event)} before the response"
+                received += len(data)
+                answer.feed(data)
+                # While the head is incomplete, all that arrived is head; llhttp
+                # itself would buffer a header line of any length.
+                if answer.head_size > _MAX_HEAD_SIZE or (
+                    not answer.head_done and received > _MAX_HEAD_SIZE
+                ):
+                    raise _BadAnswer(
+                        f"its response head is larger than {_MAX_HEAD_SIZE // 1024} KiB"
                     )
         except trio.BrokenResourceError as exc:
-            if conn.reused and not answered:
+            if conn.reused and not received:
                 raise _StaleConnection from exc
-            raise BackendBroken(
-                f"the backend broke the connection: {_describe(exc)}", redact_url(url)
-            ) from exc
+            raise _broken(exc, url) from exc
         except _BROKEN as exc:
-            raise BackendBroken(
-                f"the backend broke the connection: {_describe(exc)}", redact_url(url)
-            ) from exc
+            raise _broken(exc, url) from exc
+        return HttpPoolResponse(answer.status_code, answer.kept_headers(), url, conn.stream, answer)
