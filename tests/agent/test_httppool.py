@@ -286,6 +286,44 @@ async def test_bytes_past_the_answer_are_not_reused(nursery: trio.Nursery) -> No
         assert await post(pool) == b"conn1"
 
 
+@pytest.mark.parametrize(
+    "junk",
+    [b"junk", b"\x00\x01", b"HTTP/1.1 200 OK\r\n", b"\r\nHTTP/1.1 200 OK\r\n"],
+    ids=["text", "binary", "a head begun", "a blank line and a head begun"],
+)
+async def test_garbage_past_the_answer_is_not_reused(nursery: trio.Nursery, junk: bytes) -> None:
+    async def answer_then_junk(peer: Peer) -> None:
+        await peer.next_request()
+        await peer.send_raw(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok" + junk)
+        await peer.wait_client_close()
+
+    server = await start(nursery, answer_then_junk, keep_alive)
+    pool = pool_for(server)
+    with trio.fail_after(5):
+        assert await post(pool) == b"ok"  # the answer itself stands
+        assert pool.statistics().idle == 0
+        await server.peers[0].eof.wait()
+        assert await post(pool) == b"conn1"
+
+
+async def test_an_http_1_0_answer_is_not_reused_even_with_keep_alive(
+    nursery: trio.Nursery,
+) -> None:
+    async def old_server(peer: Peer) -> None:
+        await peer.next_request()
+        await peer.send_raw(
+            b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 2\r\n\r\nok"
+        )
+        await peer.wait_client_close()
+
+    server = await start(nursery, old_server, keep_alive)
+    pool = pool_for(server)
+    with trio.fail_after(5):
+        assert await post(pool) == b"ok"
+        assert pool.statistics().idle == 0
+        await server.peers[0].eof.wait()
+
+
 @pytest.mark.parametrize("misdeed", ["close", "junk"])
 async def test_an_idle_connection_turned_readable_is_dropped(
     nursery: trio.Nursery, misdeed: str
@@ -504,6 +542,132 @@ async def test_response_headers_are_filtered_joined_and_the_body_left_encoded(
             assert await response.read() == b"GZIP"  # never decompressed
 
 
+async def test_an_answer_arriving_one_byte_per_read_is_parsed(nursery: trio.Nursery) -> None:
+    answer = (
+        b"HTTP/1.1 100 Continue\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nx-a: 1  \r\n"
+        b"transfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    )
+
+    async def byte_by_byte(peer: Peer) -> None:
+        await peer.next_request()
+        for index in range(len(answer)):
+            await peer.send_raw(answer[index : index + 1])
+            # The client has read this byte (alone) before the next is sent.
+            await trio.testing.wait_all_tasks_blocked()
+        peer.conn = h11.Connection(h11.SERVER)
+        await keep_alive(peer)
+
+    server = await start(nursery, byte_by_byte)
+    pool = pool_for(server)
+    with trio.fail_after(10):
+        async with pool.post("/v1/chat/completions", _BODY, {}, url="u") as response:
+            assert response.status_code == 200
+            assert response.headers == {"content-type": "text/plain", "x-a": "1"}
+            pieces = [piece async for piece in response.iter_bytes()]
+        assert pieces == [b"a", b"b", b"c"]  # one read, one piece
+        assert pool.statistics().idle == 1
+        assert await post(pool) == b"conn0"
+
+
+async def test_trailers_are_dropped_and_the_connection_reused(nursery: trio.Nursery) -> None:
+    async def with_trailers(peer: Peer) -> None:
+        await peer.next_request()
+        await peer.answer_raw(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: x-t\r\n\r\n"
+            b"2\r\nok\r\n0\r\nx-t: 1\r\n\r\n"
+        )
+        await keep_alive(peer)
+
+    server = await start(nursery, with_trailers)
+    pool = pool_for(server)
+    with trio.fail_after(5):
+        async with pool.post("/v1/x", _BODY, {}, url="u") as response:
+            assert await response.read() == b"ok"
+        assert response.headers == {}
+        assert await post(pool) == b"conn0"
+
+
+def _head(size: int) -> bytes:
+    """A response head of about `size` bytes, 1 KiB header lines, and a 2-byte body."""
+    lines = b"".join(b"x-h%03d: %s\r\n" % (i, b"v" * 1016) for i in range(size // 1024))
+    return b"HTTP/1.1 200 OK\r\n" + lines + b"content-length: 2\r\n\r\nok"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        _head(101 * 1024),
+        # Never ends: refused once 100 KiB arrived, not when the line ends.
+        b"HTTP/1.1 200 OK\r\nx-h: " + b"v" * (101 * 1024),
+        # The 1xx heads count too.
+        b"HTTP/1.1 103 Early Hints\r\nlink: " + b"v" * (60 * 1024) + b"\r\n\r\n" + _head(60 * 1024),
+    ],
+    ids=["whole", "unfinished", "after a 1xx"],
+)
+async def test_a_response_head_over_100_kib_is_refused(
+    nursery: trio.Nursery, answer: bytes
+) -> None:
+    async def huge_head(peer: Peer) -> None:
+        await peer.next_request()
+        await peer.send_raw(answer)
+        await peer.wait_client_close()
+
+    server = await start(nursery, huge_head)
+    pool = pool_for(server)
+    with trio.fail_after(5):
+        with pytest.raises(BackendBroken, match="response head is larger than 100 KiB"):
+            await post(pool)
+        await server.peers[0].eof.wait()
+
+
+async def test_a_response_head_under_100_kib_is_accepted(nursery: trio.Nursery) -> None:
+    async def big_head(peer: Peer) -> None:
+        await peer.next_request()
+        await peer.answer_raw(_head(98 * 1024))
+        await keep_alive(peer)
+
+    server = await start(nursery, big_head)
+    pool = pool_for(server)
+    with trio.fail_after(5):
+        async with pool.post("/v1/x", _BODY, {}, url="u") as response:
+            assert len(response.headers) == 98
+            assert await response.read() == b"ok"
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        (b"HTTP/1.1 2000 OK\r\n\r\n", r"malformed response \(HttpParserInvalidStatusError"),
+        (b"HTTP/1.1 200 OK\r\nbad header\r\n\r\n", r"malformed response \(HttpParserError"),
+        (
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
+            r"malformed response \(HttpParserError",
+        ),
+        (b"HTTP/1.1 101 Switching Protocols\r\n\r\n", "101 Switching Protocols to a POST"),
+        (
+            b"HTTP/1.1 101 Switching Protocols\r\nupgrade: h2c\r\nconnection: upgrade\r\n\r\n",
+            "101 Switching Protocols to a POST",
+        ),
+    ],
+    ids=["status", "header", "chunk size", "101", "101 with upgrade"],
+)
+async def test_a_malformed_answer_is_backend_broken(
+    nursery: trio.Nursery, answer: bytes, reason: str
+) -> None:
+    async def malformed(peer: Peer) -> None:
+        await peer.next_request()
+        await peer.send_raw(answer)
+        await peer.wait_client_close()
+
+    server = await start(nursery, malformed)
+    pool = pool_for(server)
+    with trio.fail_after(5):
+        with pytest.raises(BackendBroken, match=f"the backend broke the connection: .*{reason}"):
+            await post(pool)
+        await server.peers[0].eof.wait()
+
+
 @pytest.mark.parametrize(
     "answer",
     [
@@ -571,6 +735,69 @@ async def test_the_request_keeps_the_prefix_and_sends_only_its_own_framing(
             (b"anthropic-version", b"2023-06-01"),
         ]
     )
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"x-a": "1\r\nx-injected: 1"},
+        {"x-a": "1\nx-injected: 1"},
+        {"x-a": "1\rx-injected: 1"},
+        {"x-a": "1\x00"},
+        {"x-a": "1\r\n\r\nPOST /smuggled HTTP/1.1"},
+        {"x-a\r\nx-injected": "1"},
+        {"x-a: 1\r\nx-injected": "1"},
+        {"x-a\x00": "1"},
+        {"": "1"},
+        {"x-a": "\u2028"},  # not Latin-1
+    ],
+    ids=[
+        "CRLF in value",
+        "LF in value",
+        "CR in value",
+        "NUL in value",
+        "smuggled request",
+        "CRLF in name",
+        "colon and CRLF in name",
+        "NUL in name",
+        "empty name",
+        "non-Latin-1 value",
+    ],
+)
+async def test_a_header_that_could_inject_is_refused_before_connecting(
+    nursery: trio.Nursery, headers: dict[str, str]
+) -> None:
+    server = await start(nursery)
+    pool = pool_for(server)
+    with trio.fail_after(5):
+        with pytest.raises(BackendBroken, match="the request cannot be sent to the backend"):
+            async with pool.post("/v1/x", _BODY, headers, url="http://b/v1/x"):
+                pass
+        assert pool.statistics().opened == 0
+        assert await post(pool) == b"conn0"  # the pool is fine
+    ((request, _body),) = server.peers[0].requests
+    assert request.target == b"/v1/chat/completions"
+    assert not any(b"inject" in name or name == b"x-a" for name, _ in request.headers)
+
+
+async def test_a_refused_header_value_is_never_shown(nursery: trio.Nursery) -> None:
+    server = await start(nursery)
+    pool = pool_for(server)
+    with trio.fail_after(5), pytest.raises(BackendBroken) as caught:
+        async with pool.post("/v1/x", _BODY, {"x-key": "s3cret\r\nx: 1"}, url="u"):
+            pass
+    assert "s3cret" not in str(caught.value)
+    assert "x-key" in caught.value.message
+
+
+async def test_latin_1_values_and_tabs_are_forwarded_as_they_are(nursery: trio.Nursery) -> None:
+    server = await start(nursery)
+    pool = pool_for(server)
+    with trio.fail_after(5):
+        async with pool.post("/v1/x", _BODY, {"X-Note": "caf\xe9\tau lait"}, url="u") as response:
+            await response.read()
+    ((request, _body),) = server.peers[0].requests
+    assert (b"x-note", b"caf\xe9\tau lait") in request.headers
 
 
 async def test_a_path_with_spaces_or_non_ascii_is_percent_encoded(nursery: trio.Nursery) -> None:
