@@ -3,7 +3,7 @@
 Every connection starts here. Its first request head is parsed with h11; a
 ``POST /v1/...`` is served by `Front` itself, straight into the proxy
 (`relay.http_api.Proxy`, a plain ASGI callable), and an agent's WebSocket
-upgrade to ``/v1/worker/connect`` is framed here with wsproto and handed to
+upgrade to ``/v1/worker/connect`` is framed here (`relay.wsframes`) and handed to
 the worker-socket app (`relay.worker_socket`) as ASGI messages. Anything else
 (a GET, another upgrade, an HTTP/2 preface, a head h11 cannot parse) hands
 the connection, with every byte read so far, to Hypercorn's own connection
@@ -29,6 +29,7 @@ cancellation. A response that was cut short closes the connection.
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import http
 import json
@@ -36,19 +37,18 @@ import logging
 import re
 import time
 from functools import partial
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 import h11
 import trio
-import wsproto
-import wsproto.events as ws_events
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 from hypercorn.utils import parse_socket_addr, repr_socket_addr, wrap_app
-from wsproto.connection import ConnectionState as WsState
+
+from relay import wsframes
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, MutableMapping
@@ -77,7 +77,6 @@ _UNSAFE_VALUE = re.compile(rb"[\r\n\x00]")
 # Framing is the front's to decide.
 _FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection", b"keep-alive"})
 _REASONS = {status.value: status.phrase.encode() for status in http.HTTPStatus}
-_CLOSE_TOO_BIG = 1009
 _CLOSE_ABNORMAL = 1006
 
 
@@ -97,6 +96,22 @@ def _route(request: h11.Request) -> str | None:
             if name == b"upgrade" and value.lower() == b"websocket":
                 return _WORKER
     return None
+
+
+def _head_lines(status: int, headers: Iterable[tuple[bytes, bytes]], date: bytes) -> list[bytes]:
+    """A response's status line and headers, framing headers left to the caller.
+
+    A header that could split or smuggle a response (CR, LF or NUL in the
+    value, a name that is not a token) is dropped, never sent.
+    """
+    lines = [b"HTTP/1.1 %d %b\r\n" % (status, _REASONS.get(status, b""))]
+    for name, value in headers:
+        name = name.lower()
+        if name in _FRAMING or not _TOKEN.fullmatch(name) or _UNSAFE_VALUE.search(value):
+            continue
+        lines.append(b"%b: %b\r\n" % (name, value))
+    lines.append(b"date: %b\r\n" % date)
+    return lines
 
 
 def _asks_to_close(request: h11.Request) -> bool:
@@ -260,18 +275,11 @@ class _Exchange:
     ) -> bytes:
         """The response head; decides the body's framing."""
         self.started = True
-        lines = [b"HTTP/1.1 %d %b\r\n" % (status, _REASONS.get(status, b""))]
         length: bytes | None = None
         for name, value in headers:
-            name = name.lower()
-            if not _TOKEN.fullmatch(name) or _UNSAFE_VALUE.search(value):
-                continue  # would split or smuggle: never sent
-            if name in _FRAMING:
-                if name == b"content-length" and value.isdigit():
-                    length = value
-                continue
-            lines.append(b"%b: %b\r\n" % (name, value))
-        lines.append(b"date: %b\r\n" % self.date)
+            if name.lower() == b"content-length" and value.isdigit():
+                length = value
+        lines = _head_lines(status, headers, self.date)
         if status < 200 or status in (204, 304):
             self._no_body = True
         elif length is not None:
@@ -308,121 +316,140 @@ class _Exchange:
             self.stream.socket.close()
 
 
+def _handshake_refusal(request: h11.Request) -> tuple[int, str] | None:
+    """Why an upgrade is not a valid WebSocket handshake (RFC 6455 4.2.1), or None."""
+    fields: dict[bytes, bytes] = {}
+    for name, value in request.headers:
+        fields[name] = fields[name] + b", " + value if name in fields else value
+    if request.http_version != b"1.1":
+        return 400, "a WebSocket upgrade needs HTTP/1.1"
+    if b"upgrade" not in [t.strip() for t in fields.get(b"connection", b"").lower().split(b",")]:
+        return 400, "the upgrade needs 'Connection: Upgrade'"
+    if fields.get(b"sec-websocket-version") != b"13":
+        return 426, "only WebSocket version 13 is spoken here"
+    try:
+        key = base64.b64decode(fields.get(b"sec-websocket-key", b""), validate=True)
+    except ValueError:
+        key = b""
+    if len(key) != 16:
+        return 400, "the upgrade needs a valid Sec-WebSocket-Key"
+    return None
+
+
 class _WebSocketExchange:
-    """The worker socket as an ASGI websocket, framed by wsproto on the raw socket.
+    """The worker socket as an ASGI websocket, framed by `relay.wsframes` on the raw socket.
 
     ``receive()`` is called by one task (the hub's session reader) and
     answers pings and close frames itself; ``send()`` by the session's
-    writer. Both write under one lock, so frames never interleave. Messages
-    larger than `max_message` close the socket with 1009, as Hypercorn did.
+    writer. Both write under one lock, so frames never interleave. A frame
+    that breaks RFC 6455 closes the socket with the code it calls for (1002,
+    1007, or 1009 past `max_message`), as Hypercorn did.
     """
 
-    def __init__(self, stream: trio.SocketStream, head: bytes, max_message: int) -> None:
+    def __init__(
+        self,
+        stream: trio.SocketStream,
+        request: h11.Request,
+        leftover: bytes,
+        max_message: int,
+        date: bytes,
+    ) -> None:
         self.stream = stream
-        self.ws = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
-        self.ws.receive_data(head)
-        self.max_message = max_message
-        self.connected = False  # the handshake reached the app
+        self.request = request
+        self.reader = wsframes.FrameReader(max_message)
+        self.date = date
+        self.connected = False  # websocket.connect was given to the app
         self.accepted = False
+        self.closed = False  # our close frame (or an HTTP answer) went out
         self.gone = False
-        self._pending: list[ws_events.Event] = []
+        self._leftover = leftover
+        self._pending: list[wsframes.Message | wsframes.Ping | wsframes.Close] = []
         self._lock = trio.Lock()
-        self._reject_status = 0
-        self._reject_headers: list[tuple[bytes, bytes]] = []
+        self._refusal: tuple[int, list[tuple[bytes, bytes]]] | None = None
 
     async def receive(self) -> dict[str, Any]:
         if not self.connected:
             self.connected = True
             return {"type": "websocket.connect"}
-        parts: list[str | bytes] = []
-        size = 0
         while not self.gone:
             if not self._pending:
-                self._pending = list(self.ws.events())
-                if not self._pending:
-                    await self._read()
-                    continue
+                data, self._leftover = self._leftover, b""
+                if not data:
+                    try:
+                        data = await self.stream.receive_some(_MAX_RECV)
+                    except _BROKEN:
+                        data = b""
+                    if not data:
+                        break
+                try:
+                    self._pending = self.reader.feed(data)
+                except wsframes.FrameError as exc:
+                    await self._close(exc.code, exc.reason)
+                    self.gone = True
+                    return {"type": "websocket.disconnect", "code": exc.code}
                 self._pending.reverse()
+                continue
             event = self._pending.pop()
-            if isinstance(event, ws_events.Message):
-                parts.append(event.data)
-                size += len(event.data)
-                if size > self.max_message:
-                    await self._close(_CLOSE_TOO_BIG, "message too big")
-                    break
-                if event.message_finished:
-                    if isinstance(event, ws_events.TextMessage):
-                        texts = cast("list[str]", parts)
-                        text = texts[0] if len(texts) == 1 else "".join(texts)
-                        return {"type": "websocket.receive", "text": text}
-                    blobs = cast("list[bytes]", parts)
-                    return {"type": "websocket.receive", "bytes": b"".join(blobs)}
-            elif isinstance(event, ws_events.Ping):
-                await self._send_event(event.response())
-            elif isinstance(event, ws_events.CloseConnection):
-                # The peer's close (answered), or a frame wsproto refused (closed with its code).
-                answer = (
-                    event.response()
-                    if self.ws.state is WsState.REMOTE_CLOSING
-                    else ws_events.CloseConnection(code=event.code, reason=event.reason)
-                )
-                await self._send_event(answer)
+            if type(event) is wsframes.Message:
+                if type(event.data) is str:
+                    return {"type": "websocket.receive", "text": event.data}
+                return {"type": "websocket.receive", "bytes": event.data}
+            if type(event) is wsframes.Ping:
+                await self._write(wsframes.frame(wsframes.PONG, event.payload))
+            elif type(event) is wsframes.Close:
+                # Answer the peer's close with its code (1000 if it gave none).
+                code = 1000 if event.code == wsframes.NO_STATUS else event.code
+                await self._close(code, "")
                 self.gone = True
                 return {"type": "websocket.disconnect", "code": event.code}
+        self.gone = True
         return {"type": "websocket.disconnect", "code": _CLOSE_ABNORMAL}
-
-    async def _read(self) -> None:
-        try:
-            data = await self.stream.receive_some(_MAX_RECV)
-        except _BROKEN:
-            data = b""
-        if not data:
-            self.gone = True
-            return
-        self.ws.receive_data(data)
 
     async def send(self, message: MutableMapping[str, Any]) -> None:
         kind = message["type"]
-        if self.gone:
+        if self.gone or self.closed:
             return
         if kind == "websocket.send":
             text: str | None = message.get("text")
-            event: ws_events.Event = (
-                ws_events.BytesMessage(data=message.get("bytes") or b"")
-                if text is None
-                else ws_events.TextMessage(data=text)
-            )
-            await self._send_event(event)
+            if text is not None:
+                await self._write(wsframes.frame(wsframes.TEXT, text.encode("utf-8")))
+            else:
+                await self._write(wsframes.frame(wsframes.BINARY, message.get("bytes") or b""))
         elif kind == "websocket.accept":
             self.accepted = True
-            await self._send_event(ws_events.AcceptConnection())
+            key = dict(self.request.headers)[b"sec-websocket-key"]
+            await self._write(
+                b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n"
+                b"connection: Upgrade\r\nsec-websocket-accept: %b\r\ndate: %b\r\n\r\n"
+                % (wsframes.accept_key(key), self.date)
+            )
         elif kind == "websocket.close":
             if self.accepted:
                 await self._close(int(message.get("code", 1000)), message.get("reason") or "")
             else:
-                await self._send_event(ws_events.RejectConnection(status_code=403))
-                self.gone = True
-        elif kind == "websocket.http.response.start":
-            self._reject_status = int(message["status"])
-            self._reject_headers = list(message.get("headers", ()))
-        elif kind == "websocket.http.response.body":
-            await self._send_event(
-                ws_events.RejectConnection(
-                    status_code=self._reject_status, headers=self._reject_headers, has_body=True
-                )
-            )
-            await self._send_event(ws_events.RejectData(data=message.get("body", b"")))
-            self.gone = True
+                await self.refuse(403, [], b"")
+        elif kind == "websocket.http.response.start" and not self.accepted:
+            self._refusal = (int(message["status"]), list(message.get("headers", ())))
+        elif kind == "websocket.http.response.body" and self._refusal is not None:
+            status, headers = self._refusal
+            await self.refuse(status, headers, message.get("body", b""))
+
+    async def refuse(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        """Answer the upgrade with a plain HTTP response, and end the connection."""
+        lines = _head_lines(status, headers, self.date)
+        lines.append(b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body))
+        await self._write(b"".join(lines) + body)
+        self.closed = True
 
     async def _close(self, code: int, reason: str) -> None:
-        if self.ws.state is WsState.OPEN:
-            await self._send_event(ws_events.CloseConnection(code=code, reason=reason))
-        self.gone = True
+        if not self.closed:
+            self.closed = True
+            await self._write(wsframes.close_frame(code, reason))
 
-    async def _send_event(self, event: ws_events.Event) -> None:
+    async def _write(self, data: bytes) -> None:
         async with self._lock:
             try:
-                await self.stream.send_all(self.ws.send(event))
+                await self.stream.send_all(data)
             except _BROKEN:
                 self.gone = True
 
@@ -529,7 +556,7 @@ class Front:
                 await self._hand_off(stream, bytes(raw))
                 return True
             if route is _WORKER:
-                await self._worker_socket(stream, event, bytes(raw), client, server)
+                await self._worker_socket(stream, event, conn.trailing_data[0], client, server)
                 return False
             del raw
             exchange = _Exchange(stream, conn, self._date.now())
@@ -556,12 +583,23 @@ class Front:
         self,
         stream: trio.SocketStream,
         request: h11.Request,
-        head: bytes,
+        leftover: bytes,
         client: tuple[str, int] | None,
         server: tuple[str, int] | None,
     ) -> None:
-        """An agent's upgrade: the relay's worker-socket app, on wsproto."""
-        exchange = _WebSocketExchange(stream, head, self.config.websocket_max_message_size)
+        """An agent's upgrade: the relay's worker-socket app, framed here."""
+        exchange = _WebSocketExchange(
+            stream, request, leftover, self.config.websocket_max_message_size, self._date.now()
+        )
+        refusal = _handshake_refusal(request)
+        if refusal is not None:
+            status, message = refusal
+            body = json.dumps({"error": {"message": message, "code": status}}).encode()
+            headers = [(b"content-type", b"application/json")]
+            if status == 426:
+                headers.append((b"sec-websocket-version", b"13"))
+            await exchange.refuse(status, headers, body)
+            return
         raw_path, _, query = request.target.partition(b"?")
         scope: dict[str, Any] = {
             "type": "websocket",

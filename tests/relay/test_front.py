@@ -456,3 +456,33 @@ async def test_an_http_1_0_stream_ends_with_the_connection(relay, nursery) -> No
         assert b"connection: close" in head.lower()
         assert rest == b'data: {"a":1}\n\ndata: [DONE]\n\n'
         await client.aclose()
+
+
+async def _upgrade(relay: RunningRelay, extra: bytes) -> tuple[h11.Response, bytes]:
+    client = await RawClient.open(relay)
+    with trio.fail_after(5):
+        await client.send(
+            b"GET /v1/worker/connect HTTP/1.1\r\nhost: relay\r\nupgrade: websocket\r\n"
+            b"connection: Upgrade\r\nx-worker-secret: "
+            + SECRET.encode()
+            + b"\r\n"
+            + extra
+            + b"\r\n"
+        )
+        answer = await client.response()
+    await client.aclose()
+    return answer
+
+
+async def test_an_upgrade_without_a_valid_key_is_400(relay) -> None:
+    head, body = await _upgrade(relay, b"sec-websocket-version: 13\r\nsec-websocket-key: short\r\n")
+    assert head.status_code == 400
+    assert "Sec-WebSocket-Key" in json.loads(body)["error"]["message"]
+
+
+async def test_an_old_websocket_version_is_426_naming_13(relay) -> None:
+    head, _ = await _upgrade(
+        relay, b"sec-websocket-version: 8\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    )
+    assert head.status_code == 426
+    assert dict(head.headers)[b"sec-websocket-version"] == b"13"
