@@ -109,12 +109,22 @@ def close_frame(code: int, reason: str = "") -> bytes:
     return frame(CLOSE, code.to_bytes(2, "big") + text)
 
 
-def _unmask(data: bytes, mask: bytes) -> bytes:
+_XOR_TABLES = [bytes(byte ^ key for byte in range(256)) for key in range(256)]
+
+
+def _unmask(data: bytearray, mask: bytes) -> bytes | bytearray:
+    """Unmask `data` (a fresh copy, changed in place when that is faster)."""
     n = len(data)
-    if not n:
-        return b""
-    key = (mask * ((n >> 2) + 1))[:n]
-    return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
+    if n < 512:
+        # One XOR of two integers: fastest for the small frames of a stream.
+        key = (mask * ((n >> 2) + 1))[:n]
+        return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(
+            n, "little"
+        )
+    # Every 4th byte through a translation table: twice as fast for large frames.
+    for i in range(4):
+        data[i::4] = data[i::4].translate(_XOR_TABLES[mask[i]])
+    return data
 
 
 class FrameReader:
@@ -170,27 +180,29 @@ class FrameReader:
             end = start + 4 + length
             if len(buffer) < end:
                 break
-            payload = _unmask(bytes(buffer[start + 4 : end]), bytes(buffer[start : start + 4]))
+            payload = _unmask(buffer[start + 4 : end], bytes(buffer[start : start + 4]))
             del buffer[:end]
             event = self._frame(opcode, final, payload)
             if event is not None:
                 out.append(event)
         return out
 
-    def _frame(self, opcode: int, final: bool, payload: bytes) -> Message | Ping | Close | None:
+    def _frame(
+        self, opcode: int, final: bool, payload: bytes | bytearray
+    ) -> Message | Ping | Close | None:
         if opcode in (TEXT, BINARY):
             if self._opcode is not None:
                 raise FrameError(PROTOCOL_ERROR, "a new message began inside a fragmented one")
             if final:
                 return _message(opcode, payload)
             self._opcode = opcode
-            self._parts = [payload]
+            self._parts = [bytes(payload)]
             self._size = len(payload)
             return None
         if opcode == CONTINUATION:
             if self._opcode is None:
                 raise FrameError(PROTOCOL_ERROR, "continuation frame without a message")
-            self._parts.append(payload)
+            self._parts.append(bytes(payload))
             self._size += len(payload)
             if not final:
                 return None
@@ -198,7 +210,7 @@ class FrameReader:
             self._opcode, self._parts, self._size = None, [], 0
             return _message(kind, whole)
         if opcode == PING:
-            return Ping(payload)
+            return Ping(bytes(payload))
         if opcode == PONG:
             return None
         if opcode == CLOSE:
@@ -206,16 +218,16 @@ class FrameReader:
         raise FrameError(PROTOCOL_ERROR, f"unknown opcode {opcode:#x}")
 
 
-def _message(opcode: int, payload: bytes) -> Message:
+def _message(opcode: int, payload: bytes | bytearray) -> Message:
     if opcode == BINARY:
-        return Message(payload)
+        return Message(bytes(payload))
     try:
         return Message(payload.decode("utf-8"))
     except UnicodeDecodeError:
         raise FrameError(INVALID_DATA, "text message is not valid UTF-8") from None
 
 
-def _close(payload: bytes) -> Close:
+def _close(payload: bytes | bytearray) -> Close:
     if not payload:
         return Close(NO_STATUS, "")
     if len(payload) == 1:

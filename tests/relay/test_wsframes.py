@@ -135,3 +135,18 @@ def test_close_frames_parse_in_wsproto_and_long_reasons_are_cut() -> None:
     assert event.code == 1008
     assert len(event.reason.encode()) <= 123
     assert set(event.reason) == {"é"}
+
+
+@pytest.mark.parametrize("size", [3, 511, 512, 513, 100_003])
+def test_masked_messages_of_every_size_unmask_on_both_paths(size: int) -> None:
+    """Small payloads unmask as one integer XOR, large ones by translation tables."""
+    client = _client()
+    text = "".join(chr(0x61 + i % 26) for i in range(size))
+    blob = bytes(i % 251 for i in range(size))
+    wire = client.send(TextMessage(text)) + client.send(BytesMessage(blob))
+    reader = wsframes.FrameReader(max_message=1 << 20)
+    got = []
+    for start in range(0, len(wire), 4096):
+        got += [event.data for event in reader.feed(wire[start : start + 4096])]  # type: ignore[union-attr]
+    assert got == [text, blob]
+    assert type(got[1]) is bytes
