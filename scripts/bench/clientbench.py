@@ -11,7 +11,8 @@ event for:
   prebuilt ``httpx.URL`` (no auth/redirect/cookie/URL-merge layers);
 - ``h11-pool``: a minimal pool of h11 connections on ``trio.SocketStream``
   that yields everything one socket read brings as one piece (the
-  prototype in `H11Pool` below; `agent/h11pool.py` is what the agent runs).
+  prototype in `H11Pool` below; the agent itself now runs `agent/httppool.py`,
+  hand-written heads and httptools/llhttp parsing).
 
     .venv/bin/python scripts/bench/clientbench.py [--quick]
 """
