@@ -600,22 +600,13 @@ class Front:
                 headers.append((b"sec-websocket-version", b"13"))
             await exchange.refuse(status, headers, body)
             return
-        raw_path, _, query = request.target.partition(b"?")
-        scope: dict[str, Any] = {
-            "type": "websocket",
-            "asgi": _ASGI,
-            "http_version": request.http_version.decode("ascii"),
-            "scheme": "ws",
-            "path": unquote(raw_path.decode("ascii")),
-            "raw_path": raw_path,
-            "query_string": query,
-            "root_path": "",
-            "headers": list(request.headers),
-            "client": client,
-            "server": server,
-            "subprotocols": [],
-            "extensions": {"websocket.http.response": {}},
-        }
+        scope = _scope(request, client, server)
+        scope.update(
+            type="websocket",
+            scheme="ws",
+            subprotocols=[],
+            extensions={"websocket.http.response": {}},
+        )
         await self.app.worker_socket(scope, exchange.receive, exchange.send)
 
     async def _hand_off(self, stream: trio.SocketStream, head: bytes) -> None:
@@ -632,12 +623,13 @@ class Front:
 def _scope(
     request: h11.Request, client: tuple[str, int] | None, server: tuple[str, int] | None
 ) -> dict[str, Any]:
+    """The ASGI scope of `request` as an HTTP request (the worker socket amends it)."""
     raw_path, _, query = request.target.partition(b"?")
     return {
         "type": "http",
         "asgi": _ASGI,
         "http_version": request.http_version.decode("ascii"),
-        "method": "POST",
+        "method": request.method.decode("ascii"),
         "scheme": "http",
         "path": unquote(raw_path.decode("ascii")),
         "raw_path": raw_path,

@@ -269,7 +269,7 @@ async def test_idle_connection_closes_after_keep_alive_timeout(relay, autojump_c
     await client.aclose()
 
 
-# --- the worker socket, framed by wsproto in the front ---------------------------
+# --- the worker socket, framed by relay.wsframes in the front -------------------
 
 
 async def _ws_open(relay: RunningRelay) -> tuple[trio.SocketStream, WSConnection]:
