@@ -167,7 +167,7 @@ class _PastTheAnswer(Exception):
 # SocketStream turns socket errors into BrokenResourceError.
 _BROKEN = (trio.BrokenResourceError, trio.ClosedResourceError, _BadAnswer)
 # os.write() works on a socket's descriptor on POSIX, not on Windows.
-_DIRECT_WRITE = os.name == "posix"
+_DIRECT_IO = os.name == "posix"
 
 
 async def _send_all(stream: trio.SocketStream, data: bytes) -> None:
@@ -179,7 +179,7 @@ async def _send_all(stream: trio.SocketStream, data: bytes) -> None:
     take goes through ``send_all``. Each connection has one writer (its
     exchange), so nothing can interleave. relay/front.py does the same.
     """
-    if _DIRECT_WRITE:
+    if _DIRECT_IO:
         try:
             sent = os.write(stream.socket.fileno(), data)
         except BlockingIOError:

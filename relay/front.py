@@ -72,7 +72,7 @@ _MAX_PIPELINED = 64 * 1024
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
 _BROKEN = (trio.BrokenResourceError, trio.ClosedResourceError)
 # os.write()/os.read() work on a socket's descriptor on POSIX, not on Windows.
-_DIRECT_WRITE = os.name == "posix"
+_DIRECT_IO = os.name == "posix"
 _WORKER_TARGET = b"/v1/worker/connect"
 # Response header names are tokens (RFC 9110 5.6.2); values never carry CR, LF or NUL.
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+")
@@ -112,7 +112,7 @@ async def _send_all(stream: trio.SocketStream, data: bytes) -> None:
     buffer, a large body) goes through ``send_all`` as before. Callers are
     the only writer of their socket (one task, or under a lock).
     """
-    if _DIRECT_WRITE:
+    if _DIRECT_IO:
         try:
             sent = os.write(stream.socket.fileno(), data)
         except BlockingIOError:
@@ -132,7 +132,7 @@ async def _receive_some(stream: trio.SocketStream) -> bytes:
     the previous one is logged; trio would still yield once before returning
     it. Nothing waiting: the usual `receive_some`, which parks the task.
     """
-    if _DIRECT_WRITE:
+    if _DIRECT_IO:
         try:
             return os.read(stream.socket.fileno(), _MAX_RECV)
         except BlockingIOError:
