@@ -486,3 +486,23 @@ async def test_an_old_websocket_version_is_426_naming_13(relay) -> None:
     )
     assert head.status_code == 426
     assert dict(head.headers)[b"sec-websocket-version"] == b"13"
+
+
+async def test_an_unfinished_head_past_16_kib_is_refused_without_harm(relay) -> None:
+    client = await RawClient.open(relay)
+    # 20 KiB of head and no blank line yet: more than the relay buffers for one.
+    unfinished = b"POST /v1/chat/completions HTTP/1.1\r\nx-filler: " + b"a" * (20 * 1024)
+    with trio.fail_after(5):
+        await client.send(unfinished)
+        data = b""
+        while chunk := await client.stream.receive_some(65536):
+            data += chunk
+    assert data.startswith((b"HTTP/1.1 400 ", b"HTTP/1.1 431 "))
+    await client.aclose()
+    # The relay still serves the next client.
+    second = await RawClient.open(relay)
+    with trio.fail_after(5):
+        await second.send(_post(body=b"{"))
+        head, _ = await second.response()
+    assert head.status_code == 400
+    await second.aclose()
