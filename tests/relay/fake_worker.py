@@ -7,15 +7,20 @@ frames, silence, lies about capacity).
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import attrs
+import trio
 from trio_websocket import WebSocketConnection, open_websocket_url
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, Request
 
 import wire
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
+
+E = TypeVar("E")
 
 
 @attrs.define(eq=False)
@@ -91,3 +96,31 @@ async def connect_worker(
             assert isinstance(ack, wire.RegisterAck), ack
             worker.ack = ack
         yield worker
+
+
+# --- a bare wsproto client, for what trio-websocket will not do on the wire ------
+
+
+async def open_raw_ws(
+    ws_url: str, secret: str = "test-secret"
+) -> tuple[trio.SocketStream, WSConnection]:
+    """A TCP connection upgraded to the worker socket by hand; returns once accepted."""
+    host_port = ws_url.removeprefix("ws://").split("/", 1)[0]
+    host, port = host_port.rsplit(":", 1)
+    stream = await trio.open_tcp_stream(host, int(port))
+    ws = WSConnection(ConnectionType.CLIENT)
+    headers = [(b"x-worker-secret", secret.encode())]
+    await stream.send_all(
+        ws.send(Request(host=host_port, target="/v1/worker/connect", extra_headers=headers))
+    )
+    await next_ws_event(stream, ws, AcceptConnection)
+    return stream, ws
+
+
+async def next_ws_event(stream: trio.SocketStream, ws: WSConnection, kind: type[E]) -> E:
+    """Read until wsproto yields an event of `kind` (others are skipped)."""
+    while True:
+        for event in ws.events():
+            if isinstance(event, kind):
+                return event
+        ws.receive_data(await stream.receive_some() or None)

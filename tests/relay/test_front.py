@@ -15,7 +15,6 @@ import h11
 import trio
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
-    AcceptConnection,
     CloseConnection,
     Ping,
     Pong,
@@ -26,7 +25,7 @@ from wsproto.events import Request as WsRequest
 
 import wire
 from tests.relay.conftest import SECRET
-from tests.relay.fake_worker import connect_worker
+from tests.relay.fake_worker import connect_worker, next_ws_event, open_raw_ws
 
 if TYPE_CHECKING:
     from tests.relay.conftest import RunningRelay
@@ -101,11 +100,15 @@ class RawClient:
         await self.stream.aclose()
 
 
-async def _serve_requests(worker: object, count: int, seen: list[wire.Request]) -> None:
-    for _ in range(count):
+async def _serve_requests(
+    worker: object, count: int, seen: list[wire.Request] | None = None
+) -> None:
+    """Answer `count` requests with ``{"n": k}``, the k-th; record them in `seen`."""
+    for n in range(1, count + 1):
         request = await worker.recv_request()  # type: ignore[attr-defined]
-        seen.append(request)
-        await worker.reply(request, json.dumps({"n": len(seen)}))  # type: ignore[attr-defined]
+        if seen is not None:
+            seen.append(request)
+        await worker.reply(request, json.dumps({"n": n}))  # type: ignore[attr-defined]
 
 
 async def test_keep_alive_serves_two_posts_on_one_connection(relay, nursery) -> None:
@@ -125,9 +128,8 @@ async def test_keep_alive_serves_two_posts_on_one_connection(relay, nursery) -> 
 
 
 async def test_pipelined_posts_are_answered_in_order(relay, nursery) -> None:
-    seen: list[wire.Request] = []
     async with connect_worker(relay.ws_url) as worker:
-        nursery.start_soon(_serve_requests, worker, 2, seen)
+        nursery.start_soon(_serve_requests, worker, 2)
         client = await RawClient.open(relay)
         with trio.fail_after(5):
             await client.send(_post() + _post())
@@ -138,9 +140,8 @@ async def test_pipelined_posts_are_answered_in_order(relay, nursery) -> None:
 
 
 async def test_get_after_a_post_is_handed_to_hypercorn_mid_connection(relay, nursery) -> None:
-    seen: list[wire.Request] = []
     async with connect_worker(relay.ws_url) as worker:
-        nursery.start_soon(_serve_requests, worker, 1, seen)
+        nursery.start_soon(_serve_requests, worker, 1)
         client = await RawClient.open(relay)
         with trio.fail_after(5):
             await client.send(_post())
@@ -243,9 +244,8 @@ async def test_client_closing_its_socket_cancels_the_request(relay) -> None:
 
 
 async def test_drain_closes_idle_keep_alive_connections(relay, nursery) -> None:
-    seen: list[wire.Request] = []
     async with connect_worker(relay.ws_url) as worker:
-        nursery.start_soon(_serve_requests, worker, 1, seen)
+        nursery.start_soon(_serve_requests, worker, 1)
         client = await RawClient.open(relay)
         with trio.fail_after(5):
             await client.send(_post())
@@ -272,32 +272,6 @@ async def test_idle_connection_closes_after_keep_alive_timeout(relay, autojump_c
 # --- the worker socket, framed by relay.wsframes in the front -------------------
 
 
-async def _ws_open(relay: RunningRelay) -> tuple[trio.SocketStream, WSConnection]:
-    host_port = relay.url.removeprefix("http://")
-    host, port = host_port.rsplit(":", 1)
-    stream = await trio.open_tcp_stream(host, int(port))
-    ws = WSConnection(ConnectionType.CLIENT)
-    await stream.send_all(
-        ws.send(
-            WsRequest(
-                host=host_port,
-                target="/v1/worker/connect",
-                extra_headers=[(b"x-worker-secret", SECRET.encode())],
-            )
-        )
-    )
-    await _ws_next(stream, ws, AcceptConnection)
-    return stream, ws
-
-
-async def _ws_next(stream: trio.SocketStream, ws: WSConnection, kind: type[E]) -> E:
-    while True:
-        for event in ws.events():
-            if isinstance(event, kind):
-                return event
-        ws.receive_data(await stream.receive_some() or None)
-
-
 REGISTER = wire.Register(
     worker_name="raw",
     models=("m1",),
@@ -308,7 +282,7 @@ REGISTER = wire.Register(
 
 
 async def test_fragmented_register_is_assembled(relay) -> None:
-    stream, ws = await _ws_open(relay)
+    stream, ws = await open_raw_ws(relay.ws_url)
     frame = wire.encode(REGISTER)
     half = len(frame) // 2
     with trio.fail_after(5):
@@ -316,26 +290,26 @@ async def test_fragmented_register_is_assembled(relay) -> None:
             ws.send(TextMessage(frame[:half], message_finished=False))
             + ws.send(TextMessage(frame[half:], message_finished=True))
         )
-        ack = wire.decode_relay_frame((await _ws_next(stream, ws, TextMessage)).data)
+        ack = wire.decode_relay_frame((await next_ws_event(stream, ws, TextMessage)).data)
     assert isinstance(ack, wire.RegisterAck)
     await stream.aclose()
 
 
 async def test_ping_is_answered_with_its_payload(relay) -> None:
-    stream, ws = await _ws_open(relay)
+    stream, ws = await open_raw_ws(relay.ws_url)
     with trio.fail_after(5):
         await stream.send_all(ws.send(Ping(payload=b"are you there")))
-        pong = await _ws_next(stream, ws, Pong)
+        pong = await next_ws_event(stream, ws, Pong)
     assert pong.payload == b"are you there"
     await stream.aclose()
 
 
 async def test_unmasked_frame_is_closed_1002(relay) -> None:
-    stream, ws = await _ws_open(relay)
+    stream, ws = await open_raw_ws(relay.ws_url)
     # A client frame must be masked (RFC 6455 5.1): a text frame "hi" without a mask.
     with trio.fail_after(5):
         await stream.send_all(b"\x81\x02hi")
-        close = await _ws_next(stream, ws, CloseConnection)
+        close = await next_ws_event(stream, ws, CloseConnection)
     assert close.code == 1002
     await stream.aclose()
 
@@ -347,7 +321,7 @@ async def test_other_upgrade_paths_are_hypercorns(relay) -> None:
     ws = WSConnection(ConnectionType.CLIENT)
     await stream.send_all(ws.send(WsRequest(host=host_port, target="/v1/elsewhere")))
     with trio.fail_after(5):
-        rejected = await _ws_next(stream, ws, RejectConnection)
+        rejected = await next_ws_event(stream, ws, RejectConnection)
     assert rejected.status_code == 404  # Quart: no such websocket route
     await stream.aclose()
 
@@ -413,9 +387,8 @@ async def _stream_two_events(worker: object) -> None:
 
 
 async def test_a_whole_body_has_a_length_and_a_stream_is_chunked(relay, nursery) -> None:
-    seen: list[wire.Request] = []
     async with connect_worker(relay.ws_url) as worker:
-        nursery.start_soon(_serve_requests, worker, 1, seen)
+        nursery.start_soon(_serve_requests, worker, 1)
         client = await RawClient.open(relay)
         with trio.fail_after(5):
             await client.send(_post())

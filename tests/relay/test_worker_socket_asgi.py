@@ -13,26 +13,26 @@ import json
 import logging
 from contextlib import asynccontextmanager
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
 from trio_websocket import ConnectionRejected, open_websocket_url
-from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, Request, TextMessage
+from wsproto.events import TextMessage
 
 import wire
 from relay.core import Relay
 from relay.worker_hub import TransportClosed
 from relay.worker_socket import AsgiTransport, WorkerSocket
 from tests.relay.conftest import SECRET, make_config
-from tests.relay.fake_worker import connect_worker
+from tests.relay.fake_worker import connect_worker, next_ws_event, open_raw_ws
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, MutableMapping
 
+    from wsproto import WSConnection
+
 CHAT = {"model": "m1", "messages": []}
-E = TypeVar("E")
 REGISTER = wire.Register(worker_name="w", models=("m1",), max_concurrent=1)
 
 
@@ -126,22 +126,9 @@ async def test_peer_is_the_client_host_without_port(relay) -> None:
 @asynccontextmanager
 async def _raw_worker(url: str) -> AsyncIterator[tuple[trio.SocketStream, WSConnection]]:
     """A registered worker on a bare wsproto connection, to drop TCP without a close frame."""
-    host_port = url.removeprefix("ws://").split("/", 1)[0]
-    host, port = host_port.rsplit(":", 1)
-    stream = await trio.open_tcp_stream(host, int(port))
-    ws = WSConnection(ConnectionType.CLIENT)
-    await stream.send_all(
-        ws.send(
-            Request(
-                host=host_port,
-                target="/v1/worker/connect",
-                extra_headers=[(b"x-worker-secret", SECRET.encode())],
-            )
-        )
-    )
-    await _next_event(stream, ws, AcceptConnection)
+    stream, ws = await open_raw_ws(url, SECRET)
     await stream.send_all(ws.send(TextMessage(wire.encode(REGISTER))))
-    ack = wire.decode_relay_frame((await _next_event(stream, ws, TextMessage)).data)
+    ack = wire.decode_relay_frame((await next_ws_event(stream, ws, TextMessage)).data)
     assert isinstance(ack, wire.RegisterAck)
     try:
         yield stream, ws
@@ -149,19 +136,11 @@ async def _raw_worker(url: str) -> AsyncIterator[tuple[trio.SocketStream, WSConn
         await stream.aclose()
 
 
-async def _next_event(stream: trio.SocketStream, ws: WSConnection, kind: type[E]) -> E:
-    while True:
-        for event in ws.events():
-            if isinstance(event, kind):
-                return event
-        ws.receive_data(await stream.receive_some() or None)
-
-
 async def _dies_holding_a_request(relay, registered: trio.Event, last_words: str | None) -> None:  # type: ignore[no-untyped-def]
     """A worker takes a request and its TCP connection drops; a survivor answers it."""
     async with _raw_worker(relay.ws_url) as (stream, ws):
         registered.set()
-        frame = await _next_event(stream, ws, TextMessage)
+        frame = await next_ws_event(stream, ws, TextMessage)
         assert isinstance(wire.decode_relay_frame(frame.data), wire.Request)
         if last_words is not None:
             await stream.send_all(ws.send(TextMessage(last_words)))
