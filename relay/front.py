@@ -345,7 +345,6 @@ class _Exchange:
         body = json.dumps(
             {"error": {"message": "malformed HTTP/1.1 request body", "code": 400}}
         ).encode()
-        self.gone = False
         self.keep_alive = False
         out = self._start(400, [(b"content-type", b"application/json")], body, False)
         await self._write(out + body)

@@ -9,7 +9,7 @@ bodies, hand-off mid-connection) is exactly what they say.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 import h11
 import trio
@@ -30,7 +30,6 @@ from tests.relay.fake_worker import connect_worker, next_ws_event, open_raw_ws
 if TYPE_CHECKING:
     from tests.relay.conftest import RunningRelay
 
-E = TypeVar("E")
 
 CHAT = {"model": "m1", "messages": [{"role": "user", "content": "hi"}]}
 BODY = json.dumps(CHAT).encode()
