@@ -4,7 +4,7 @@ A raw ASGI websocket handler, like the proxy: every frame a worker streams
 crosses this socket, and Quart's websocket wrapper (a receiving task, a
 channel and a request context between the server and the hub) cost 7-15 % of
 the relay's CPU per streamed event. The server is the relay's own front
-(`relay.front`): wsproto on the socket, no task or channel between the
+(`relay.front`): `relay.wsframes` on the socket, no task or channel between the
 socket and the hub's reader.
 
 Refusing before `websocket.accept` sends a real HTTP status, which tells an
