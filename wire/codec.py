@@ -20,8 +20,11 @@ Encoding writes compact JSON with ``"type"`` first, then the fields in
 declaration order, leaving out every optional field that is `None` (an
 upstream peer refuses ``null`` for some of them).
 
-``response_chunk`` is the per-token hot path in both daemons, so
-`decode_agent_frame` and `encode` handle it without cattrs.
+``response_chunk`` is the per-token hot path in both daemons, and
+``request`` and ``response_complete`` are the per-request one, so the
+decoders and `encode` handle those three without cattrs when the frame is
+well formed; anything else (or anything doubtful) takes the general path,
+which finds and names the problem.
 """
 
 import json
@@ -54,6 +57,7 @@ from .messages import (
     Request,
     ResponseChunk,
     ResponseComplete,
+    TokenCounts,
     UInt,
 )
 
@@ -85,6 +89,8 @@ _RELAY_TYPES: Mapping[str, type[RelayToAgent]] = {
 _TAG_OF: Mapping[type, str] = {
     cls: tag for table in (_AGENT_TYPES, _RELAY_TYPES) for tag, cls in table.items()
 }
+_U16_MAX = UInt(16).max
+_U32_MAX = UInt(32).max
 _CANCEL_REASONS: Mapping[str, CancelReason] = {reason.value: reason for reason in CancelReason}
 
 
@@ -424,6 +430,110 @@ def _run_hook(hook: Callable[[object, object], _T], frame: object, tag: str) -> 
         raise ProtocolError(f"{tag}: {_describe(exc, '')}") from exc
 
 
+# --- hot-path fast decoders -------------------------------------------------
+#
+# Each returns the message when every field it reads has exactly the type and
+# range the general path would accept, and None otherwise (the general path
+# then decides, and names the problem if there is one). Same leniency as the
+# general path: unknown fields are ignored, ``null`` counts as absent.
+
+
+def _str_map_or_none(value: object) -> bool:
+    """True for an absent map or a map of strings to strings (keys are str in JSON)."""
+    if value is None:
+        return True
+    if type(value) is not dict:
+        return False
+    return all(type(item) is str for item in value.values())
+
+
+def _fast_counts(value: object) -> TokenCounts | bool | None:
+    """The token counts, None when absent, False when the general path must decide."""
+    if value is None:
+        return None
+    if type(value) is not dict:
+        return False
+    prompt = value.get("prompt_tokens")
+    completion = value.get("completion_tokens")
+    total = value.get("total_tokens")
+    for count in (prompt, completion, total):
+        if count is not None and (type(count) is not int or not 0 <= count <= _U32_MAX):
+            return False
+    return TokenCounts(prompt, completion, total)
+
+
+def _fast_response_complete(frame: dict[str, object]) -> ResponseComplete | None:
+    request_id = frame.get("request_id")
+    status = frame.get("status_code")
+    if type(request_id) is not str or type(status) is not int or not 0 <= status <= _U16_MAX:
+        return None
+    headers = frame.get("headers")
+    body = frame.get("body")
+    if not _str_map_or_none(headers) or (body is not None and type(body) is not str):
+        return None
+    counts = _fast_counts(frame.get("token_counts"))
+    if counts is False:
+        return None
+    return ResponseComplete(request_id, status, headers, body, counts)  # type: ignore[arg-type]
+
+
+def _fast_request(frame: dict[str, object]) -> Request | None:
+    request_id = frame.get("request_id")
+    model = frame.get("model")
+    path = frame.get("endpoint_path")
+    streaming = frame.get("is_streaming")
+    body = frame.get("body")
+    headers = frame.get("headers")
+    if (
+        type(request_id) is not str
+        or type(model) is not str
+        or type(path) is not str
+        or type(streaming) is not bool
+        or type(body) is not str
+        or not _str_map_or_none(headers)
+    ):
+        return None
+    return Request(request_id, model, path, streaming, body, headers)  # type: ignore[arg-type]
+
+
+def _fast_frame(msg: ResponseComplete | Request) -> dict[str, object]:
+    """What the unstructure hook makes of `msg`, the same keys in the same order."""
+    if type(msg) is ResponseComplete:
+        frame: dict[str, object] = {
+            "type": "response_complete",
+            "request_id": msg.request_id,
+            "status_code": msg.status_code,
+        }
+        if msg.headers is not None:
+            frame["headers"] = msg.headers
+        if msg.body is not None:
+            frame["body"] = msg.body
+        counts = msg.token_counts
+        if counts is not None:
+            frame["token_counts"] = {
+                name: value
+                for name, value in (
+                    ("prompt_tokens", counts.prompt_tokens),
+                    ("completion_tokens", counts.completion_tokens),
+                    ("total_tokens", counts.total_tokens),
+                )
+                if value is not None
+            }
+        return frame
+    assert type(msg) is Request
+    frame = {
+        "type": "request",
+        "request_id": msg.request_id,
+        "model": msg.model,
+        "endpoint_path": msg.endpoint_path,
+        "is_streaming": msg.is_streaming,
+        "body": msg.body,
+    }
+    if msg.headers is not None:
+        frame["headers"] = msg.headers
+    return frame
+
+
 # --- public codec -----------------------------------------------------------
 
 
@@ -445,6 +555,8 @@ def encode(msg: Message) -> str:
         return _encode_json(
             {"type": "response_chunk", "request_id": msg.request_id, "chunk": msg.chunk}
         )
+    if type(msg) is ResponseComplete or type(msg) is Request:  # hot path: one per request
+        return _encode_json(_fast_frame(msg))
     hook = _UNSTRUCTURE_HOOKS.get(type(msg))
     if hook is None:
         raise TypeError(f"not a wire message: {type(msg).__name__}")
@@ -467,12 +579,17 @@ def decode_agent_frame(data: str | bytes) -> AgentToRelay:
     """
     text = _text_of(data)
     frame = _parse(text)
-    if frame.get("type") == "response_chunk":  # hot path: one frame per backend read
+    fast_tag = frame.get("type")
+    if fast_tag == "response_chunk":  # hot path: one frame per backend read
         request_id = frame.get("request_id")
         chunk = frame.get("chunk")
         if type(request_id) is str and type(chunk) is str and "\\u" not in text:
             return ResponseChunk(request_id, chunk)
         # Otherwise the general path finds the precise problem, if there is one.
+    elif fast_tag == "response_complete":  # hot path: one frame per request
+        complete = _fast_response_complete(frame)
+        if complete is not None and "\\u" not in text:
+            return complete
     tag = _frame_tag(frame)
     hook = _AGENT_HOOKS.get(tag)
     if hook is None:
@@ -499,6 +616,10 @@ def decode_relay_frame(data: str | bytes) -> RelayToAgent:
     """
     text = _text_of(data)
     frame = _parse(text)
+    if frame.get("type") == "request" and "\\u" not in text:  # hot path: one per request
+        request = _fast_request(frame)
+        if request is not None:
+            return request
     tag = _frame_tag(frame)
     hook = _RELAY_HOOKS.get(tag)
     if hook is None:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import attrs
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from wire import (
     PROTOCOL_VERSION,
@@ -31,6 +33,7 @@ from wire import (
     VersionMismatch,
     WireError,
     check_protocol_version,
+    codec,
     decode_agent_frame,
     decode_relay_frame,
     encode,
@@ -692,3 +695,174 @@ def test_version_mismatch_message_is_bounded_and_pickles() -> None:
     clone = pickle.loads(pickle.dumps(error))
     assert (clone.theirs, clone.ours, str(clone)) == (error.theirs, error.ours, str(error))
     assert str(copy.copy(error)) == str(error)
+
+
+# --- hot-path decoders agree with the general path ---------------------------
+
+# Values a peer might put in any field: right and wrong types, edges of ranges.
+_EDGE_INT = st.sampled_from([0, 1, 200, 65535, 65536, 2**32 - 1, 2**32, -1])
+_ANY_VALUE = st.one_of(
+    st.none(),
+    st.booleans(),
+    _EDGE_INT,
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=8),
+    st.lists(st.text(max_size=3), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.one_of(st.text(max_size=3), st.integers()), max_size=2),
+)
+# Well-formed frames of the two per-request types; a test edits one or two
+# fields of one (drops it, or puts any value there), the case where a fast
+# path could disagree with the general one.
+_VALID: dict[str, dict[str, object]] = {
+    "response_complete": {
+        "type": "response_complete",
+        "request_id": "r1",
+        "status_code": 200,
+        "headers": {"content-type": "application/json"},
+        "body": '{"ok":true}',
+        "token_counts": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
+    },
+    "request": {
+        "type": "request",
+        "request_id": "r1",
+        "model": "m",
+        "endpoint_path": "/v1/chat/completions",
+        "is_streaming": False,
+        "body": '{"model":"m"}',
+        "headers": {"accept": "*/*"},
+    },
+}
+_DROP = object()
+_EDIT = st.one_of(st.just(_DROP), _EDGE_INT, _ANY_VALUE)
+
+
+def _frame(tag: str, data: st.DataObject) -> dict[str, object]:
+    frame = copy.deepcopy(_VALID[tag])
+    places = [("", name) for name in frame if name != "type"]
+    places += [
+        (name, key) for name, value in frame.items() if isinstance(value, dict) for key in value
+    ]
+    places.append(("", "unknown"))
+    for holder, name in data.draw(
+        st.sets(st.sampled_from(places), min_size=1, max_size=2), label="edits"
+    ):
+        target = frame.get(holder) if holder else frame
+        if not isinstance(target, dict):  # the other edit replaced or dropped it
+            continue
+        edit = data.draw(_EDIT, label=f"{holder}.{name}")
+        if edit is _DROP:
+            target.pop(name, None)
+        else:
+            target[name] = edit
+    return frame
+
+
+def _general_path(frame: dict[str, object], text: str) -> Message | str:
+    """What the cattrs path alone makes of `frame`: the message, or the error text."""
+    tag = str(frame["type"])
+    hooks = codec._AGENT_HOOKS if tag in AGENT_TAGS else codec._RELAY_HOOKS
+    try:
+        msg = codec._run_hook(hooks[tag], frame, tag)
+        if "\\u" in text:
+            codec._refuse_lone_surrogates(tag, msg)
+    except ProtocolError as exc:
+        return str(exc)
+    return msg
+
+
+@pytest.mark.parametrize("tag", sorted(_VALID))
+@settings(max_examples=1000, deadline=None)
+@given(data=st.data())
+def test_fast_decoders_match_the_general_path(tag: str, data: st.DataObject) -> None:
+    frame = _frame(tag, data)
+    text = json.dumps(frame, ensure_ascii=data.draw(st.booleans()))
+    decode: Decoder = decode_agent_frame if tag in AGENT_TAGS else decode_relay_frame
+    try:
+        got: Message | str = decode(text)
+    except ProtocolError as exc:
+        got = str(exc)
+    assert got == _general_path(frame, text)
+
+
+@pytest.mark.parametrize(
+    ("tag", "holder", "name", "value"),
+    [
+        ("response_complete", "", "status_code", 65535),
+        ("response_complete", "", "status_code", 65536),
+        ("response_complete", "", "status_code", -1),
+        ("response_complete", "", "status_code", True),
+        ("response_complete", "", "status_code", 200.0),
+        ("response_complete", "", "request_id", 1),
+        ("response_complete", "", "body", None),
+        ("response_complete", "", "body", 1),
+        ("response_complete", "", "headers", None),
+        ("response_complete", "", "headers", []),
+        ("response_complete", "headers", "content-type", 1),
+        ("response_complete", "headers", "content-type", None),
+        ("response_complete", "", "token_counts", None),
+        ("response_complete", "", "token_counts", "3"),
+        ("response_complete", "token_counts", "prompt_tokens", 2**32 - 1),
+        ("response_complete", "token_counts", "prompt_tokens", 2**32),
+        ("response_complete", "token_counts", "total_tokens", -1),
+        ("response_complete", "token_counts", "completion_tokens", None),
+        ("response_complete", "token_counts", "completion_tokens", False),
+        ("request", "", "is_streaming", 0),
+        ("request", "", "is_streaming", None),
+        ("request", "", "model", None),
+        ("request", "", "endpoint_path", ["/v1"]),
+        ("request", "", "body", {"model": "m"}),
+        ("request", "", "headers", None),
+        ("request", "headers", "accept", ["*/*"]),
+        ("request", "", "unknown", [1]),
+    ],
+)
+def test_fast_decoders_match_the_general_path_at_the_edges(
+    tag: str, holder: str, name: str, value: object
+) -> None:
+    frame = copy.deepcopy(_VALID[tag])
+    target = frame[holder] if holder else frame
+    assert isinstance(target, dict)
+    target[name] = value
+    text = json.dumps(frame)
+    decode: Decoder = decode_agent_frame if tag in AGENT_TAGS else decode_relay_frame
+    try:
+        got: Message | str = decode(text)
+    except ProtocolError as exc:
+        got = str(exc)
+    assert got == _general_path(frame, text)
+
+
+_OPTIONAL_COUNT = st.one_of(st.none(), st.integers(0, 2**32 - 1))
+_HEADERS = st.one_of(
+    st.none(), st.dictionaries(st.text(max_size=4), st.text(max_size=4), max_size=3)
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    msg=st.one_of(
+        st.builds(
+            ResponseComplete,
+            request_id=st.text(max_size=8),
+            status_code=st.integers(0, 65535),
+            headers=_HEADERS,
+            body=st.one_of(st.none(), st.text(max_size=8)),
+            token_counts=st.one_of(
+                st.none(),
+                st.builds(TokenCounts, _OPTIONAL_COUNT, _OPTIONAL_COUNT, _OPTIONAL_COUNT),
+            ),
+        ),
+        st.builds(
+            Request,
+            request_id=st.text(max_size=8),
+            model=st.text(max_size=8),
+            endpoint_path=st.text(max_size=8),
+            is_streaming=st.booleans(),
+            body=st.text(max_size=8),
+            headers=_HEADERS,
+        ),
+    )
+)
+def test_fast_encoders_match_the_general_path(msg: Message) -> None:
+    general = codec._encode_json(codec._UNSTRUCTURE_HOOKS[type(msg)](msg))
+    assert encode(msg) == general
