@@ -117,6 +117,7 @@ class Session:
     _jobs_nursery: trio.Nursery | None = attrs.field(default=None, init=False)
     _advertised: tuple[str, ...] = attrs.field(default=(), init=False)
     _end: SessionError | None = attrs.field(default=None, init=False)
+    _heard_at: float = attrs.field(default=0.0, init=False)  # trio time of the last frame
     _outbox: trio.MemorySendChannel[Outgoing] = attrs.field(init=False)
     _outbox_rx: trio.MemoryReceiveChannel[Outgoing] = attrs.field(init=False)
     _refresh: trio.MemorySendChannel[None] = attrs.field(init=False)
@@ -172,6 +173,7 @@ class Session:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._guard, self._write, nursery.cancel_scope)
                 nursery.start_soon(self._guard, self._read, nursery.cancel_scope)
+                nursery.start_soon(self._guard, self._watch_silence, nursery.cancel_scope)
                 nursery.start_soon(self._guard, self._discover, nursery.cancel_scope)
                 with self._jobs_scope:
                     async with trio.open_nursery() as jobs:
@@ -280,14 +282,27 @@ class Session:
         await run_writer(self._outbox_rx, self.transport)
 
     async def _read(self) -> None:
-        silence = self.config.timeouts.relay_silence_secs
+        self._heard_at = trio.current_time()
         while True:
-            # Each frame pushes the silence deadline forward.
-            with trio.move_on_after(silence) as quiet:
-                msg = await self._receive_frame()
-            if quiet.cancelled_caught:
-                raise RelaySilent(f"no frame from the relay for {silence:g} s")
+            msg = await self._receive_frame()
+            self._heard_at = trio.current_time()
             await self._handle(msg)
+
+    async def _watch_silence(self) -> None:
+        """End the session once the relay has sent nothing for ``relay_silence_secs``.
+
+        The reader only stamps the time of each frame; this task wakes when
+        the silence would be complete and sleeps again if a frame came since.
+        (A deadline scope around each receive cost a scope and a deadline
+        re-registration per frame.)
+        """
+        silence = self.config.timeouts.relay_silence_secs
+        self._heard_at = trio.current_time()
+        while True:
+            deadline = self._heard_at + silence
+            if trio.current_time() >= deadline:
+                raise RelaySilent(f"no frame from the relay for {silence:g} s")
+            await trio.sleep_until(deadline)
 
     async def _handle(self, msg: RelayToAgent) -> None:
         if isinstance(msg, Request):
