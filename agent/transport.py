@@ -9,15 +9,24 @@ subclasses, and classifies the relay's refusals:
   reason mentions "authentication" (an upstream relay) → `AuthRefused`;
 - a close with code 1002 whose reason mentions a version → `VersionRejected`;
 - any other close → `RelayClosed`; any other failure to connect → `RelayUnreachable`.
+
+trio-websocket runs the WebSocket (handshake, framing, close, its reader
+task) over a stream this module opens: `_DirectStream`, a TCP stream whose
+reads and writes skip trio's scheduler trip when the kernel can serve them
+at once, wrapped in TLS for ``wss://``.
 """
 
 import email.utils
+import os
+import ssl
 import time
+import urllib.parse
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Protocol
+from typing import Protocol, cast
 
 import attrs
+import trio
 import trio_websocket
 
 from agent.config import AgentConfig
@@ -34,6 +43,12 @@ __all__ = ["Transport", "WebSocketTransport", "closed_error", "open_relay_transp
 
 _AUTH_STATUSES = frozenset({401, 403, 429})
 _RECEIVE_BUFFER = 64 * 1024
+# os.write()/os.read() work on a socket's descriptor on POSIX, not on Windows.
+_DIRECT_IO = os.name == "posix"
+# Reads served straight from the kernel in a row before one goes through
+# trio (a checkpoint), so that a peer sending without pause cannot keep the
+# reader from ever yielding.
+_DIRECT_READS = 16
 
 
 class Transport(Protocol):
@@ -139,6 +154,161 @@ class WebSocketTransport:
         return closed_error(exc.reason.code, exc.reason.reason)
 
 
+class _DirectStream(trio.abc.HalfCloseableStream):
+    """A TCP stream that skips trio's scheduler trip when the kernel can act at once.
+
+    trio's `SocketStream` yields to the run loop after every send or receive
+    that completed without waiting (a checkpoint: one more loop iteration).
+    The agent sends one frame per answer and reads one per request, so that
+    was a trip per frame on top of trio-websocket's own. `send_all` tries a
+    direct write on the non-blocking descriptor and hands what the kernel
+    refused to `SocketStream.send_all`; `receive_some` tries a direct read
+    and otherwise waits as usual. trio-websocket serialises its writers with
+    a lock and reads from one task, which is what the direct calls need.
+    """
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self._stream = stream
+        self.socket = stream.socket
+        self._direct_reads = 0
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if _DIRECT_IO:
+            try:
+                sent = os.write(self.socket.fileno(), data)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:  # EPIPE, ECONNRESET, EBADF: as send_all would say
+                raise trio.BrokenResourceError(str(exc)) from exc
+            if sent == len(data):
+                return
+            data = memoryview(data)[sent:]
+        await self._stream.send_all(data)
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if _DIRECT_IO and self._direct_reads < _DIRECT_READS:
+            try:
+                data = os.read(self.socket.fileno(), max_bytes or _RECEIVE_BUFFER)
+            except BlockingIOError:
+                pass
+            except OSError as exc:  # ECONNRESET, EBADF: as receive_some would say
+                raise trio.BrokenResourceError(str(exc)) from exc
+            else:
+                self._direct_reads += 1
+                return data
+        self._direct_reads = 0
+        return await self._stream.receive_some(max_bytes)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        await self._stream.send_eof()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+def _endpoint(url: str) -> tuple[str, int, str, str, bool]:
+    """``(host, port, Host header, resource, tls)`` of a ``ws://`` or ``wss://`` URL."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ValueError(f"not a WebSocket URL: {url!r}")
+    tls = parts.scheme == "wss"
+    default_port = 443 if tls else 80
+    port = parts.port or default_port
+    host = parts.hostname
+    shown = f"[{host}]" if ":" in host else host
+    host_header = shown if port == default_port else f"{shown}:{port}"
+    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return host, port, host_header, resource, tls
+
+
+async def _connect(
+    nursery: trio.Nursery, config: AgentConfig, headers: list[tuple[bytes, bytes]]
+) -> trio_websocket.WebSocketConnection:
+    """Open TCP (and TLS), then the WebSocket handshake; its reader task runs in `nursery`."""
+    host, port, host_header, resource, tls = _endpoint(config.ws_url)
+    tcp = await trio.open_tcp_stream(host, port)
+    stream: trio.abc.Stream = _DirectStream(tcp)
+    try:
+        if tls:
+            stream = trio.SSLStream(
+                stream, ssl.create_default_context(), server_hostname=host, https_compatible=True
+            )
+            await stream.do_handshake()
+        return await trio_websocket.wrap_client_stream(
+            nursery,
+            # trio-websocket takes any trio stream; its annotation names the two it opens.
+            cast("trio.SocketStream", stream),
+            host_header,
+            resource,
+            extra_headers=headers,
+            max_message_size=DEFAULT_MAX_RECEIVE_FRAME_BYTES,
+            receive_buffer_size=_RECEIVE_BUFFER,
+        )
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
+
+
+@asynccontextmanager
+async def _open_websocket(config: AgentConfig) -> AsyncIterator[trio_websocket.WebSocketConnection]:
+    """`trio_websocket.open_websocket_url`, over `_DirectStream`.
+
+    Raises what that raises (`ConnectionRejected`, `ConnectionTimeout`,
+    `DisconnectionTimeout`, `HandshakeError` around an `OSError`), and an
+    exception from the block as itself, not inside an exception group.
+    """
+    headers = [(b"x-worker-secret", config.worker_secret.encode("utf-8"))]
+    try:
+        async with trio.open_nursery() as nursery:
+            try:
+                with trio.fail_after(config.timeouts.connect_secs):
+                    ws = await _connect(nursery, config, headers)
+            except trio.TooSlowError:
+                raise trio_websocket.ConnectionTimeout from None
+            except OSError as exc:
+                raise trio_websocket.HandshakeError from exc
+            except trio.BrokenResourceError as exc:  # TLS refused: its SSLError is the cause
+                raise trio_websocket.HandshakeError from (exc.__cause__ or exc)
+            try:
+                yield ws
+            finally:
+                try:
+                    with trio.fail_after(config.timeouts.close_secs):
+                        await ws.aclose()
+                except trio.TooSlowError:
+                    raise trio_websocket.DisconnectionTimeout from None
+    except BaseExceptionGroup as group:
+        # The nursery holds trio-websocket's reader task, which ends quietly
+        # once the connection is closed: what escapes is the block's own
+        # exception (or a failure to connect or close). Unwrap it.
+        inner = _sole_error(group)
+        if inner is None:
+            raise
+        raise inner from inner.__cause__  # keeps its cause; the group is not its context
+
+
+def _sole_error(group: BaseExceptionGroup) -> BaseException | None:
+    """What `group` stands for: its one exception that is not `trio.Cancelled`, or
+    its first `Cancelled` when that is all it holds; None when it holds several."""
+    flat: list[BaseException] = []
+    pending = list(group.exceptions)
+    while pending:
+        exc = pending.pop(0)
+        if isinstance(exc, BaseExceptionGroup):
+            pending[:0] = exc.exceptions
+        else:
+            flat.append(exc)
+    errors = [exc for exc in flat if not isinstance(exc, trio.Cancelled)]
+    if len(errors) == 1:
+        return errors[0]
+    if not errors and flat:
+        return flat[0]
+    return None
+
+
 @asynccontextmanager
 async def open_relay_transport(config: AgentConfig) -> AsyncIterator[WebSocketTransport]:
     """Open the WebSocket to the relay, presenting the worker secret in a header.
@@ -156,16 +326,8 @@ async def open_relay_transport(config: AgentConfig) -> AsyncIterator[WebSocketTr
         AuthRefused: The relay refused the secret (HTTP 401/403/429).
         RelayUnreachable: Anything else that kept the connection from opening.
     """
-    headers = [(b"x-worker-secret", config.worker_secret.encode("utf-8"))]
     try:
-        async with trio_websocket.open_websocket_url(
-            config.ws_url,
-            extra_headers=headers,
-            max_message_size=DEFAULT_MAX_RECEIVE_FRAME_BYTES,
-            receive_buffer_size=_RECEIVE_BUFFER,
-            connect_timeout=config.timeouts.connect_secs,
-            disconnect_timeout=config.timeouts.close_secs,
-        ) as ws:
+        async with _open_websocket(config) as ws:
             yield WebSocketTransport(ws)
     except trio_websocket.ConnectionRejected as exc:
         raise _rejected(exc) from exc

@@ -1,13 +1,19 @@
 """Classifying the relay's refusals, over real sockets where they matter."""
 
+import os
+import shutil
+import ssl
+import subprocess
 from functools import partial
+from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 import trio_websocket
 
 from agent.errors import AuthRefused, RelayClosed, RelayUnreachable, VersionRejected
-from agent.transport import closed_error, open_relay_transport
+from agent.transport import _DIRECT_READS, _DirectStream, closed_error, open_relay_transport
 from tests.agent.fakes import fast_config
 
 
@@ -76,3 +82,111 @@ async def test_nobody_listening_is_unreachable() -> None:
     with trio.fail_after(5), pytest.raises(RelayUnreachable, match="cannot connect"):
         async with open_relay_transport(config):
             raise AssertionError("nobody listens there")
+
+
+# --- TLS: wss:// to a real TLS WebSocket server ------------------------------
+
+
+@pytest.fixture
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, made by Debian's openssl."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        reason = "openssl (Debian package openssl, `make deps-system`) is not installed"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}: CI installs it", pytrace=False)
+        pytest.skip(f"TLS TEST SKIPPED: {reason}")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            *(openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"),
+            *("-addext", "subjectAltName=IP:127.0.0.1"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+async def _tls_echo_server(nursery: trio.Nursery, cert: Path, key: Path) -> int:
+    """A TLS WebSocket server that echoes each message with the secret it saw."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    listeners = await trio.open_ssl_over_tcp_listeners(0, context, host="127.0.0.1")
+
+    async def handle(stream: trio.SSLStream[trio.SocketStream]) -> None:
+        try:
+            async with trio.open_nursery() as connection:
+                request = await trio_websocket.wrap_server_stream(
+                    connection, stream, max_message_size=8 * 1024 * 1024
+                )
+                secret = dict(request.headers).get(b"x-worker-secret", b"").decode()
+                ws = await request.accept()
+                while True:
+                    message = await ws.get_message()
+                    await ws.send_message(f"{secret}:{message}")
+        except* (trio.BrokenResourceError, trio_websocket.ConnectionClosed):
+            pass  # the client refused our certificate, or left
+
+    nursery.start_soon(trio.serve_listeners, handle, listeners)
+    return int(listeners[0].transport_listener.socket.getsockname()[1])
+
+
+async def test_wss_connects_over_verified_tls(
+    nursery: trio.Nursery, self_signed: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert, key = self_signed
+    port = await _tls_echo_server(nursery, cert, key)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the system's trust, as OpenSSL reads it
+    config = fast_config(f"https://127.0.0.1:{port}", "http://127.0.0.1:1")
+    assert config.ws_url.startswith("wss://")
+    big = "x" * (3 * 1024 * 1024)  # more than a socket buffer takes at once
+    with trio.fail_after(10):
+        async with open_relay_transport(config) as transport:
+            await transport.send("hello")
+            assert await transport.receive() == f"{config.worker_secret}:hello"
+            await transport.send(big)
+            assert await transport.receive() == f"{config.worker_secret}:{big}"
+
+
+async def test_wss_refuses_a_certificate_nobody_trusts(
+    nursery: trio.Nursery, self_signed: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert, key = self_signed
+    port = await _tls_echo_server(nursery, cert, key)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert.with_name("nothing.pem")))
+    config = fast_config(f"https://127.0.0.1:{port}", "http://127.0.0.1:1")
+    with trio.fail_after(10), pytest.raises(RelayUnreachable, match="certificate"):
+        async with open_relay_transport(config):
+            raise AssertionError("an untrusted certificate must not connect")
+
+
+# --- the direct stream ---------------------------------------------------------
+
+
+async def test_direct_reads_still_yield_to_other_tasks() -> None:
+    """Reads the kernel serves at once skip trio, but not forever: a peer that
+    never pauses cannot keep the reader from checkpointing."""
+    left, right = trio.socket.socketpair()
+    with left, right:
+        assert await right.send(b"x" * 4096) == 4096
+        stream = _DirectStream(trio.SocketStream(left))
+        for _ in range(2):
+            for _ in range(_DIRECT_READS):
+                with trio.testing.assert_no_checkpoints():
+                    assert await stream.receive_some(64) == b"x" * 64
+            with trio.testing.assert_checkpoints():
+                assert await stream.receive_some(64) == b"x" * 64
+
+
+async def test_direct_stream_reports_a_closed_peer_as_broken() -> None:
+    left, right = trio.socket.socketpair()
+    stream = _DirectStream(trio.SocketStream(left))
+    right.close()
+    assert await stream.receive_some(10) == b""
+    with pytest.raises(trio.BrokenResourceError):
+        await stream.send_all(b"y")
+    await stream.aclose()
+    with pytest.raises(trio.BrokenResourceError):  # EBADF, as a closed socket says
+        await stream.receive_some(10)
