@@ -22,20 +22,30 @@ metrics, models, the dashboard, HTTP/2.
 A connection served here follows HTTP/1.1 as Hypercorn would: keep-alive
 with an idle timeout (`keep_alive_timeout`), ``Expect: 100-continue``,
 chunked or sized request bodies, HTTP/1.0 clients (close-delimited), a
-``date`` header. The client leaving is an ``http.disconnect`` from
-``receive()`` (socket EOF or a failed send), which the proxy turns into
-cancellation. A response that was cut short closes the connection.
+``date`` header. A response that was cut short closes the connection.
+
+The client leaving cancels its request. While the proxy waits (queue,
+worker), one task for the whole server notices it (`HangupWatch`, Linux): a
+private epoll set holds the socket of every such request, for ``RDHUP``
+(the client shut its side) and errors (a reset), never for incoming bytes,
+so a pipelining client is not mistaken for one leaving. That is two
+``epoll_ctl`` calls per request instead of a watcher task per request,
+which cost a spawn, two scheduler trips and a cancellation each (a fifth of
+the relay's CPU per request). Where there is no epoll, the proxy watches
+``receive()`` for ``http.disconnect`` with a task, as under Hypercorn.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import email.utils
 import http
 import json
 import logging
 import os
 import re
+import select
 import time
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -50,6 +60,7 @@ from hypercorn.typing import ConnectionState
 from hypercorn.utils import parse_socket_addr, repr_socket_addr, wrap_app
 
 from relay import wsframes
+from relay.http_api import HANGUP_EXTENSION
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, MutableMapping
@@ -85,6 +96,60 @@ _CLOSE_ABNORMAL = 1006
 
 _PROXY = "proxy"
 _WORKER = "worker"
+
+
+class HangupWatch:
+    """Notices clients hanging up while their requests wait, for every request at once.
+
+    `watch` registers a socket in a private epoll set for ``EPOLLRDHUP``
+    (errors and hang-ups are always reported; incoming bytes are not asked
+    for); `run`, one task, waits for that set to become readable and calls
+    each ready socket's callback once, from its own task. Linux only
+    (`available`).
+    """
+
+    available = hasattr(select, "epoll")
+
+    def __init__(self) -> None:
+        self._epoll = select.epoll()
+        self._watched: dict[int, Callable[[], None]] = {}
+
+    def watch(self, fd: int, on_hangup: Callable[[], None]) -> Callable[[], None]:
+        """Call `on_hangup` (once) if the peer of `fd` shuts its side or resets.
+
+        Returns:
+            The function that stops watching; call it before the socket closes.
+        """
+        self._watched[fd] = on_hangup
+        try:
+            self._epoll.register(fd, select.EPOLLRDHUP)
+        except FileExistsError:  # left registered by a request that could not unregister
+            self._epoll.modify(fd, select.EPOLLRDHUP)
+        return partial(self._unwatch, fd, on_hangup)
+
+    def _unwatch(self, fd: int, on_hangup: Callable[[], None]) -> None:
+        if self._watched.get(fd) is on_hangup:
+            del self._watched[fd]
+            # Once per request: plain try, not contextlib.suppress (a context manager).
+            try:  # noqa: SIM105
+                self._epoll.unregister(fd)
+            except OSError:  # already gone with its socket
+                pass
+
+    async def run(self) -> None:
+        """Deliver hang-ups until cancelled; closes the epoll set when done."""
+        epfd = self._epoll.fileno()
+        try:
+            while True:
+                await trio.lowlevel.wait_readable(epfd)
+                for fd, _events in self._epoll.poll(0):
+                    on_hangup = self._watched.pop(fd, None)
+                    with contextlib.suppress(OSError):
+                        self._epoll.unregister(fd)
+                    if on_hangup is not None:
+                        on_hangup()
+        finally:
+            self._epoll.close()
 
 
 def _route(request: h11.Request) -> str | None:
@@ -534,6 +599,7 @@ class Front:
         # than a cancel scope on every request.
         self._idle: dict[trio.SocketStream, float] = {}
         self._date = _Date()
+        self.hangups = HangupWatch() if HangupWatch.available else None
 
     def close_idle(self) -> None:
         """Shutdown: idle connections close now, busy ones after their response."""
@@ -612,9 +678,10 @@ class Front:
             exchange = _Exchange(stream, conn, self._date.now())
             if _asks_to_close(event):
                 exchange.keep_alive = False
-            await self.app.proxy_request(
-                _scope(event, client, server), exchange.receive, exchange.send
-            )
+            scope = _scope(event, client, server)
+            if self.hangups is not None:
+                scope["extensions"][HANGUP_EXTENSION] = partial(self.hangups.watch, sock.fileno())
+            await self.app.proxy_request(scope, exchange.receive, exchange.send)
             if exchange.malformed and not exchange.started:
                 await exchange.bad_request()
                 return False
@@ -720,6 +787,8 @@ async def serve(
     context = WorkerContext(None)
     front = Front(app, wrapped, config, context, state)
     async with trio.open_nursery() as lifespan_nursery:
+        if front.hangups is not None:
+            lifespan_nursery.start_soon(front.hangups.run)
         await lifespan_nursery.start(lifespan.handle_lifespan)
         await lifespan.wait_for_startup()
         sockets = config.create_sockets()

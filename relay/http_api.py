@@ -4,8 +4,10 @@ This is the relay's hot path, so it is a raw ASGI callable rather than a
 Quart view: one function owns the whole request, and its two nested cancel
 scopes map one-to-one onto the design (DESIGN-SKETCH.md):
 
-    handler nursery       cancelled when the client disconnects (a task
-    │                     watches `receive()` for `http.disconnect`)
+    client scope          cancelled when the client disconnects (the front's
+    │                     `HangupWatch` reports it, or, where the server
+    │                     offers no `HANGUP_EXTENSION`, a task watches
+    │                     `receive()` for `http.disconnect`)
     └── request scope     deadline = queue timeout, then request timeout;
         │                 relay shutdown cancels it
         └── attempt scope one per dispatch (the lease); the worker's session
@@ -24,6 +26,7 @@ import logging
 import math
 import re
 import uuid
+from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 import attrs
@@ -53,7 +56,14 @@ if TYPE_CHECKING:
     Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
     Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
-__all__ = ["Proxy"]
+__all__ = ["HANGUP_EXTENSION", "Proxy"]
+
+HANGUP_EXTENSION = "modelrelay.hangup"
+"""ASGI scope extension a server may offer instead of ``http.disconnect`` watching.
+
+Its value is ``watch(on_hangup) -> unwatch``: the server calls ``on_hangup()``
+at most once, from another task, if the client leaves before ``unwatch()``.
+"""
 
 log = logging.getLogger("relay.http")
 
@@ -170,11 +180,22 @@ class Proxy:
         )
         self.relay.record_started(model, key_id)
         self.relay.inflight.add(call.tracked)
+        watch = (scope.get("extensions") or {}).get(HANGUP_EXTENSION)
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(_watch_disconnect, receive, nursery.cancel_scope, call.tracked)
-                await self._run(call, send)
-                nursery.cancel_scope.cancel()
+            if watch is None:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(
+                        _watch_disconnect, receive, nursery.cancel_scope, call.tracked
+                    )
+                    await self._run(call, send)
+                    nursery.cancel_scope.cancel()
+            else:
+                with trio.CancelScope() as client_scope:
+                    unwatch = watch(partial(_client_left, client_scope, call.tracked))
+                    try:
+                        await self._run(call, send)
+                    finally:
+                        unwatch()
         finally:
             self.relay.inflight.remove(call.tracked)
             self.relay.record_finished(call_summary(call, trio.current_time()))
@@ -430,13 +451,17 @@ def call_summary(call: _Call, now: float) -> dict[str, Any]:
     }
 
 
+def _client_left(scope: trio.CancelScope, tracked: Tracked) -> None:
+    if tracked.reason is None:
+        tracked.reason = wire.CancelReason.CLIENT_DISCONNECT
+    scope.cancel()
+
+
 async def _watch_disconnect(receive: Receive, scope: trio.CancelScope, tracked: Tracked) -> None:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            if tracked.reason is None:
-                tracked.reason = wire.CancelReason.CLIENT_DISCONNECT
-            scope.cancel()
+            _client_left(scope, tracked)
             return
 
 

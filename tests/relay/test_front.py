@@ -9,10 +9,14 @@ bodies, hand-off mid-connection) is exactly what they say.
 from __future__ import annotations
 
 import json
+import socket
+import struct
 from typing import TYPE_CHECKING
 
 import h11
+import pytest
 import trio
+import trio.testing
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
     CloseConnection,
@@ -24,6 +28,7 @@ from wsproto.events import (
 from wsproto.events import Request as WsRequest
 
 import wire
+from relay.front import HangupWatch
 from tests.relay.conftest import SECRET
 from tests.relay.fake_worker import connect_worker, next_ws_event, open_raw_ws
 
@@ -229,17 +234,86 @@ async def test_unparseable_head_is_answered_by_hypercorn(relay) -> None:
     await client.aclose()
 
 
-async def test_client_closing_its_socket_cancels_the_request(relay) -> None:
+@pytest.fixture(params=["epoll", "watcher task"])
+async def any_watch_relay(request, start_relay, monkeypatch) -> RunningRelay:
+    """A relay noticing hang-ups with its epoll set, or (as where there is no
+    epoll, and under Hypercorn) with a task per request watching ``receive()``."""
+    if request.param == "epoll" and not HangupWatch.available:
+        pytest.skip("no epoll on this platform: the watcher-task case covers it")
+    if request.param == "watcher task":
+        monkeypatch.setattr(HangupWatch, "available", False)
+    return await start_relay()  # type: ignore[no-any-return]
+
+
+def _reset(client: RawClient) -> None:
+    """Close with an RST instead of a FIN (SO_LINGER 0)."""
+    client.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client.stream.socket.close()
+
+
+@pytest.mark.parametrize("how", ["close", "reset", "shut_wr"])
+async def test_client_leaving_cancels_the_request(any_watch_relay, how) -> None:
+    relay = any_watch_relay
     async with connect_worker(relay.ws_url) as worker:
         client = await RawClient.open(relay)
         await client.send(_post())
         with trio.fail_after(5):
             request = await worker.recv_request()
-            await client.aclose()  # EOF while the relay waits for the worker
+            # The client leaves while the relay waits for the worker.
+            if how == "close":
+                await client.aclose()
+            elif how == "reset":
+                _reset(client)
+            else:  # a half-close counts as leaving (STACK-NOTES trap 3)
+                await client.stream.send_eof()
             cancel = await worker.recv()
         assert isinstance(cancel, wire.Cancel)
         assert cancel.request_id == request.request_id
         assert cancel.reason == wire.CancelReason.CLIENT_DISCONNECT
+        assert relay.server.relay.inflight.active == {}
+        await client.aclose()
+
+
+async def test_a_client_gone_while_queued_is_never_dispatched(any_watch_relay, nursery) -> None:
+    relay = any_watch_relay
+    async with connect_worker(relay.ws_url) as worker:  # one slot
+        holder = await RawClient.open(relay)
+        await holder.send(_post())
+        queued = await RawClient.open(relay)
+        with trio.fail_after(5):
+            held = await worker.recv_request()
+            await queued.send(_post())
+            # In-process relay: once every task is blocked, the request waits in the queue.
+            await trio.testing.wait_all_tasks_blocked(cushion=0.01)
+            assert len(relay.hub.queue) == 1
+            await queued.aclose()  # leaves while waiting for the busy worker
+            await trio.testing.wait_all_tasks_blocked(cushion=0.01)
+            assert len(relay.hub.queue) == 0
+            await worker.reply(held, json.dumps({"n": 1}))
+            head, _ = await holder.response()
+            assert head.status_code == 200
+            # Had the gone client's request been dispatched, it would still be
+            # in flight, waiting for the worker's answer.
+            await relay.server.relay.inflight.wait_idle()
+        await holder.aclose()
+
+
+async def test_pipelined_bytes_while_waiting_are_not_a_hang_up(any_watch_relay, nursery) -> None:
+    """The next request arriving while the first waits must not cancel the first."""
+    relay = any_watch_relay
+    async with connect_worker(relay.ws_url) as worker:
+        client = await RawClient.open(relay)
+        with trio.fail_after(5):
+            await client.send(_post())
+            first = await worker.recv_request()
+            await client.send(_post())
+            await trio.sleep(0.05)  # time for a wrong cancel to arrive before the answer
+            await worker.reply(first, json.dumps({"n": 1}))
+            second = await worker.recv_request()  # not a Cancel
+            await worker.reply(second, json.dumps({"n": 2}))
+            answers = [await client.response(), await client.response()]
+        assert [json.loads(body) for _, body in answers] == [{"n": 1}, {"n": 2}]
+        await client.aclose()
 
 
 async def test_drain_closes_idle_keep_alive_connections(relay, nursery) -> None:
@@ -478,3 +552,24 @@ async def test_an_unfinished_head_past_16_kib_is_refused_without_harm(relay) -> 
         head, _ = await second.response()
     assert head.status_code == 400
     await second.aclose()
+
+
+@pytest.mark.skipif(not HangupWatch.available, reason="no epoll on this platform")
+async def test_hangup_watch_calls_back_once_and_never_after_unwatch(nursery) -> None:
+    watch = HangupWatch()
+    nursery.start_soon(watch.run)
+    calls: list[str] = []
+    pairs = [trio.socket.socketpair() for _ in range(3)]
+    (kept, kept_peer), (left, left_peer), (unwatched, unwatched_peer) = pairs
+    watch.watch(kept.fileno(), lambda: calls.append("kept"))
+    watch.watch(left.fileno(), lambda: calls.append("left"))
+    stop = watch.watch(unwatched.fileno(), lambda: calls.append("unwatched"))
+    stop()
+    await kept_peer.send(b"bytes are not a hang-up")
+    left_peer.close()
+    unwatched_peer.close()
+    await trio.testing.wait_all_tasks_blocked(cushion=0.01)
+    assert calls == ["left"]
+    for sock in (kept, kept_peer, left, unwatched):
+        sock.close()
+    nursery.cancel_scope.cancel()
