@@ -20,7 +20,7 @@ import json
 import logging
 import math
 import time
-from collections import Counter
+from collections import Counter, deque
 from typing import TYPE_CHECKING, Protocol
 
 import attrs
@@ -123,14 +123,13 @@ class Lease:
     complete: wire.ResponseComplete | None = None
     buffered: int = 0
     total: int = 0
-    _tx: trio.MemorySendChannel[Item] = attrs.field(init=False)
-    _rx: trio.MemoryReceiveChannel[Item] = attrs.field(init=False)
-
-    def __attrs_post_init__(self) -> None:
-        # Unbounded in items, bounded in bytes by feed(): the reader must
-        # never block on one slow client (WebSocket has no per-stream flow
-        # control), so overflow ends this request instead.
-        self._tx, self._rx = trio.open_memory_channel[Item](math.inf)
+    # Unbounded in items, bounded in bytes by feed(): the reader must never
+    # block on one slow client (WebSocket has no per-stream flow control), so
+    # overflow ends this request instead. One reader, one waiter: a deque and
+    # the parked task, not a memory channel (a channel pair per request, and a
+    # scheduler trip on every receive that finds items waiting).
+    _items: deque[Item] = attrs.field(factory=deque, init=False)
+    _waiter: trio.lowlevel.Task | None = attrs.field(default=None, init=False)
 
     # -- worker side (the session's reader task; never blocks) --
 
@@ -143,13 +142,20 @@ class Lease:
         elif self.buffered > self.max_buffered:
             self._end(LeaseEnd.SLOW_CLIENT, "client too slow")
         else:
-            self._tx.send_nowait(chunk)
+            self._put(chunk)
 
     def finish(self, message: wire.ResponseComplete) -> None:
         self.complete = message
         if message.body:
             self.total += len(message.body)
-        self._tx.send_nowait(message)
+        self._put(message)
+
+    def _put(self, item: Item) -> None:
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            trio.lowlevel.reschedule(waiter)
 
     def lose(self) -> None:
         self.ended = LeaseEnd.WORKER_LOST
@@ -166,16 +172,23 @@ class Lease:
         """Everything that has arrived: wait for one item, take all waiting.
 
         Coalescing here turns many small chunks into one client write when
-        the client falls behind, and costs nothing when it keeps up.
+        the client falls behind, and costs nothing when it keeps up. Items
+        already waiting are taken without a trip through the scheduler; the
+        next call finds none (only another task adds them) and waits.
         """
-        batch = [await self._rx.receive()]
-        while True:
-            try:
-                batch.append(self._rx.receive_nowait())
-            except trio.WouldBlock:
-                break
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if not self._items:
+            self._waiter = trio.lowlevel.current_task()
+
+            def abort(_: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
+                self._waiter = None
+                return trio.lowlevel.Abort.SUCCEEDED
+
+            await trio.lowlevel.wait_task_rescheduled(abort)
+        batch = list(self._items)
+        self._items.clear()
         for item in batch:
-            if isinstance(item, str):
+            if type(item) is str:
                 self.buffered -= len(item)
         return batch
 
