@@ -206,6 +206,8 @@ async def _fail(
 
 
 def _log_finished(job: Job, meter: _Meter) -> None:
+    if not log.isEnabledFor(logging.INFO if meter.completed else logging.WARNING):
+        return  # e.g. --log-level warning: not even the fields are built
     request = job.request
     fields = {
         "model": request.model,
@@ -559,7 +561,7 @@ async def _whole(
     meter.status = response.status_code
     if decoder is None:
         body = buffered.decode("utf-8", errors="replace")
-        counts = counts_from_body(buffered) if response.is_success else None
+        counts = counts_from_body(body) if response.is_success else None
         await _send_whole(
             request, outbox, meter, response.status_code, response.headers, body, counts
         )
