@@ -13,7 +13,7 @@ generating.
 
 import math
 from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Protocol
 
 import attrs
@@ -163,11 +163,10 @@ class Backend:
         """The full URL of `path` on the backend."""
         return self.base_url + path
 
-    @asynccontextmanager
-    async def post(
+    def post(
         self, path: str, body: bytes, headers: Mapping[str, str]
-    ) -> AsyncIterator[BackendResponse]:
-        """POST `body` to `path` and yield the response with its body still unread.
+    ) -> AbstractAsyncContextManager[BackendResponse]:
+        """POST `body` to `path`; the context yields the response with its body still unread.
 
         The agent's credential replaces any ``authorization`` in `headers`.
 
@@ -176,21 +175,25 @@ class Backend:
             body: Request body, sent as is.
             headers: Request headers (already filtered by the caller).
 
-        Yields:
-            The open response; leaving the block closes it (or, when its body
-            was read to the end, returns its connection to the pool).
-
-        Raises:
-            BackendError: The backend could not be reached or broke the exchange.
+        Returns:
+            An async context manager yielding the open response; leaving it
+            closes the response (or, when its body was read to the end,
+            returns its connection to the pool). It raises `BackendError`
+            when the backend could not be reached or broke the exchange.
         """
         url = self.url(path)
         sent = dict(headers)
         if self.api_key:
             sent["authorization"] = f"Bearer {self.api_key}"
         if self._pool is not None:
-            async with self._pool.post(path, body, sent, url=url) as response:
-                yield response
-            return
+            # The pool's own context, not one wrapped in another (once per request).
+            return self._pool.post(path, body, sent, url=url)
+        return self._post_httpx(url, body, sent)
+
+    @asynccontextmanager
+    async def _post_httpx(
+        self, url: str, body: bytes, sent: dict[str, str]
+    ) -> AsyncIterator[BackendResponse]:
         try:
             self._posts += 1
             client = self._clients[self._posts % len(self._clients)]
