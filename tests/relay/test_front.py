@@ -307,7 +307,8 @@ async def test_pipelined_bytes_while_waiting_are_not_a_hang_up(any_watch_relay, 
             await client.send(_post())
             first = await worker.recv_request()
             await client.send(_post())
-            await trio.sleep(0.05)  # time for a wrong cancel to arrive before the answer
+            # In-process relay: once every task is blocked, a wrong cancel would be sent.
+            await trio.testing.wait_all_tasks_blocked(cushion=0.01)
             await worker.reply(first, json.dumps({"n": 1}))
             second = await worker.recv_request()  # not a Cancel
             await worker.reply(second, json.dumps({"n": 2}))

@@ -801,6 +801,7 @@ def test_fast_decoders_match_the_general_path(tag: str, data: st.DataObject) -> 
         ("response_complete", "headers", "content-type", None),
         ("response_complete", "", "token_counts", None),
         ("response_complete", "", "token_counts", "3"),
+        ("response_complete", "", "token_counts", {}),
         ("response_complete", "token_counts", "prompt_tokens", 2**32 - 1),
         ("response_complete", "token_counts", "prompt_tokens", 2**32),
         ("response_complete", "token_counts", "total_tokens", -1),
