@@ -36,7 +36,6 @@ carry the URL without credentials.
 """
 
 import base64
-import os
 import re
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -49,6 +48,7 @@ import trio
 
 from agent.config import redact_url
 from agent.errors import BackendBroken, BackendUnreachable
+from agent.sockio import send_all
 
 __all__ = [
     "DROPPED_RESPONSE_HEADERS",
@@ -166,30 +166,6 @@ class _PastTheAnswer(Exception):
 # What a dead or misbehaving peer raises while we read or write. trio's
 # SocketStream turns socket errors into BrokenResourceError.
 _BROKEN = (trio.BrokenResourceError, trio.ClosedResourceError, _BadAnswer)
-# os.write() works on a socket's descriptor on POSIX, not on Windows.
-_DIRECT_IO = os.name == "posix"
-
-
-async def _send_all(stream: trio.SocketStream, data: bytes) -> None:
-    """`stream.send_all`, minus a trip through trio's scheduler when the kernel takes it all.
-
-    trio yields to its run loop even for a send that completes at once (one
-    more loop iteration and ``epoll_wait`` per request); a request head and
-    small body almost always fit the socket buffer. What the kernel does not
-    take goes through ``send_all``. Each connection has one writer (its
-    exchange), so nothing can interleave. relay/front.py does the same.
-    """
-    if _DIRECT_IO:
-        try:
-            sent = os.write(stream.socket.fileno(), data)
-        except BlockingIOError:
-            sent = 0
-        except OSError as exc:  # EPIPE, ECONNRESET: as send_all would say
-            raise trio.BrokenResourceError(str(exc)) from exc
-        if sent == len(data):
-            return
-        data = data[sent:]
-    await stream.send_all(data)
 
 
 def _broken(exc: Exception, url: str) -> BackendBroken:
@@ -629,7 +605,7 @@ class HttpPool:
         answer = _Answer.start()
         received = 0  # bytes of the answer so far: once one arrived, never send again
         try:
-            await _send_all(conn.stream, request)
+            await send_all(conn.stream, request)
             while not answer.head_done:
                 data = await conn.stream.receive_some(_READ_SIZE)
                 if not data:

@@ -17,7 +17,6 @@ at once, wrapped in TLS for ``wss://``.
 """
 
 import email.utils
-import os
 import ssl
 import time
 import urllib.parse
@@ -37,14 +36,13 @@ from agent.errors import (
     SessionError,
     VersionRejected,
 )
+from agent.sockio import read_now, send_all
 from wire import DEFAULT_MAX_RECEIVE_FRAME_BYTES
 
 __all__ = ["Transport", "WebSocketTransport", "closed_error", "open_relay_transport"]
 
 _AUTH_STATUSES = frozenset({401, 403, 429})
 _RECEIVE_BUFFER = 64 * 1024
-# os.write()/os.read() work on a socket's descriptor on POSIX, not on Windows.
-_DIRECT_IO = os.name == "posix"
 # Reads served straight from the kernel in a row before one goes through
 # trio (a checkpoint), so that a peer sending without pause cannot keep the
 # reader from ever yielding.
@@ -173,27 +171,12 @@ class _DirectStream(trio.abc.HalfCloseableStream):
         self._direct_reads = 0
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        if _DIRECT_IO:
-            try:
-                sent = os.write(self.socket.fileno(), data)
-            except BlockingIOError:
-                sent = 0
-            except OSError as exc:  # EPIPE, ECONNRESET, EBADF: as send_all would say
-                raise trio.BrokenResourceError(str(exc)) from exc
-            if sent == len(data):
-                return
-            data = memoryview(data)[sent:]
-        await self._stream.send_all(data)
+        await send_all(self._stream, data)
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        if _DIRECT_IO and self._direct_reads < _DIRECT_READS:
-            try:
-                data = os.read(self.socket.fileno(), max_bytes or _RECEIVE_BUFFER)
-            except BlockingIOError:
-                pass
-            except OSError as exc:  # ECONNRESET, EBADF: as receive_some would say
-                raise trio.BrokenResourceError(str(exc)) from exc
-            else:
+        if self._direct_reads < _DIRECT_READS:
+            data = read_now(self._stream, max_bytes or _RECEIVE_BUFFER)
+            if data is not None:
                 self._direct_reads += 1
                 return data
         self._direct_reads = 0

@@ -13,6 +13,7 @@ import trio.testing
 import trio_websocket
 
 from agent.errors import AuthRefused, RelayClosed, RelayUnreachable, VersionRejected
+from agent.sockio import DIRECT_IO
 from agent.transport import _DIRECT_READS, _DirectStream, closed_error, open_relay_transport
 from tests.agent.fakes import fast_config
 
@@ -165,6 +166,7 @@ async def test_wss_refuses_a_certificate_nobody_trusts(
 # --- the direct stream ---------------------------------------------------------
 
 
+@pytest.mark.skipif(not DIRECT_IO, reason="no direct socket I/O on this platform")
 async def test_direct_reads_still_yield_to_other_tasks() -> None:
     """Reads the kernel serves at once skip trio, but not forever: a peer that
     never pauses cannot keep the reader from checkpointing."""

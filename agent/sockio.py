@@ -1,0 +1,59 @@
+"""Socket writes and reads that skip trio's scheduler trip when the kernel can act at once.
+
+trio yields to its run loop after every socket operation, also one that
+completed without waiting (a checkpoint: one more loop iteration, one more
+``epoll_wait``). On the agent's hot path (a request to the backend, a frame
+to the relay) the kernel almost always takes or has the bytes at once, so
+these try the non-blocking descriptor directly and go through trio only for
+what it could not do. relay/front.py does the same on the relay's side (the
+two daemons are deployed apart, and `wire` does no I/O).
+"""
+
+import os
+
+import trio
+
+__all__ = ["DIRECT_IO", "read_now", "send_all"]
+
+DIRECT_IO = os.name == "posix"
+"""os.write()/os.read() work on a socket's descriptor on POSIX, not on Windows."""
+
+
+async def send_all(stream: trio.SocketStream, data: bytes | bytearray | memoryview) -> None:
+    """`stream.send_all`, without the scheduler trip when the kernel takes every byte.
+
+    The caller must be the socket's only writer (one task, or under a lock):
+    nothing else may interleave with the direct write.
+
+    Raises:
+        trio.BrokenResourceError: The peer is gone (EPIPE, ECONNRESET, EBADF).
+    """
+    if DIRECT_IO:
+        try:
+            sent = os.write(stream.socket.fileno(), data)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:  # EPIPE, ECONNRESET, EBADF: as send_all would say
+            raise trio.BrokenResourceError(str(exc)) from exc
+        if sent == len(data):
+            return
+        data = memoryview(data)[sent:]
+    await stream.send_all(data)
+
+
+def read_now(stream: trio.SocketStream, max_bytes: int) -> bytes | None:
+    """Bytes already waiting in the socket (``b""`` at EOF), or None when none are.
+
+    Never blocks and never yields; the caller decides when to wait through trio.
+
+    Raises:
+        trio.BrokenResourceError: The peer reset the connection, or the socket is closed.
+    """
+    if not DIRECT_IO:
+        return None
+    try:
+        return os.read(stream.socket.fileno(), max_bytes)
+    except BlockingIOError:
+        return None
+    except OSError as exc:  # ECONNRESET, EBADF: as receive_some would say
+        raise trio.BrokenResourceError(str(exc)) from exc
