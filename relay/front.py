@@ -60,7 +60,8 @@ from hypercorn.typing import ConnectionState
 from hypercorn.utils import parse_socket_addr, repr_socket_addr, wrap_app
 
 from relay import wsframes
-from relay.http_api import HANGUP_EXTENSION
+from relay.http_api import HANGUP_EXTENSION, SEND_NOW_EXTENSION
+from relay.worker_hub import Sent
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, MutableMapping
@@ -305,6 +306,7 @@ class _Exchange:
         self._body_done = False
         self._continued = False  # 100 Continue sent
         self._head: MutableMapping[str, Any] | None = None
+        self._backlog = b""  # what a `send_now` could not write; goes out first
 
     async def receive(self) -> dict[str, Any]:
         if self.gone:
@@ -365,6 +367,9 @@ class _Exchange:
         if self._head is not None:
             head, self._head = self._head, None
             out = self._start(int(head["status"]), head.get("headers", ()), body, more)
+        if self._backlog:
+            out += self._backlog
+            self._backlog = b""
         if self._no_body:
             body = b""
         if self._chunked:
@@ -378,6 +383,35 @@ class _Exchange:
             self.done = True
         if out:
             await self._write(out)
+
+    def send_now(self, body: bytes) -> Sent:
+        """One more piece of a started stream, written now if the socket takes it.
+
+        Called from another task (the worker's reader) while the request's
+        task waits, so it never blocks and never yields: what the kernel
+        does not take of the framed piece stays in a backlog that the next
+        `send` writes first (`Sent.PART`; the caller must make that `send`
+        happen). `Sent.NONE` means nothing was written.
+        """
+        if (
+            not _DIRECT_IO
+            or self._backlog
+            or not self.started
+            or self.done
+            or self.gone
+            or self._no_body
+            or self._head is not None
+        ):
+            return Sent.NONE
+        data = b"%x\r\n%b\r\n" % (len(body), body) if self._chunked else body
+        try:
+            sent = os.write(self.stream.socket.fileno(), data)
+        except OSError:  # full (EAGAIN), or gone: the usual send finds out which
+            return Sent.NONE
+        if sent == len(data):
+            return Sent.ALL
+        self._backlog = data[sent:]
+        return Sent.PART
 
     def _start(
         self, status: int, headers: Iterable[tuple[bytes, bytes]], body: bytes, more: bool
@@ -679,6 +713,7 @@ class Front:
             if _asks_to_close(event):
                 exchange.keep_alive = False
             scope = _scope(event, client, server)
+            scope["extensions"][SEND_NOW_EXTENSION] = exchange.send_now
             if self.hangups is not None:
                 scope["extensions"][HANGUP_EXTENSION] = partial(self.hangups.watch, sock.fileno())
             await self.app.proxy_request(scope, exchange.receive, exchange.send)

@@ -27,7 +27,7 @@ import math
 import re
 import uuid
 from functools import partial
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
@@ -44,7 +44,7 @@ from relay.errors import (
     UpstreamError,
 )
 from relay.inflight import Tracked
-from relay.worker_hub import LeaseEnd, Ticket
+from relay.worker_hub import LeaseEnd, Sent, Ticket
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, MutableMapping
@@ -56,7 +56,12 @@ if TYPE_CHECKING:
     Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
     Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
-__all__ = ["HANGUP_EXTENSION", "Proxy"]
+__all__ = ["HANGUP_EXTENSION", "SEND_NOW_EXTENSION", "Proxy"]
+
+SEND_NOW_EXTENSION = "modelrelay.send_now"
+"""ASGI scope extension: ``send_now(body) -> Sent`` writes one more piece of a
+started streamed response at once, without blocking, if the socket takes it
+(`relay.worker_hub.Sent`); the proxy lets a lease use it for lone chunks."""
 
 HANGUP_EXTENSION = "modelrelay.hangup"
 """ASGI scope extension a server may offer instead of ``http.disconnect`` watching.
@@ -113,6 +118,7 @@ class _Call:
     key_id: str | None = None  # the client API key's id, never the key
     error: str | None = None  # code of the error the relay answered with
     completed: bool = False  # the last byte of the response was handed to the server
+    send_now: Callable[[bytes], Sent] | None = None  # the server's SEND_NOW_EXTENSION
 
 
 class Proxy:
@@ -180,7 +186,9 @@ class Proxy:
         )
         self.relay.record_started(model, key_id)
         self.relay.inflight.add(call.tracked)
-        watch = (scope.get("extensions") or {}).get(HANGUP_EXTENSION)
+        extensions = scope.get("extensions") or {}
+        call.send_now = extensions.get(SEND_NOW_EXTENSION)
+        watch = extensions.get(HANGUP_EXTENSION)
         try:
             if watch is None:
                 async with trio.open_nursery() as nursery:
@@ -368,6 +376,11 @@ class Proxy:
         )
         call.started = True
         call.status = 200
+        send_now = call.send_now
+        if send_now is not None:
+            # From here a chunk that arrives while this task waits goes to the
+            # client from the worker's reader, if the socket takes it at once.
+            lease.direct = lambda chunk: send_now(chunk.encode())
         while True:
             last = items[-1]
             done = isinstance(last, wire.ResponseComplete)
@@ -375,8 +388,10 @@ class Proxy:
                 call.token_counts = last.token_counts
                 call.completed = True
                 items = items[:-1]
-            # After a complete nothing more arrives: every other item is a chunk.
-            chunks = cast("list[str]", items)
+            # After a complete nothing more arrives: every other item is a
+            # chunk, or FLUSH (a direct write went out in part: sending, even
+            # nothing, writes the rest first).
+            chunks = [item for item in items if type(item) is str]
             data = chunks[0] if len(chunks) == 1 else "".join(chunks)
             await send({"type": "http.response.body", "body": data.encode(), "more_body": not done})
             if done:

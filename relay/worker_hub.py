@@ -32,7 +32,7 @@ from relay.errors import QueueFull, Unavailable
 from relay.queue import PendingQueue
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
 
     from relay.config import RelayConfig
 
@@ -55,7 +55,24 @@ CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008
 CLOSE_INTERNAL = 1011
 
-Item = str | wire.ResponseComplete
+
+class Flush(enum.Enum):
+    """A lease item saying: a chunk went out only in part; write the rest now."""
+
+    FLUSH = "flush"
+
+
+FLUSH = Flush.FLUSH
+
+Item = str | wire.ResponseComplete | Flush
+
+
+class Sent(enum.Enum):
+    """What a direct write of one chunk did (see `Lease.direct`)."""
+
+    ALL = "all"  # the client's socket took all of it
+    PART = "part"  # the rest waits in the server's buffer for the next write
+    NONE = "none"  # nothing written: send it the usual way
 
 
 class TransportClosed(Exception):
@@ -130,6 +147,11 @@ class Lease:
     # scheduler trip on every receive that finds items waiting).
     _items: deque[Item] = attrs.field(factory=deque, init=False)
     _waiter: trio.lowlevel.Task | None = attrs.field(default=None, init=False)
+    # Set by the request task once its stream has started: writes one chunk
+    # to the client's socket now, if the kernel takes it (never blocks). Used
+    # only while that task waits here with nothing queued, so a lone chunk
+    # costs the relay one wake-up (this reader's) instead of two.
+    direct: Callable[[str], Sent] | None = attrs.field(default=None, init=False)
 
     # -- worker side (the session's reader task; never blocks) --
 
@@ -141,6 +163,14 @@ class Lease:
             self._end(LeaseEnd.TOO_LARGE, "response exceeds --max-response-bytes")
         elif self.buffered > self.max_buffered:
             self._end(LeaseEnd.SLOW_CLIENT, "client too slow")
+        elif self._waiter is not None and self.direct is not None and not self._items:
+            sent = self.direct(chunk)
+            if sent is Sent.NONE:
+                self._put(chunk)
+                return
+            self.buffered -= size
+            if sent is Sent.PART:
+                self._put(FLUSH)  # the request task writes the rest
         else:
             self._put(chunk)
 

@@ -28,7 +28,8 @@ from wsproto.events import (
 from wsproto.events import Request as WsRequest
 
 import wire
-from relay.front import HangupWatch
+from relay.front import HangupWatch, _Exchange
+from relay.worker_hub import Sent
 from tests.relay.conftest import SECRET
 from tests.relay.fake_worker import connect_worker, next_ws_event, open_raw_ws
 
@@ -574,3 +575,51 @@ async def test_hangup_watch_calls_back_once_and_never_after_unwatch(nursery) -> 
     for sock in (kept, kept_peer, left, unwatched):
         sock.close()
     nursery.cancel_scope.cancel()
+
+
+async def test_send_now_writes_what_the_socket_takes_and_the_rest_goes_first_after(
+    nursery,
+) -> None:
+    """A stream's piece written from another task: partly, when the socket is
+    full; the next send writes the rest first, so the client sees one intact
+    stream in order."""
+    ours, theirs = trio.socket.socketpair()
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    conn = h11.Connection(h11.SERVER)
+    conn.receive_data(b"POST /v1/x HTTP/1.1\r\nhost: r\r\ncontent-length: 0\r\n\r\n")
+    assert type(conn.next_event()) is h11.Request
+    exchange = _Exchange(trio.SocketStream(ours), conn, b"today")
+    assert exchange.send_now(b"early") is Sent.NONE  # no response started yet
+    await exchange.send({"type": "http.response.start", "status": 200, "headers": []})
+    await exchange.send({"type": "http.response.body", "body": b"a", "more_body": True})
+    big = b"x" * 200_000  # more than the socket buffers take at once
+    assert exchange.send_now(big) is Sent.PART
+    assert exchange.send_now(b"y") is Sent.NONE  # never past the unwritten rest
+
+    received = bytearray()
+
+    async def client() -> None:
+        while chunk := await theirs.recv(65536):
+            received.extend(chunk)
+
+    nursery.start_soon(client)
+    await exchange.send({"type": "http.response.body", "body": b"", "more_body": True})
+    await trio.testing.wait_all_tasks_blocked()  # the client has read it all
+    assert exchange.send_now(b"b") is Sent.ALL
+    await exchange.send({"type": "http.response.body", "body": b"c", "more_body": False})
+    assert exchange.send_now(b"late") is Sent.NONE  # the response is done
+    ours.close()
+    await trio.testing.wait_all_tasks_blocked()
+    parser = h11.Connection(h11.CLIENT)
+    parser.send(h11.Request(method="POST", target="/", headers=[("host", "r")]))
+    parser.send(h11.EndOfMessage())
+    parser.receive_data(bytes(received))
+    head = parser.next_event()
+    assert isinstance(head, h11.Response)
+    assert head.status_code == 200
+    body = b""
+    while isinstance(event := parser.next_event(), h11.Data):
+        body += event.data
+    assert isinstance(event, h11.EndOfMessage)
+    assert body == b"a" + big + b"b" + b"c"
+    theirs.close()

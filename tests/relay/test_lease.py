@@ -7,7 +7,7 @@ import trio
 import trio.testing
 
 import wire
-from relay.worker_hub import Lease
+from relay.worker_hub import FLUSH, Lease, Sent
 
 
 def _lease() -> Lease:
@@ -58,3 +58,73 @@ async def test_receive_is_a_cancellation_point_even_with_items_waiting() -> None
         await lease.receive()
         pytest.fail("a cancelled receive must raise")
     assert await lease.receive() == ["x"]
+
+
+class _Client:
+    """What `Lease.direct` would write to: records pieces, answers as told."""
+
+    def __init__(self, answer: Sent) -> None:
+        self.answer = answer
+        self.written: list[str] = []
+
+    def __call__(self, chunk: str) -> Sent:
+        if self.answer is not Sent.NONE:
+            self.written.append(chunk)
+        return self.answer
+
+
+async def _parked(lease: Lease, nursery: trio.Nursery, got: list[object]) -> None:
+    async def request_task() -> None:
+        got.extend(await lease.receive())
+
+    nursery.start_soon(request_task)
+    await trio.testing.wait_all_tasks_blocked()
+
+
+async def test_a_lone_chunk_goes_straight_to_the_client_and_the_task_sleeps_on(nursery) -> None:
+    lease = _lease()
+    lease.direct = client = _Client(Sent.ALL)
+    got: list[object] = []
+    await _parked(lease, nursery, got)
+    lease.feed("a")
+    lease.feed("b")
+    await trio.testing.wait_all_tasks_blocked()
+    assert client.written == ["a", "b"]
+    assert got == []  # not woken: nothing for it to do
+    assert lease.buffered == 0
+    done = wire.ResponseComplete("r1", 200)
+    lease.finish(done)  # the end always goes through the request task
+    await trio.testing.wait_all_tasks_blocked()
+    assert got == [done]
+
+
+async def test_a_chunk_written_in_part_wakes_the_task_to_write_the_rest(nursery) -> None:
+    lease = _lease()
+    lease.direct = client = _Client(Sent.PART)
+    got: list[object] = []
+    await _parked(lease, nursery, got)
+    lease.feed("abc")
+    await trio.testing.wait_all_tasks_blocked()
+    assert client.written == ["abc"]
+    assert got == [FLUSH]
+    assert lease.buffered == 0
+
+
+async def test_a_chunk_the_socket_refuses_is_queued_as_always(nursery) -> None:
+    lease = _lease()
+    lease.direct = _Client(Sent.NONE)
+    got: list[object] = []
+    await _parked(lease, nursery, got)
+    lease.feed("abc")
+    await trio.testing.wait_all_tasks_blocked()
+    assert got == ["abc"]
+    assert lease.buffered == 0
+
+
+async def test_no_direct_write_past_a_queued_item_or_without_a_waiting_task() -> None:
+    lease = _lease()
+    lease.direct = client = _Client(Sent.ALL)
+    lease.feed("first")  # nobody waits: queued
+    lease.feed("second")  # behind a queued item: queued, order kept
+    assert client.written == []
+    assert await lease.receive() == ["first", "second"]
