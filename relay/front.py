@@ -85,6 +85,8 @@ _ASGI = {"version": "3.0", "spec_version": "2.3"}
 _BROKEN = (trio.BrokenResourceError, trio.ClosedResourceError)
 # os.write()/os.read() work on a socket's descriptor on POSIX, not on Windows.
 _DIRECT_IO = os.name == "posix"
+# Reads from an agent served straight from the kernel in a row before one checkpoint.
+_DIRECT_READS = 16
 _WORKER_TARGET = b"/v1/worker/connect"
 # Response header names are tokens (RFC 9110 5.6.2); values never carry CR, LF or NUL.
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+")
@@ -191,21 +193,43 @@ async def _send_all(stream: trio.SocketStream, data: bytes) -> None:
     await stream.send_all(data)
 
 
+def _read_now(stream: trio.SocketStream) -> bytes | None:
+    """Bytes already waiting in the socket (``b""`` at EOF), or None; never yields."""
+    if not _DIRECT_IO:
+        return None
+    try:
+        return os.read(stream.socket.fileno(), _MAX_RECV)
+    except BlockingIOError:
+        return None
+    except OSError as exc:  # ECONNRESET, EBADF: as receive_some would say
+        raise trio.BrokenResourceError(str(exc)) from exc
+
+
+async def _read_when_ready(stream: trio.SocketStream) -> bytes:
+    """Wait until the socket is readable, then read (a checkpoint, like `receive_some`).
+
+    After `_read_now` found nothing, `receive_some` would try the read again
+    before waiting: one failing syscall and a context manager per wait.
+    """
+    if _DIRECT_IO:
+        await trio.lowlevel.wait_readable(stream.socket.fileno())
+        data = _read_now(stream)
+        if data is not None:
+            return data
+    return await stream.receive_some(_MAX_RECV)
+
+
 async def _receive_some(stream: trio.SocketStream) -> bytes:
     """`stream.receive_some`, minus the scheduler trip when bytes are already waiting.
 
     A keep-alive client often has its next request in the socket by the time
     the previous one is logged; trio would still yield once before returning
-    it. Nothing waiting: the usual `receive_some`, which parks the task.
+    it. Nothing waiting: wait for the socket, which parks the task.
     """
-    if _DIRECT_IO:
-        try:
-            return os.read(stream.socket.fileno(), _MAX_RECV)
-        except BlockingIOError:
-            pass
-        except OSError as exc:  # ECONNRESET, EBADF: as receive_some would say
-            raise trio.BrokenResourceError(str(exc)) from exc
-    return await stream.receive_some(_MAX_RECV)
+    data = _read_now(stream)
+    if data is None:
+        data = await _read_when_ready(stream)
+    return data
 
 
 def _head_lines(status: int, headers: Iterable[tuple[bytes, bytes]], date: bytes) -> list[bytes]:
@@ -508,6 +532,7 @@ class _WebSocketExchange:
         self._pending: list[wsframes.Message | wsframes.Ping | wsframes.Close] = []
         self._lock = trio.Lock()
         self._refusal: tuple[int, list[tuple[bytes, bytes]]] | None = None
+        self._direct_reads = 0  # reads in a row that did not checkpoint
 
     async def receive(self) -> dict[str, Any]:
         if not self.connected:
@@ -518,7 +543,7 @@ class _WebSocketExchange:
                 data, self._leftover = self._leftover, b""
                 if not data:
                     try:
-                        data = await self.stream.receive_some(_MAX_RECV)
+                        data = await self._read()
                     except _BROKEN:
                         data = b""
                     if not data:
@@ -575,6 +600,21 @@ class _WebSocketExchange:
         elif kind == "websocket.http.response.body" and self._refusal is not None:
             status, headers = self._refusal
             await self.refuse(status, headers, message.get("body", b""))
+
+    async def _read(self) -> bytes:
+        """The next bytes from the agent: straight from the kernel when they are
+        waiting, but through a checkpoint at least every `_DIRECT_READS` reads,
+        so that an agent that never pauses cannot keep the loop from its other
+        tasks (the hub's reader does not otherwise yield between frames)."""
+        data = _read_now(self.stream)
+        if data is None:
+            self._direct_reads = 0
+            return await _read_when_ready(self.stream)
+        self._direct_reads += 1
+        if self._direct_reads >= _DIRECT_READS:
+            self._direct_reads = 0
+            await trio.lowlevel.checkpoint()
+        return data
 
     async def refuse(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         """Answer the upgrade with a plain HTTP response, and end the connection."""

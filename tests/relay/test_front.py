@@ -28,6 +28,7 @@ from wsproto.events import (
 from wsproto.events import Request as WsRequest
 
 import wire
+from relay import front as front_module
 from relay.front import HangupWatch, _Exchange
 from relay.worker_hub import Sent
 from tests.relay.conftest import SECRET
@@ -623,3 +624,22 @@ async def test_send_now_writes_what_the_socket_takes_and_the_rest_goes_first_aft
     assert isinstance(event, h11.EndOfMessage)
     assert body == b"a" + big + b"b" + b"c"
     theirs.close()
+
+
+@pytest.mark.skipif(not front_module._DIRECT_IO, reason="no direct socket I/O on this platform")
+async def test_an_agent_that_never_pauses_still_lets_the_relay_checkpoint() -> None:
+    """Frames already waiting are read straight from the kernel, but not forever."""
+    ours, theirs = trio.socket.socketpair()
+    with ours, theirs:
+        request = h11.Request(method="GET", target="/v1/worker/connect", headers=[("host", "r")])
+        exchange = front_module._WebSocketExchange(
+            trio.SocketStream(ours), request, b"", 1 << 20, b"today"
+        )
+        for _ in range(2):
+            for _ in range(front_module._DIRECT_READS - 1):
+                await theirs.send(b"frame")  # waiting before each read
+                with trio.testing.assert_no_checkpoints():
+                    assert await exchange._read() == b"frame"
+            await theirs.send(b"frame")
+            with trio.testing.assert_checkpoints():
+                assert await exchange._read() == b"frame"
