@@ -48,7 +48,7 @@ import trio
 
 from agent.config import redact_url
 from agent.errors import BackendBroken, BackendUnreachable
-from agent.sockio import send_all
+from agent.sockio import read_when_ready, send_all
 
 __all__ = [
     "DROPPED_RESPONSE_HEADERS",
@@ -363,7 +363,7 @@ class HttpPoolResponse:
                 if answer.complete:
                     self.complete = True
                     break
-                data = await self._stream.receive_some(_READ_SIZE)
+                data = await read_when_ready(self._stream, _READ_SIZE)
                 if data:
                     answer.feed(data)
                 elif answer.ends_with_close():
@@ -607,7 +607,7 @@ class HttpPool:
         try:
             await send_all(conn.stream, request)
             while not answer.head_done:
-                data = await conn.stream.receive_some(_READ_SIZE)
+                data = await read_when_ready(conn.stream, _READ_SIZE)
                 if not data:
                     if received:
                         raise _BadAnswer("it closed the connection in the middle of the head")

@@ -13,7 +13,7 @@ import os
 
 import trio
 
-__all__ = ["DIRECT_IO", "read_now", "send_all"]
+__all__ = ["DIRECT_IO", "read_now", "read_when_ready", "send_all"]
 
 DIRECT_IO = os.name == "posix"
 """os.write()/os.read() work on a socket's descriptor on POSIX, not on Windows."""
@@ -57,3 +57,20 @@ def read_now(stream: trio.SocketStream, max_bytes: int) -> bytes | None:
         return None
     except OSError as exc:  # ECONNRESET, EBADF: as receive_some would say
         raise trio.BrokenResourceError(str(exc)) from exc
+
+
+async def read_when_ready(stream: trio.SocketStream, max_bytes: int) -> bytes:
+    """Wait until the socket is readable, then read: `stream.receive_some` without
+    its first read, which fails whenever nothing is waiting yet (the usual case
+    for the next piece of a stream). Always a checkpoint.
+
+    Raises:
+        trio.BrokenResourceError: The peer reset the connection.
+        trio.ClosedResourceError: The socket was closed meanwhile.
+    """
+    if DIRECT_IO:
+        await trio.lowlevel.wait_readable(stream.socket.fileno())
+        data = read_now(stream, max_bytes)
+        if data is not None:
+            return data
+    return await stream.receive_some(max_bytes)

@@ -36,7 +36,7 @@ from agent.errors import (
     SessionError,
     VersionRejected,
 )
-from agent.sockio import read_now, send_all
+from agent.sockio import read_now, read_when_ready, send_all
 from wire import DEFAULT_MAX_RECEIVE_FRAME_BYTES
 
 __all__ = ["Transport", "WebSocketTransport", "closed_error", "open_relay_transport"]
@@ -180,7 +180,7 @@ class _DirectStream(trio.abc.HalfCloseableStream):
                 self._direct_reads += 1
                 return data
         self._direct_reads = 0
-        return await self._stream.receive_some(max_bytes)
+        return await read_when_ready(self._stream, max_bytes or _RECEIVE_BUFFER)
 
     async def wait_send_all_might_not_block(self) -> None:
         await self._stream.wait_send_all_might_not_block()
