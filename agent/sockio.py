@@ -69,7 +69,10 @@ async def read_when_ready(stream: trio.SocketStream, max_bytes: int) -> bytes:
         trio.ClosedResourceError: The socket was closed meanwhile.
     """
     if DIRECT_IO:
-        await trio.lowlevel.wait_readable(stream.socket.fileno())
+        fd = stream.socket.fileno()
+        if fd < 0:
+            raise trio.ClosedResourceError("the socket was closed")
+        await trio.lowlevel.wait_readable(fd)
         data = read_now(stream, max_bytes)
         if data is not None:
             return data

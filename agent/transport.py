@@ -161,8 +161,9 @@ class _DirectStream(trio.abc.HalfCloseableStream):
     was a trip per frame on top of trio-websocket's own. `send_all` tries a
     direct write on the non-blocking descriptor and hands what the kernel
     refused to `SocketStream.send_all`; `receive_some` tries a direct read
-    and otherwise waits as usual. trio-websocket serialises its writers with
-    a lock and reads from one task, which is what the direct calls need.
+    and otherwise waits for the socket and reads once (`agent.sockio`).
+    trio-websocket serialises its writers with a lock and reads from one
+    task, which is what the direct calls need.
     """
 
     def __init__(self, stream: trio.SocketStream) -> None:

@@ -212,7 +212,10 @@ async def _read_when_ready(stream: trio.SocketStream) -> bytes:
     before waiting: one failing syscall and a context manager per wait.
     """
     if _DIRECT_IO:
-        await trio.lowlevel.wait_readable(stream.socket.fileno())
+        fd = stream.socket.fileno()
+        if fd < 0:
+            raise trio.ClosedResourceError("the socket was closed")
+        await trio.lowlevel.wait_readable(fd)
         data = _read_now(stream)
         if data is not None:
             return data
