@@ -73,19 +73,23 @@ class _Client:
         return self.answer
 
 
-async def _parked(lease: Lease, nursery: trio.Nursery, got: list[object]) -> None:
+async def _parked(nursery: trio.Nursery, answer: Sent) -> tuple[Lease, _Client, list[object]]:
+    """A lease whose request task waits in `receive()`, its direct writes answered
+    with `answer`; the list fills with what that receive returns."""
+    lease = _lease()
+    lease.direct = client = _Client(answer)
+    got: list[object] = []
+
     async def request_task() -> None:
         got.extend(await lease.receive())
 
     nursery.start_soon(request_task)
     await trio.testing.wait_all_tasks_blocked()
+    return lease, client, got
 
 
 async def test_a_lone_chunk_goes_straight_to_the_client_and_the_task_sleeps_on(nursery) -> None:
-    lease = _lease()
-    lease.direct = client = _Client(Sent.ALL)
-    got: list[object] = []
-    await _parked(lease, nursery, got)
+    lease, client, got = await _parked(nursery, Sent.ALL)
     lease.feed("a")
     lease.feed("b")
     await trio.testing.wait_all_tasks_blocked()
@@ -99,10 +103,7 @@ async def test_a_lone_chunk_goes_straight_to_the_client_and_the_task_sleeps_on(n
 
 
 async def test_a_chunk_written_in_part_wakes_the_task_to_write_the_rest(nursery) -> None:
-    lease = _lease()
-    lease.direct = client = _Client(Sent.PART)
-    got: list[object] = []
-    await _parked(lease, nursery, got)
+    lease, client, got = await _parked(nursery, Sent.PART)
     lease.feed("abc")
     await trio.testing.wait_all_tasks_blocked()
     assert client.written == ["abc"]
@@ -111,12 +112,10 @@ async def test_a_chunk_written_in_part_wakes_the_task_to_write_the_rest(nursery)
 
 
 async def test_a_chunk_the_socket_refuses_is_queued_as_always(nursery) -> None:
-    lease = _lease()
-    lease.direct = _Client(Sent.NONE)
-    got: list[object] = []
-    await _parked(lease, nursery, got)
+    lease, client, got = await _parked(nursery, Sent.NONE)
     lease.feed("abc")
     await trio.testing.wait_all_tasks_blocked()
+    assert client.written == []
     assert got == ["abc"]
     assert lease.buffered == 0
 
