@@ -4,9 +4,9 @@ The hub owns the relay's view of its fleet: which worker serves which model,
 what each has in flight, and the queue of requests waiting for a slot. Each
 worker's session runs in the task of its WebSocket connection; it holds a
 lease per request it carries (request id -> the attempt's cancel scope and
-the channel its frames go to). When the session ends, for whatever reason,
-its `finally` cancels every lease: that is how a request learns its worker is
-gone. Nothing here polls a flag.
+the queue its frames go to, which wakes the request's task). When the
+session ends, for whatever reason, its `finally` cancels every lease: that
+is how a request learns its worker is gone. Nothing here polls a flag.
 
 The hub knows nothing of Quart or HTTP: it speaks to a worker through a
 `Transport` and to a request's task through `Ticket` and `Lease`.

@@ -154,6 +154,12 @@ async def post(pool: HttpPool, path: str = "/v1/chat/completions") -> bytes:
         return await response.read()
 
 
+async def not_kept(server: RawBackend, pool: HttpPool) -> None:
+    """The pool kept no idle connection, and the backend saw ours close."""
+    assert pool.statistics().idle == 0
+    await server.peers[0].eof.wait()
+
+
 # --- reuse ---------------------------------------------------------------------------------
 
 
@@ -264,8 +270,7 @@ async def test_connection_close_from_the_backend_is_not_reused(nursery: trio.Nur
     with trio.fail_after(5):
         assert await post(pool) == b"conn0"
         # Nothing says closed on the socket yet: the header alone decided.
-        assert pool.statistics().idle == 0
-        await server.peers[0].eof.wait()
+        await not_kept(server, pool)
         assert await post(pool) == b"conn1"
 
 
@@ -290,8 +295,7 @@ async def test_garbage_past_the_answer_is_not_reused(nursery: trio.Nursery, junk
     pool = pool_for(server)
     with trio.fail_after(5):
         assert await post(pool) == b"ok"  # the answer itself stands
-        assert pool.statistics().idle == 0
-        await server.peers[0].eof.wait()
+        await not_kept(server, pool)
         assert await post(pool) == b"conn1"
 
 
@@ -309,8 +313,7 @@ async def test_an_http_1_0_answer_is_not_reused_even_with_keep_alive(
     pool = pool_for(server)
     with trio.fail_after(5):
         assert await post(pool) == b"ok"
-        assert pool.statistics().idle == 0
-        await server.peers[0].eof.wait()
+        await not_kept(server, pool)
 
 
 @pytest.mark.parametrize("misdeed", ["close", "junk"])
