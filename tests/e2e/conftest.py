@@ -46,6 +46,15 @@ MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 LLAMA_MODEL = "smollm2"
 FAKE_MODEL = "fake-model"
 
+# llama.cpp samples (temperature 0.8) unless told otherwise, and a sampled
+# /v1/messages stream from it is sometimes malformed: no `message_start` when
+# the first token is part of an emoji (~3% of SmolLM2's answers to HI), or
+# `end_turn` where `ignore_eos` should have run to `max_tokens` (~3%); see
+# docs/backends.md. Tests that check what the model made decode greedily:
+# the same tokens every run. EXACT also makes it generate exactly max_tokens.
+GREEDY: dict[str, object] = {"temperature": 0}
+EXACT: dict[str, object] = {"ignore_eos": True, "temperature": 0}
+
 # Seconds one test may take. The live budget is generous on purpose: on a
 # shared, loaded 2-core box SmolLM2 slows from ~100 tokens/s to ~15 (one
 # thread) or ~2 (llama.cpp's default threads), and every test starts a relay

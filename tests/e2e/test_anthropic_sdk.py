@@ -16,7 +16,7 @@ import openai
 import pytest
 import trio
 
-from tests.e2e.conftest import FAKE_MODEL, FAKE_TIMEOUT, Stack, Target, open_stack
+from tests.e2e.conftest import FAKE_MODEL, FAKE_TIMEOUT, GREEDY, Stack, Target, open_stack
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -61,7 +61,9 @@ async def test_messages_stream(stack: Stack) -> None:
     with trio.fail_after(stack.timeout):
         async with (
             async_client(stack) as client,
-            client.messages.stream(model=stack.model, max_tokens=MAX_TOKENS, messages=HI) as stream,
+            client.messages.stream(
+                model=stack.model, max_tokens=MAX_TOKENS, messages=HI, extra_body=GREEDY
+            ) as stream,
         ):
             pieces = [text async for text in stream.text_stream]
             final = await stream.get_final_message()
@@ -202,6 +204,7 @@ async def test_claude_code_shaped_request_against_llama(llama_stack: Stack) -> N
     """llama.cpp's own /v1/messages takes the Claude Code shape, and the SDK parses it."""
     params = claude_code_request(llama_stack.model)
     params["max_tokens"] = 24
+    params["extra_body"] = GREEDY  # not Claude Code's temperature 1: see GREEDY
     with trio.fail_after(llama_stack.timeout):
         async with (
             async_client(llama_stack, default_headers={"anthropic-beta": BETAS}) as client,

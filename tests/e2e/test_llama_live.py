@@ -6,7 +6,7 @@ reason without them, fails on CI). The server is shared by the session
 
 ``ignore_eos`` (llama.cpp's own request field) makes the model generate exactly
 ``max_tokens``: that is how a test gets a long generation to cut short, or an
-exact token count to check.
+exact token count to check. Requests send it in `EXACT`, with greedy decoding.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import pytest
 import trio
 
 from tests.e2e.conftest import (
+    EXACT,
     LIVE_TIMEOUT,
     LlamaServer,
     LlamaServers,
@@ -83,7 +84,7 @@ async def test_chat_whole_and_streamed_with_max_tokens_and_usage_counted(
     with trio.fail_after(stack.timeout):
         async with openai_client(stack) as client:
             raw = await client.chat.completions.with_raw_response.create(
-                model=stack.model, messages=HI, max_tokens=6, extra_body={"ignore_eos": True}
+                model=stack.model, messages=HI, max_tokens=6, extra_body=EXACT
             )
             whole = raw.parse()
             streamed = await client.chat.completions.with_raw_response.create(
@@ -92,7 +93,7 @@ async def test_chat_whole_and_streamed_with_max_tokens_and_usage_counted(
                 max_tokens=7,
                 stream=True,
                 stream_options={"include_usage": True},
-                extra_body={"ignore_eos": True},
+                extra_body=EXACT,
             )
             stream = streamed.parse()
             async with stream:
@@ -140,7 +141,7 @@ async def test_completions_endpoint(llama_stack: Stack, stream: bool) -> None:
                     max_tokens=8,
                     stream=True,
                     stream_options={"include_usage": True},
-                    extra_body={"ignore_eos": True},
+                    extra_body=EXACT,
                 )
                 async with answer:
                     chunks = [chunk async for chunk in answer]
@@ -151,7 +152,7 @@ async def test_completions_endpoint(llama_stack: Stack, stream: bool) -> None:
                     model=stack.model,
                     prompt="Once upon a time",
                     max_tokens=8,
-                    extra_body={"ignore_eos": True},
+                    extra_body=EXACT,
                 )
                 text, usage = completion.choices[0].text, completion.usage
     assert text
@@ -165,11 +166,11 @@ async def test_messages_pass_through_to_llamas_native_endpoint(llama_stack: Stac
     with trio.fail_after(stack.timeout):
         async with anthropic_client(stack) as client:
             raw = await client.messages.with_raw_response.create(
-                model=stack.model, max_tokens=6, messages=HI, extra_body={"ignore_eos": True}
+                model=stack.model, max_tokens=6, messages=HI, extra_body=EXACT
             )
             whole = await raw.parse()
             async with client.messages.stream(
-                model=stack.model, max_tokens=5, messages=HI, extra_body={"ignore_eos": True}
+                model=stack.model, max_tokens=5, messages=HI, extra_body=EXACT
             ) as stream:
                 pieces = [text async for text in stream.text_stream]
                 streamed = await stream.get_final_message()
@@ -232,7 +233,7 @@ async def leave_mid_generation(
                 messages=STORY,
                 max_tokens=max_tokens,
                 stream=stream,
-                extra_body={"ignore_eos": True},
+                extra_body=EXACT,
             )
             if stream:
                 async with answer:
@@ -346,7 +347,7 @@ async def test_two_agents_with_their_own_llama_servers_share_a_burst(
 
         async def one(client: openai.AsyncOpenAI) -> None:
             raw = await client.chat.completions.with_raw_response.create(
-                model="smollm2", messages=HI, max_tokens=4, extra_body={"ignore_eos": True}
+                model="smollm2", messages=HI, max_tokens=4, extra_body=EXACT
             )
             statuses.append(raw.status_code)
 
