@@ -13,7 +13,8 @@ subclasses, and classifies the relay's refusals:
 trio-websocket runs the WebSocket (handshake, framing, close, its reader
 task) over a stream this module opens: `_DirectStream`, a TCP stream whose
 reads and writes skip trio's scheduler trip when the kernel can serve them
-at once, wrapped in TLS for ``wss://``.
+at once, wrapped in TLS for ``wss://``. Once it is open, `_skip_idle_trips`
+spares two more trips per frame inside trio-websocket itself.
 """
 
 import email.utils
@@ -193,6 +194,85 @@ class _DirectStream(trio.abc.HalfCloseableStream):
         await self._stream.aclose()
 
 
+class _EagerLock:
+    """trio-websocket's send lock (a `trio.StrictFIFOLock`) that takes a free lock at once.
+
+    trio's locks pass through the scheduler on every acquire, free or not:
+    one more run-loop trip per frame sent, for a lock that the session's one
+    writer almost always finds free (trio-websocket itself takes it only to
+    answer a ping or to close). A taken lock, or one with tasks queued for
+    it, is waited for as before, in FIFO order.
+    """
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock = trio.StrictFIFOLock()
+
+    async def __aenter__(self) -> None:
+        try:
+            self._lock.acquire_nowait()  # WouldBlock when held or when others queue
+        except trio.WouldBlock:
+            await self._lock.acquire()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._lock.release()
+
+    def locked(self) -> bool:
+        """Whether some task holds the lock."""
+        return self._lock.locked()
+
+
+class _EagerSendChannel:
+    """The send side of trio-websocket's message queue, handing a message over at once
+    when there is room (`trio.MemorySendChannel.send` passes through the scheduler even
+    then: one trip per frame received). A full queue still makes its reader wait."""
+
+    __slots__ = ("_channel",)
+
+    def __init__(self, channel: trio.MemorySendChannel[str | bytes]) -> None:
+        self._channel = channel
+
+    async def send(self, value: str | bytes) -> None:
+        try:
+            self._channel.send_nowait(value)
+        except trio.WouldBlock:
+            await self._channel.send(value)
+
+    async def aclose(self) -> None:
+        await self._channel.aclose()
+
+    async def __aenter__(self) -> "_EagerSendChannel":
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+def _skip_idle_trips(ws: trio_websocket.WebSocketConnection) -> bool:
+    """Give an open connection `_EagerLock` and `_EagerSendChannel`.
+
+    They replace private attributes of trio-websocket (pinned at 0.12.2;
+    tests/agent/test_transport.py fails if a release renames them). Called
+    right after the handshake, when neither is in use: the reader task is
+    parked on the stream and nothing is being sent.
+
+    Returns:
+        Whether both were replaced; a trio-websocket without them is left as it is.
+    """
+    lock = getattr(ws, "_stream_lock", None)
+    channel = getattr(ws, "_send_channel", None)
+    if not (
+        isinstance(lock, trio.StrictFIFOLock)
+        and not lock.locked()
+        and isinstance(channel, trio.MemorySendChannel)
+    ):
+        return False
+    ws._stream_lock = _EagerLock()  # type: ignore[assignment]  # same protocol: async with
+    ws._send_channel = _EagerSendChannel(channel)  # type: ignore[assignment]  # send, aclose
+    return True
+
+
 def _endpoint(url: str) -> tuple[str, int, str, str, bool]:
     """``(host, port, Host header, resource, tls)`` of a ``ws://`` or ``wss://`` URL."""
     parts = urllib.parse.urlsplit(url)
@@ -221,7 +301,7 @@ async def _connect(
                 stream, ssl.create_default_context(), server_hostname=host, https_compatible=True
             )
             await stream.do_handshake()
-        return await trio_websocket.wrap_client_stream(
+        ws = await trio_websocket.wrap_client_stream(
             nursery,
             # trio-websocket takes any trio stream; its annotation names the two it opens.
             cast("trio.SocketStream", stream),
@@ -234,6 +314,8 @@ async def _connect(
     except BaseException:
         await trio.aclose_forcefully(stream)
         raise
+    _skip_idle_trips(ws)
+    return ws
 
 
 @asynccontextmanager

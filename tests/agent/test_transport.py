@@ -14,7 +14,14 @@ import trio_websocket
 
 from agent.errors import AuthRefused, RelayClosed, RelayUnreachable, VersionRejected
 from agent.sockio import DIRECT_IO
-from agent.transport import _DIRECT_READS, _DirectStream, closed_error, open_relay_transport
+from agent.transport import (
+    _DIRECT_READS,
+    _DirectStream,
+    _EagerLock,
+    _EagerSendChannel,
+    closed_error,
+    open_relay_transport,
+)
 from tests.agent.fakes import fast_config
 
 
@@ -192,3 +199,119 @@ async def test_direct_stream_reports_a_closed_peer_as_broken() -> None:
     await stream.aclose()
     with pytest.raises(trio.BrokenResourceError):  # EBADF, as a closed socket says
         await stream.receive_some(10)
+
+
+# --- trio-websocket without its idle scheduler trips ---------------------------
+
+
+async def _echo_server(nursery: trio.Nursery) -> str:
+    """A plain WebSocket server that echoes every message."""
+
+    async def handler(request: trio_websocket.WebSocketRequest) -> None:
+        ws = await request.accept()
+        try:
+            while True:
+                await ws.send_message(await ws.get_message())
+        except trio_websocket.ConnectionClosed:
+            pass
+
+    server = await nursery.start(
+        partial(trio_websocket.serve_websocket, handler, "127.0.0.1", 0, None)
+    )
+    return f"http://127.0.0.1:{server.port}"
+
+
+@pytest.mark.skipif(not DIRECT_IO, reason="no direct socket I/O on this platform")
+async def test_an_open_connection_sends_and_hands_over_without_a_trip(
+    nursery: trio.Nursery,
+) -> None:
+    """The pinned trio-websocket still has the two attributes replaced (a release
+    that renames them fails here), and a frame sent or received when nothing is
+    in the way passes through no checkpoint."""
+    config = fast_config(await _echo_server(nursery), "http://127.0.0.1:1")
+    with trio.fail_after(10):
+        async with open_relay_transport(config) as transport:
+            ws = transport._ws
+            assert isinstance(ws._stream_lock, _EagerLock)
+            assert isinstance(ws._send_channel, _EagerSendChannel)
+            with trio.testing.assert_no_checkpoints():
+                await transport.send("hello")
+            assert await transport.receive() == "hello"
+
+
+@pytest.mark.skipif(not DIRECT_IO, reason="no direct socket I/O on this platform")
+async def test_concurrent_senders_still_send_whole_frames_in_order(
+    nursery: trio.Nursery,
+) -> None:
+    """Big frames from several tasks at once: the lock is still taken in turn
+    (the kernel refuses part of each, so senders wait on it), and every frame
+    comes back whole and, per sender, in order."""
+    config = fast_config(await _echo_server(nursery), "http://127.0.0.1:1")
+    senders, per_sender, size = 4, 5, 300_000
+    with trio.fail_after(20):
+        async with open_relay_transport(config) as transport:
+
+            async def send_all(k: int) -> None:
+                for i in range(per_sender):
+                    await transport.send(f"{k}:{i}:" + "x" * size)
+
+            got: list[str] = []
+            async with trio.open_nursery() as inner:
+                for k in range(senders):
+                    inner.start_soon(send_all, k)
+                for _ in range(senders * per_sender):
+                    message = await transport.receive()
+                    assert isinstance(message, str)
+                    got.append(message)
+    by_sender: dict[int, list[int]] = {k: [] for k in range(senders)}
+    for message in got:
+        k, i, body = message.split(":", 2)
+        assert body == "x" * size
+        by_sender[int(k)].append(int(i))
+    assert by_sender == {k: list(range(per_sender)) for k in range(senders)}
+
+
+async def test_eager_lock_takes_a_free_lock_at_once_and_keeps_fifo_order() -> None:
+    lock = _EagerLock()
+    order: list[str] = []
+
+    async def take(name: str, task_status: trio.TaskStatus[None]) -> None:
+        task_status.started()
+        async with lock:
+            order.append(name)
+            await trio.lowlevel.checkpoint()  # hold it across a checkpoint
+
+    with trio.testing.assert_no_checkpoints():
+        await lock.__aenter__()
+    assert lock.locked()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(take, "b")
+        await nursery.start(take, "c")
+        await trio.testing.wait_all_tasks_blocked()
+        await lock.__aexit__(None, None, None)
+        # Free, but b and c are queued: a newcomer must wait its turn.
+        await nursery.start(take, "d")
+    assert order == ["b", "c", "d"]
+    assert not lock.locked()
+
+
+async def test_eager_send_channel_hands_over_at_once_and_waits_when_full() -> None:
+    send, receive = trio.open_memory_channel[str | bytes](1)
+    eager = _EagerSendChannel(send)
+    with trio.testing.assert_no_checkpoints():
+        await eager.send("first")  # room in the queue: no trip
+    sent_second = trio.Event()
+
+    async def second() -> None:
+        await eager.send("second")  # the queue is full: waits for the reader
+        sent_second.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(second)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not sent_second.is_set()
+        assert await receive.receive() == "first"
+        assert await receive.receive() == "second"
+    await eager.aclose()
+    with pytest.raises(trio.EndOfChannel):
+        await receive.receive()
