@@ -249,28 +249,24 @@ class _EagerSendChannel:
         await self.aclose()
 
 
-def _skip_idle_trips(ws: trio_websocket.WebSocketConnection) -> bool:
+def _skip_idle_trips(ws: trio_websocket.WebSocketConnection) -> None:
     """Give an open connection `_EagerLock` and `_EagerSendChannel`.
 
     They replace private attributes of trio-websocket (pinned at 0.12.2;
-    tests/agent/test_transport.py fails if a release renames them). Called
-    right after the handshake, when neither is in use: the reader task is
-    parked on the stream and nothing is being sent.
-
-    Returns:
-        Whether both were replaced; a trio-websocket without them is left as it is.
+    tests/agent/test_transport.py fails if a release renames them, and a
+    trio-websocket without them is left as it is). Called right after the
+    handshake, when neither is in use: the reader task is parked on the
+    stream and nothing is being sent.
     """
     lock = getattr(ws, "_stream_lock", None)
     channel = getattr(ws, "_send_channel", None)
-    if not (
+    if (
         isinstance(lock, trio.StrictFIFOLock)
         and not lock.locked()
         and isinstance(channel, trio.MemorySendChannel)
     ):
-        return False
-    ws._stream_lock = _EagerLock()  # type: ignore[assignment]  # same protocol: async with
-    ws._send_channel = _EagerSendChannel(channel)  # type: ignore[assignment]  # send, aclose
-    return True
+        ws._stream_lock = _EagerLock()  # type: ignore[assignment]  # same protocol: async with
+        ws._send_channel = _EagerSendChannel(channel)  # type: ignore[assignment]  # send, aclose
 
 
 def _endpoint(url: str) -> tuple[str, int, str, str, bool]:

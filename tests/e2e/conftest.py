@@ -48,8 +48,8 @@ FAKE_MODEL = "fake-model"
 
 # llama.cpp samples (temperature 0.8) unless told otherwise, and a sampled
 # /v1/messages stream from it is sometimes malformed: no `message_start` when
-# the first token is part of an emoji (~3% of SmolLM2's answers to HI), or
-# `end_turn` where `ignore_eos` should have run to `max_tokens` (~3%); see
+# the first token is part of an emoji (2-3% of SmolLM2's answers to HI), or
+# `end_turn` where `ignore_eos` should have run to `max_tokens` (2-3%); see
 # docs/backends.md. Tests that check what the model made decode greedily:
 # the same tokens every run. EXACT also makes it generate exactly max_tokens.
 GREEDY: dict[str, object] = {"temperature": 0}
