@@ -168,6 +168,7 @@ class Session:
                 protocol error); never raised after a completed drain.
         """
         ack = await self._register()
+        self._heard_at = trio.current_time()  # the ack: the silence counts from here
         task_status.started(ack)
         with bind_log_context(worker_id=ack.worker_id):
             async with trio.open_nursery() as nursery:
@@ -282,7 +283,6 @@ class Session:
         await run_writer(self._outbox_rx, self.transport)
 
     async def _read(self) -> None:
-        self._heard_at = trio.current_time()
         while True:
             msg = await self._receive_frame()
             self._heard_at = trio.current_time()
@@ -297,7 +297,6 @@ class Session:
         re-registration per frame.)
         """
         silence = self.config.timeouts.relay_silence_secs
-        self._heard_at = trio.current_time()
         while True:
             deadline = self._heard_at + silence
             if trio.current_time() >= deadline:
