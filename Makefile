@@ -98,9 +98,9 @@ DEV_TOOLS := ruff==0.17.6 mypy==2.4.1
 
 check: $(STAMP)
 	@$(BIN)/python -m pip install -q $(DEV_TOOLS) $(QUIET_PIP)
-	$(BIN)/python -m ruff check wire relay agent tests scripts
-	$(BIN)/python -m ruff format --check wire relay agent
-	$(BIN)/python -m mypy wire relay agent
+	$(BIN)/python -m ruff check wire mrcommon relay agent tests scripts
+	$(BIN)/python -m ruff format --check wire mrcommon relay agent
+	$(BIN)/python -m mypy wire mrcommon relay agent
 
 # ------------------------------------------------------------------ bench
 
