@@ -16,6 +16,11 @@ COLUMNS = [
     ("relay1", "relay + 1 agent"),
     ("relay4", "relay + 4 agents"),
 ]
+# Shown only in runs that have them: the Hypercorn front, and a --baseline REF.
+OPTIONAL_COLUMNS = [
+    ("relay1h", "relay + 1 agent, `--http-front hypercorn`"),
+    ("relay1base", "relay + 1 agent, baseline"),
+]
 BEGIN = "<!-- bench:results:begin (written by scripts/bench/run.py) -->"
 END = "<!-- bench:results:end -->"
 
@@ -343,18 +348,24 @@ def _throughput_verdict(results: dict[str, dict[str, Any]], col: str) -> str:
     return f"{'PASS' if ratio >= 10 else 'FAIL'} ({ratio:.1f}×)"
 
 
+def columns(results: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
+    """The fixed columns, then each optional one this run measured."""
+    return COLUMNS + [(k, label) for k, label in OPTIONAL_COLUMNS if results.get(k)]
+
+
 def table(results: dict[str, dict[str, Any]]) -> str:
+    shown = columns(results)
     direct = results.get("direct", {})
     head = (
         "| figure | "
-        + " | ".join(label for _, label in COLUMNS)
+        + " | ".join(label for _, label in shown)
         + " | target (relay + agent) | relay + 1 | relay + 4 |"
     )
-    lines = [head, "|" + "---|" * (len(COLUMNS) + 4)]
+    lines = [head, "|" + "---|" * (len(shown) + 4)]
     for row in ROWS:
         cells = []
         values: dict[str, float | None] = {}
-        for key, _ in COLUMNS:
+        for key, _ in shown:
             text, value = _cell(row, results.get(key, {}), direct)
             cells.append(text)
             values[key] = value
@@ -396,7 +407,7 @@ def ratios(results: dict[str, dict[str, Any]]) -> str:
         "| chunk throughput ÷ direct | TTFB p50 ÷ direct |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for key, label in COLUMNS[1:]:
+    for key, label in columns(results)[1:]:
         r = results.get(key, {})
         if not r:
             continue
@@ -431,7 +442,7 @@ def notes(doc: dict[str, Any]) -> str:
             f"- Backend streaming capacity (direct, burst): {burst['events_per_s']:.0f} events/s; "
             f"load generator CPU {burst['loadgen_cpu_s'] / burst['events'] * 1e6:.1f} µs per event."
         )
-    for key, label in COLUMNS:
+    for key, label in columns(results):
         c = _get(results.get(key, {}), "c64")
         if _ok(c) and key != "direct":
             cores = {role: v / c["elapsed_s"] for role, v in c["cpu_s"].items()}
@@ -450,7 +461,7 @@ def notes(doc: dict[str, Any]) -> str:
     for key, why in doc.get("skipped", {}).items():
         out.append(f"- {key}: skipped: {why}")
     for key in ("cancel",):
-        for col, label in COLUMNS:
+        for col, label in columns(results):
             c = _get(results.get(col, {}), key)
             if _ok(c) and c["not_seen_within_5s"]:
                 out.append(

@@ -54,7 +54,7 @@ HERE = setups.HERE
 RESULTS_DIR = ROOT / "bench-results"
 DOC = ROOT / "docs" / "benchmarks.md"
 
-SETUPS = ["direct", "nginx", "litellm", "relay1", "relay4"]
+SETUPS = ["direct", "nginx", "litellm", "relay1", "relay1h", "relay4", "relay1base"]
 SCENARIOS = [
     "c1",
     "c64",
@@ -504,7 +504,11 @@ class Bench:
         started = time.monotonic()
         try:
             setup = setups.start(
-                setup_name, self.backend, self.work, install_litellm=not self.args.no_install
+                setup_name,
+                self.backend,
+                self.work,
+                install_litellm=not self.args.no_install,
+                baseline=self.args.baseline_tree,
             )
         except setups.Skipped as exc:
             print(f"== {label}: skipped: {exc}", flush=True)
@@ -567,6 +571,20 @@ def machine_info(argv: list[str]) -> dict[str, Any]:
     }
 
 
+def export_tree(ref: str, dest: Path) -> Path:
+    """Write the files of git `ref` to `dest` (the code a --baseline run starts)."""
+    dest.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", "--format=tar", ref],
+        capture_output=True,
+        check=False,
+    )
+    if archive.returncode != 0:
+        sys.exit(f"--baseline {ref}: {archive.stderr.decode().strip()}")
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    return dest
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="ModelRelay benchmark harness (make bench)")
     parser.add_argument("--quick", action="store_true", help="small counts, < 2 min: a smoke check")
@@ -586,6 +604,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--no-install",
         action="store_true",
         help="do not pip-install LiteLLM when it is missing: skip it",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="REF",
+        default="",
+        help="also run relay + 1 agent from git REF (e.g. a commit before a change), "
+        "side by side with this tree in the same run",
     )
     parser.add_argument(
         "--profile",
@@ -618,6 +643,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.left_out["litellm"] = (
             "left out of --quick runs (it takes 20-30 s to start); --only litellm runs it"
         )
+    if not args.baseline and "relay1base" in chosen_setups:
+        chosen_setups.remove("relay1base")
+        if "relay1base" in names:
+            parser.error("--only relay1base needs --baseline REF")
+    if args.quick and "relay1h" not in names and "relay1h" in chosen_setups:
+        chosen_setups.remove("relay1h")
+        args.left_out["relay1h"] = "left out of --quick runs; --only relay1h runs it"
     if "direct" not in chosen_setups:
         chosen_setups.insert(0, "direct")
     args.setups = chosen_setups
@@ -641,6 +673,10 @@ def main(argv: list[str]) -> int:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="modelrelay-bench-") as tmp:
         work = Path(tmp)
+        args.baseline_tree = None
+        if args.baseline:
+            args.baseline_tree = export_tree(args.baseline, work / "baseline")
+            info["baseline"] = args.baseline
         try:
             if args.profile:
                 import profiling

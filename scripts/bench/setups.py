@@ -270,10 +270,18 @@ class Relay(Setup):
         max_concurrency: int = 64,
         suffix: str = "",
         cprofile_dir: Path | None = None,
+        http_front: str | None = None,
+        tree: Path | None = None,
     ) -> None:
         super().__init__()
+        # `tree`: run the relay and agent of another checkout (the --baseline
+        # run) on this venv's dependencies: `python -m` from that tree's root.
+        env = {"PYTHONPATH": str(tree)} if tree is not None else {}
+        cwd = str(tree) if tree is not None else None
 
         def command(entry: str, prof: str) -> list[str]:
+            if tree is not None:
+                return [sys.executable, "-m", entry]
             if cprofile_dir is None:
                 return [str(VENV_BIN / entry)]
             return [
@@ -298,9 +306,11 @@ class Relay(Setup):
                 SECRET,
                 "--log-level",
                 "warning",
+                *(["--http-front", http_front] if http_front else []),
             ],
             log_dir,
-            env={"WORKER_SECRET": "", "LOG_LEVEL": ""},
+            env={"WORKER_SECRET": "", "LOG_LEVEL": "", **env},
+            cwd=cwd,
         )
         self.front = [relay]
         wait_until(lambda: http("GET", self.url + "/health"), 30, "waiting for the relay", relay)
@@ -325,6 +335,8 @@ class Relay(Setup):
                         "warning",
                     ],
                     log_dir,
+                    env=env,
+                    cwd=cwd,
                 )
             )
 
@@ -337,9 +349,20 @@ class Relay(Setup):
 
         wait_until(ready, 30, f"waiting for {agents} agent(s) to register", relay)
         self.info = {"agents": agents, "max_concurrency": max_concurrency}
+        if http_front:
+            self.info["http_front"] = http_front
+        if tree is not None:
+            self.info["tree"] = str(tree)
 
 
-def start(name: str, backend: Backend, log_dir: Path, *, install_litellm: bool = True) -> Setup:
+def start(
+    name: str,
+    backend: Backend,
+    log_dir: Path,
+    *,
+    install_litellm: bool = True,
+    baseline: Path | None = None,
+) -> Setup:
     if name == "direct":
         return Direct(backend, log_dir)
     if name == "nginx":
@@ -350,6 +373,12 @@ def start(name: str, backend: Backend, log_dir: Path, *, install_litellm: bool =
         return Relay(backend, log_dir, 1)
     if name == "relay4":
         return Relay(backend, log_dir, 4)
+    if name == "relay1h":
+        return Relay(backend, log_dir, 1, http_front="hypercorn", suffix="h")
+    if name == "relay1base":
+        if baseline is None:
+            raise Skipped("no --baseline REF given")
+        return Relay(backend, log_dir, 1, suffix="base", tree=baseline)
     if name == "relay1w":
         return Relay(backend, log_dir, 1, max_concurrency=2100, suffix="w")
     raise ValueError(name)
