@@ -31,6 +31,7 @@ import trio
 
 from agent.backend import Backend
 from agent.config import AgentConfig
+from agent.dialect_exchange import DialectExchange
 from agent.dialects import error_body, json_headers
 from agent.discovery import ModelCatalog, discover_models
 from agent.errors import (
@@ -121,8 +122,11 @@ class Session:
     _outbox_rx: trio.MemoryReceiveChannel[Outgoing] = attrs.field(init=False)
     _refresh: trio.MemorySendChannel[None] = attrs.field(init=False)
     _refresh_rx: trio.MemoryReceiveChannel[None] = attrs.field(init=False)
+    # What jobs run their requests through; it alone knows the backend's dialect.
+    _exchange: DialectExchange = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
+        self._exchange = DialectExchange.for_backend(self.backend)
         self._outbox, self._outbox_rx = trio.open_memory_channel[Outgoing](
             _outbox_size(self.config.max_concurrency)
         )
@@ -361,7 +365,7 @@ class Session:
 
     async def _run_job(self, job: Job) -> None:
         try:
-            await run_job(job, backend=self.backend, outbox=self._outbox)
+            await run_job(job, exchange=self._exchange, outbox=self._outbox)
         finally:
             del self.jobs[job.request.request_id]
 

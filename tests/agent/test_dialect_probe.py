@@ -16,6 +16,7 @@ import pytest
 import trio
 
 from agent.backend import open_backend
+from agent.dialect_exchange import DialectExchange
 from agent.jobs import Job, run_job
 from agent.outbox import Outgoing
 from agent.translate import TOKEN_ESTIMATE_HEADER, estimate_input_tokens
@@ -419,7 +420,8 @@ async def run_against(
     async with open_backend(config) as backend:
         for client in backend._clients:
             client._transport = httpx.MockTransport(handler)
-        await run_job(Job(request, trio.current_time()), backend=backend, outbox=send)
+        exchange = DialectExchange.for_backend(backend)
+        await run_job(Job(request, trio.current_time()), exchange=exchange, outbox=send)
     frames = []
     while True:
         try:

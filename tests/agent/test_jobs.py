@@ -10,6 +10,7 @@ import trio
 
 from agent.backend import open_backend
 from agent.daemon import Daemon, run_agent
+from agent.dialect_exchange import DialectExchange
 from agent.jobs import Job, run_job
 from agent.outbox import Outgoing
 from tests.agent.fakes import SECRET, FakeRelay, RelayConn, fast_config
@@ -318,7 +319,7 @@ async def test_multibyte_character_split_across_reads_is_not_broken() -> None:
         for client in backend._clients:
             client._transport = httpx.MockTransport(handler)
         job = Job(chat("r1", stream=True), trio.current_time())
-        await run_job(job, backend=backend, outbox=send)
+        await run_job(job, exchange=DialectExchange.for_backend(backend), outbox=send)
     frames = []
     while True:
         try:
