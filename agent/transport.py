@@ -46,6 +46,7 @@ from agent.errors import (
 )
 from agent.sockio import read_now, read_when_ready, send_all
 from mrcommon import closecodes
+from mrcommon.streams import SocketStreamWrapper
 from wire import DEFAULT_MAX_RECEIVE_FRAME_BYTES
 
 __all__ = ["Transport", "WebSocketTransport", "closed_error", "open_relay_transport"]
@@ -163,7 +164,7 @@ class WebSocketTransport:
         return closed_error(exc.reason.code, exc.reason.reason)
 
 
-class _DirectStream(trio.abc.HalfCloseableStream):
+class _DirectStream(SocketStreamWrapper):
     """A TCP stream that skips trio's scheduler trip when the kernel can act at once.
 
     trio's `SocketStream` yields to the run loop after every send or receive
@@ -178,8 +179,7 @@ class _DirectStream(trio.abc.HalfCloseableStream):
     """
 
     def __init__(self, stream: trio.SocketStream) -> None:
-        self._stream = stream
-        self.socket = stream.socket
+        super().__init__(stream)
         self._direct_reads = 0
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
@@ -193,15 +193,6 @@ class _DirectStream(trio.abc.HalfCloseableStream):
                 return data
         self._direct_reads = 0
         return await read_when_ready(self._stream, max_bytes or _RECEIVE_BUFFER)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self._stream.wait_send_all_might_not_block()
-
-    async def send_eof(self) -> None:
-        await self._stream.send_eof()
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
 
 
 def _endpoint(url: str) -> tuple[str, int, str, str, bool]:
