@@ -9,7 +9,8 @@ between the two:
   ``warn,agent::session=trace,httpx=debug``;
 - `text_value` renders one ``key=value`` value and `escape_controls` the
   event text, so that nothing a client sent (a path with ``%0a`` in it, a
-  model name) can end a line early and forge the next one.
+  model name) can end a line early and forge the next one. A traceback
+  still spans lines: it follows the line of the event that logged it.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ The dialect choice around it, end to end, is in test_dialect_exchange.py.
 """
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -122,10 +123,11 @@ async def test_an_untranslatable_answer_is_a_backend_error(
 
 
 async def test_a_job_turns_an_untranslatable_answer_into_a_502_in_anthropic_shape(
-    backend: Backend, canned_backend: CannedBackend
+    backend: Backend, canned_backend: CannedBackend, caplog: pytest.LogCaptureFixture
 ) -> None:
     canned_backend.answer(200, b"<html>proxy login</html>", "text/html")
     send, receive = trio.open_memory_channel[Outgoing](100)
+    caplog.set_level(logging.INFO, logger="agent.jobs")
     with trio.fail_after(10):
         await run_job(
             Job(messages_request("r1"), trio.current_time()),
@@ -138,6 +140,9 @@ async def test_a_job_turns_an_untranslatable_answer_into_a_502_in_anthropic_shap
     error = json.loads(done.body or "")
     assert error["type"] == "error"
     assert "could not be translated" in error["error"]["message"]
+    (line,) = [r for r in caplog.records if r.getMessage() == "request finished"]
+    # The exchange's notes reach the job's one log line; the job itself knows no dialect.
+    assert (line.status, line.translated) == (502, "openai-chat")  # type: ignore[attr-defined]
 
 
 async def test_an_untranslatable_request_is_a_400_and_asks_nobody(
