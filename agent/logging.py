@@ -6,6 +6,8 @@ adds fields to every line logged from the current task and the tasks it
 spawns afterwards (Trio copies the context at spawn). The text format is
 ``time level logger event key=value ...``; the JSON format is one object per
 line with ``timestamp``, ``level``, ``logger``, ``event`` and the fields.
+The level spec and how a text value is quoted and escaped are the relay's
+too (`mrcommon.logs`).
 
 Nothing here knows a secret: callers never pass one, and the config's
 `repr` hides them.

@@ -2,7 +2,9 @@
 
 Events are logged with `extra={...}` fields (request_id, worker_id, model,
 status, durations); the formatter prints them as `key=value` pairs or as JSON
-members. Secrets are never passed to the logger in the first place.
+members. Secrets are never passed to the logger in the first place. The
+level spec and how a text value is quoted and escaped (so that a client's
+``%0a`` cannot forge a line) are the agent's too: `mrcommon.logs`.
 
 The trio thread only hands records to a bounded queue; a listener thread
 formats and writes them. Formatting a line costs tens of microseconds, and a
