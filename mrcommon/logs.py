@@ -37,6 +37,7 @@ LEVELS: Mapping[str, int] = {
     "warning": logging.WARNING,
     "error": logging.ERROR,
     "critical": logging.CRITICAL,
+    "fatal": logging.CRITICAL,  # Python's alias, which the relay's spec used to take
     "off": logging.CRITICAL + 10,
 }
 

@@ -20,9 +20,9 @@ def test_parse_level_spec() -> None:
         logging.WARNING,
         {"agent.session": logging.DEBUG, "trio_websocket": logging.INFO},
     )
-    assert parse_level_spec("ERROR,relay=Off") == (
+    assert parse_level_spec("ERROR,relay=Off,hypercorn=fatal") == (
         logging.ERROR,
-        {"relay": logging.CRITICAL + 10},
+        {"relay": logging.CRITICAL + 10, "hypercorn": logging.CRITICAL},
     )
 
 
