@@ -13,7 +13,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import attrs
 
 from agent.errors import ConfigError
-from agent.logging import parse_level_spec
+from mrcommon.logs import parse_level_spec
 from wire.limits import AGENT_RELAY_SILENCE_SECS
 
 __all__ = [

@@ -39,31 +39,11 @@ from agent.discovery import ModelCatalog
 from agent.errors import AuthRefused, SessionError, VersionRejected
 from agent.session import Session
 from agent.transport import Transport, open_relay_transport
+from mrcommon.limits import raise_open_file_limit
 
-__all__ = ["Daemon", "raise_open_file_limit", "run_agent"]
+__all__ = ["Daemon", "run_agent"]
 
 log = logging.getLogger(__name__)
-
-
-def raise_open_file_limit() -> int | None:
-    """Raise the soft open-file limit to the hard limit (each stream needs a descriptor).
-
-    Returns:
-        The soft limit now in force, or None where the platform has no such limit.
-    """
-    try:
-        import resource  # POSIX only
-    except ImportError:  # pragma: no cover - Windows
-        return None
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft == resource.RLIM_INFINITY or soft < hard:
-        target = hard
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        except (ValueError, OSError):
-            return soft
-        return target
-    return soft
 
 
 @attrs.define(eq=False)

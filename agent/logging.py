@@ -6,6 +6,8 @@ adds fields to every line logged from the current task and the tasks it
 spawns afterwards (Trio copies the context at spawn). The text format is
 ``time level logger event key=value ...``; the JSON format is one object per
 line with ``timestamp``, ``level``, ``logger``, ``event`` and the fields.
+The level spec and how a text value is quoted and escaped are the relay's
+too (`mrcommon.logs`).
 
 Nothing here knows a secret: callers never pass one, and the config's
 `repr` hides them.
@@ -21,34 +23,17 @@ import types
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from mrcommon.logs import escape_controls, extra_fields, parse_level_spec, text_value
+
 __all__ = [
     "JsonFormatter",
     "TextFormatter",
     "bind_log_context",
     "configure_logging",
-    "parse_level_spec",
 ]
-
-_LEVELS = {
-    "trace": logging.DEBUG,
-    "debug": logging.DEBUG,
-    "info": logging.INFO,
-    "warn": logging.WARNING,
-    "warning": logging.WARNING,
-    "error": logging.ERROR,
-    "critical": logging.CRITICAL,
-    "off": logging.CRITICAL + 10,
-}
 
 # Chatty libraries stay at WARNING unless the spec names them.
 _QUIET = ("httpx", "httpcore", "trio_websocket", "hypercorn", "wsproto", "h11")
-
-# Attributes every LogRecord has; anything else on a record came from `extra=`.
-_STANDARD = frozenset(vars(logging.LogRecord("x", logging.INFO, "x", 0, "x", None, None))) | {
-    "message",
-    "asctime",
-    "taskName",
-}
 
 _NO_FIELDS: Mapping[str, object] = types.MappingProxyType({})
 
@@ -56,45 +41,6 @@ _context: contextvars.ContextVar[Mapping[str, object]] = contextvars.ContextVar(
     "agent_log_context",
     default=_NO_FIELDS,  # read-only, never mutated: each bind makes a new dict
 )
-
-
-def parse_level_spec(spec: str) -> tuple[int, dict[str, int]]:
-    """Parse a level spec like ``info`` or ``agent=debug,httpx=warning`` (RUST_LOG style).
-
-    A bare level sets the default; ``target=level`` sets one logger (``::``
-    and ``-`` in targets read as ``.`` and ``_``, so ``trio-websocket=debug``
-    works). Without a bare level the default is ``info``.
-
-    Args:
-        spec: The spec.
-
-    Returns:
-        The default level and a map from logger name to level.
-
-    Raises:
-        ValueError: An unknown level or an empty target.
-    """
-    default = logging.INFO
-    targets: dict[str, int] = {}
-    for raw in spec.split(","):
-        item = raw.strip()
-        if not item:
-            continue
-        target, sep, level_name = item.rpartition("=")
-        level = _LEVELS.get(level_name.strip().lower())
-        if level is None:
-            raise ValueError(
-                f"unknown level {level_name.strip()!r} in {spec!r} "
-                f"(use one of {', '.join(sorted(_LEVELS))})"
-            )
-        if not sep:
-            default = level
-            continue
-        name = target.strip().replace("::", ".").replace("-", "_")
-        if not name:
-            raise ValueError(f"empty target before '=' in {spec!r}")
-        targets[name] = level
-    return default, targets
 
 
 @contextlib.contextmanager
@@ -111,26 +57,9 @@ def bind_log_context(**fields: object) -> Iterator[None]:
         _context.reset(token)
 
 
-def _fields(record: logging.LogRecord) -> dict[str, object]:
-    return {
-        key: value
-        for key, value in vars(record).items()
-        if key not in _STANDARD and not key.startswith("_")
-    }
-
-
 def _timestamp(record: logging.LogRecord) -> str:
     moment = datetime.datetime.fromtimestamp(record.created, tz=datetime.UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _text_value(value: object) -> str:
-    if isinstance(value, (list, tuple)):
-        value = ",".join(str(item) for item in value)
-    text = str(value)
-    if text == "" or any(ch in text for ch in ' "=\n\t'):
-        return json.dumps(text, ensure_ascii=False)
-    return text
 
 
 class _InjectContext(logging.Filter):
@@ -147,8 +76,13 @@ class TextFormatter(logging.Formatter):
     """``2026-01-01T00:00:00.000Z INFO agent.session registered worker_id=w1``."""
 
     def format(self, record: logging.LogRecord) -> str:
-        parts = [_timestamp(record), record.levelname, record.name, record.getMessage()]
-        parts.extend(f"{key}={_text_value(value)}" for key, value in _fields(record).items())
+        parts = [
+            _timestamp(record),
+            record.levelname,
+            record.name,
+            escape_controls(record.getMessage()),
+        ]
+        parts.extend(f"{key}={text_value(value)}" for key, value in extra_fields(record).items())
         line = " ".join(parts)
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
@@ -165,7 +99,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "event": record.getMessage(),
         }
-        for key, value in _fields(record).items():
+        for key, value in extra_fields(record).items():
             obj.setdefault(key, value)
         if record.exc_info:
             obj["exception"] = self.formatException(record.exc_info)
@@ -182,13 +116,13 @@ def configure_logging(level_spec: str, fmt: str) -> None:
     Safe to call again: the handler installed by an earlier call is replaced.
 
     Args:
-        level_spec: See `parse_level_spec`.
+        level_spec: See `mrcommon.logs.parse_level_spec`.
         fmt: ``text`` or ``json``.
 
     Raises:
         ValueError: The spec or the format is invalid.
     """
-    default, targets = parse_level_spec(level_spec)
+    default, targets = parse_level_spec(level_spec, own_target="agent")
     if fmt not in ("text", "json"):
         raise ValueError(f"unknown log format {fmt!r}")
     handler = _AgentHandler(sys.stderr)

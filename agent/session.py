@@ -31,6 +31,7 @@ import trio
 
 from agent.backend import Backend
 from agent.config import AgentConfig
+from agent.dialect_exchange import DialectExchange
 from agent.dialects import error_body, json_headers
 from agent.discovery import ModelCatalog, discover_models
 from agent.errors import (
@@ -44,6 +45,7 @@ from agent.jobs import Job, run_job
 from agent.logging import bind_log_context
 from agent.outbox import Flush, Outgoing, run_writer
 from agent.transport import Transport
+from mrcommon import closecodes
 from wire import (
     CAPABILITY_DRAIN,
     PROTOCOL_VERSION,
@@ -70,8 +72,6 @@ from wire import (
 __all__ = ["Session"]
 
 log = logging.getLogger(__name__)
-
-_CLOSE_PROTOCOL_ERROR = 1002
 
 _Task = Callable[[], Awaitable[None]]
 
@@ -122,8 +122,11 @@ class Session:
     _outbox_rx: trio.MemoryReceiveChannel[Outgoing] = attrs.field(init=False)
     _refresh: trio.MemorySendChannel[None] = attrs.field(init=False)
     _refresh_rx: trio.MemoryReceiveChannel[None] = attrs.field(init=False)
+    # What jobs run their requests through; it alone knows the backend's dialect.
+    _exchange: DialectExchange = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
+        self._exchange = DialectExchange.for_backend(self.backend)
         self._outbox, self._outbox_rx = trio.open_memory_channel[Outgoing](
             _outbox_size(self.config.max_concurrency)
         )
@@ -200,7 +203,7 @@ class Session:
         # From here on, the reader seeing the socket close is our own doing.
         self._closing = True
         with trio.move_on_after(self.config.timeouts.close_secs):
-            await self.transport.aclose(1000, "worker drained")
+            await self.transport.aclose(closecodes.NORMAL, "worker drained")
 
     async def _guard(self, task: _Task, session_scope: trio.CancelScope) -> None:
         """Run one session task; its `SessionError` ends the session (first one wins)."""
@@ -244,8 +247,8 @@ class Session:
         try:
             check_protocol_version(ack.protocol_version)
         except VersionMismatch as exc:
-            await self._close(_CLOSE_PROTOCOL_ERROR, str(exc))
-            raise VersionRejected(_CLOSE_PROTOCOL_ERROR, str(exc)) from exc
+            await self._close(closecodes.PROTOCOL_ERROR, str(exc))
+            raise VersionRejected(closecodes.PROTOCOL_ERROR, str(exc)) from exc
         self.worker_id = ack.worker_id
         self._drain_agreed = CAPABILITY_DRAIN in (ack.capabilities or ())
         log.info(
@@ -270,7 +273,7 @@ class Session:
 
     async def _protocol_error(self, exc: ProtocolError) -> NoReturn:
         log.error("the relay broke the protocol; closing the connection", extra={"error": str(exc)})
-        await self._close(_CLOSE_PROTOCOL_ERROR, str(exc))
+        await self._close(closecodes.PROTOCOL_ERROR, str(exc))
         raise RelayProtocolError(str(exc)) from exc
 
     async def _close(self, code: int, reason: str) -> None:
@@ -362,7 +365,7 @@ class Session:
 
     async def _run_job(self, job: Job) -> None:
         try:
-            await run_job(job, backend=self.backend, outbox=self._outbox)
+            await run_job(job, exchange=self._exchange, outbox=self._outbox)
         finally:
             del self.jobs[job.request.request_id]
 

@@ -13,8 +13,15 @@ subclasses, and classifies the relay's refusals:
 trio-websocket runs the WebSocket (handshake, framing, close, its reader
 task) over a stream this module opens: `_DirectStream`, a TCP stream whose
 reads and writes skip trio's scheduler trip when the kernel can serve them
-at once, wrapped in TLS for ``wss://``. Once it is open, `_skip_idle_trips`
-spares two more trips per frame inside trio-websocket itself.
+at once, wrapped in TLS for ``wss://``. It is handed over through
+`trio_websocket.wrap_client_stream`, the library's documented entry point
+for a stream the caller opened; `open_websocket_url` would open its own
+plain `trio.SocketStream`. So `_open_websocket` does for our stream what
+`open_websocket` does for its own: connect and close under deadlines, in a
+nursery that holds the reader task. Nothing inside trio-websocket is
+touched: its send lock and message queue cost a scheduler trip per frame
+each, which this module accepts (it used to swap them for eager versions;
+~7 % of the agent's CPU at one request at a time, nothing under load).
 """
 
 import email.utils
@@ -38,11 +45,15 @@ from agent.errors import (
     VersionRejected,
 )
 from agent.sockio import read_now, read_when_ready, send_all
+from mrcommon import closecodes
+from mrcommon.streams import SocketStreamWrapper
 from wire import DEFAULT_MAX_RECEIVE_FRAME_BYTES
 
 __all__ = ["Transport", "WebSocketTransport", "closed_error", "open_relay_transport"]
 
 _AUTH_STATUSES = frozenset({401, 403, 429})
+# A close frame's payload is at most 125 bytes, two of them the code.
+_MAX_CLOSE_REASON = 123
 _RECEIVE_BUFFER = 64 * 1024
 # Reads served straight from the kernel in a row before one goes through
 # trio (a checkpoint), so that a peer sending without pause cannot keep the
@@ -63,7 +74,7 @@ class Transport(Protocol):
     async def receive(self) -> str | bytes:
         """Receive the next frame (bytes for a binary frame, which the codec refuses)."""
 
-    async def aclose(self, code: int = 1000, reason: str = "") -> None:
+    async def aclose(self, code: int = closecodes.NORMAL, reason: str = "") -> None:
         """Close with `code` and `reason`; idempotent."""
 
 
@@ -78,9 +89,9 @@ def closed_error(code: int, reason: str | None) -> SessionError:
         `AuthRefused`, `VersionRejected` or `RelayClosed`.
     """
     text = reason or ""
-    if code == 1008 and "authentication" in text.lower():
+    if code == closecodes.POLICY_VIOLATION and "authentication" in text.lower():
         return AuthRefused(f"the relay refused the worker secret (close 1008: {text})")
-    if code == 1002 and "version" in text.lower():
+    if code == closecodes.PROTOCOL_ERROR and "version" in text.lower():
         return VersionRejected(code, text)
     return RelayClosed(code, text)
 
@@ -141,19 +152,19 @@ class WebSocketTransport:
         except trio_websocket.ConnectionClosed as exc:
             raise self._closed(exc) from exc
 
-    async def aclose(self, code: int = 1000, reason: str = "") -> None:
-        """Close with `code` and `reason` (the reason is cut to the 123 bytes a close allows)."""
-        short = reason.encode("utf-8")[:123].decode("utf-8", errors="ignore")
+    async def aclose(self, code: int = closecodes.NORMAL, reason: str = "") -> None:
+        """Close with `code` and `reason` (the reason is cut to the bytes a close frame allows)."""
+        short = reason.encode("utf-8")[:_MAX_CLOSE_REASON].decode("utf-8", errors="ignore")
         await self._ws.aclose(code, short or None)
 
     @staticmethod
     def _closed(exc: trio_websocket.ConnectionClosed) -> SessionError:
         if exc.reason is None:
-            return RelayClosed(1006, "connection lost")
+            return RelayClosed(closecodes.ABNORMAL, "connection lost")
         return closed_error(exc.reason.code, exc.reason.reason)
 
 
-class _DirectStream(trio.abc.HalfCloseableStream):
+class _DirectStream(SocketStreamWrapper):
     """A TCP stream that skips trio's scheduler trip when the kernel can act at once.
 
     trio's `SocketStream` yields to the run loop after every send or receive
@@ -168,8 +179,7 @@ class _DirectStream(trio.abc.HalfCloseableStream):
     """
 
     def __init__(self, stream: trio.SocketStream) -> None:
-        self._stream = stream
-        self.socket = stream.socket
+        super().__init__(stream)
         self._direct_reads = 0
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
@@ -183,90 +193,6 @@ class _DirectStream(trio.abc.HalfCloseableStream):
                 return data
         self._direct_reads = 0
         return await read_when_ready(self._stream, max_bytes or _RECEIVE_BUFFER)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self._stream.wait_send_all_might_not_block()
-
-    async def send_eof(self) -> None:
-        await self._stream.send_eof()
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
-
-
-class _EagerLock:
-    """trio-websocket's send lock (a `trio.StrictFIFOLock`) that takes a free lock at once.
-
-    trio's locks pass through the scheduler on every acquire, free or not:
-    one more run-loop trip per frame sent, for a lock that the session's one
-    writer almost always finds free (trio-websocket itself takes it only to
-    answer a ping or to close). A taken lock, or one with tasks queued for
-    it, is waited for as before, in FIFO order.
-    """
-
-    __slots__ = ("_lock",)
-
-    def __init__(self) -> None:
-        self._lock = trio.StrictFIFOLock()
-
-    async def __aenter__(self) -> None:
-        try:
-            self._lock.acquire_nowait()  # WouldBlock when held or when others queue
-        except trio.WouldBlock:
-            await self._lock.acquire()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self._lock.release()
-
-    def locked(self) -> bool:
-        """Whether some task holds the lock."""
-        return self._lock.locked()
-
-
-class _EagerSendChannel:
-    """The send side of trio-websocket's message queue, handing a message over at once
-    when there is room (`trio.MemorySendChannel.send` passes through the scheduler even
-    then: one trip per frame received). A full queue still makes its reader wait."""
-
-    __slots__ = ("_channel",)
-
-    def __init__(self, channel: trio.MemorySendChannel[str | bytes]) -> None:
-        self._channel = channel
-
-    async def send(self, value: str | bytes) -> None:
-        try:
-            self._channel.send_nowait(value)
-        except trio.WouldBlock:
-            await self._channel.send(value)
-
-    async def aclose(self) -> None:
-        await self._channel.aclose()
-
-    async def __aenter__(self) -> "_EagerSendChannel":
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
-
-def _skip_idle_trips(ws: trio_websocket.WebSocketConnection) -> None:
-    """Give an open connection `_EagerLock` and `_EagerSendChannel`.
-
-    They replace private attributes of trio-websocket (pinned at 0.12.2;
-    tests/agent/test_transport.py fails if a release renames them, and a
-    trio-websocket without them is left as it is). Called right after the
-    handshake, when neither is in use: the reader task is parked on the
-    stream and nothing is being sent.
-    """
-    lock = getattr(ws, "_stream_lock", None)
-    channel = getattr(ws, "_send_channel", None)
-    if (
-        isinstance(lock, trio.StrictFIFOLock)
-        and not lock.locked()
-        and isinstance(channel, trio.MemorySendChannel)
-    ):
-        ws._stream_lock = _EagerLock()  # type: ignore[assignment]  # same protocol: async with
-        ws._send_channel = _EagerSendChannel(channel)  # type: ignore[assignment]  # send, aclose
 
 
 def _endpoint(url: str) -> tuple[str, int, str, str, bool]:
@@ -308,9 +234,10 @@ async def _connect(
             receive_buffer_size=_RECEIVE_BUFFER,
         )
     except BaseException:
+        # Also on `ConnectionRejected`: trio-websocket leaves the socket open
+        # then (STACK-NOTES trap 5).
         await trio.aclose_forcefully(stream)
         raise
-    _skip_idle_trips(ws)
     return ws
 
 
@@ -398,7 +325,7 @@ async def open_relay_transport(config: AgentConfig) -> AsyncIterator[WebSocketTr
             f"timed out after {config.timeouts.connect_secs:g} s opening the connection"
         ) from exc
     except trio_websocket.DisconnectionTimeout as exc:
-        raise RelayClosed(1006, "the close handshake timed out") from exc
+        raise RelayClosed(closecodes.ABNORMAL, "the close handshake timed out") from exc
     except trio_websocket.HandshakeError as exc:
         cause = exc.__cause__ or exc
         raise RelayUnreachable(f"cannot connect: {cause}") from exc

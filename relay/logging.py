@@ -2,7 +2,9 @@
 
 Events are logged with `extra={...}` fields (request_id, worker_id, model,
 status, durations); the formatter prints them as `key=value` pairs or as JSON
-members. Secrets are never passed to the logger in the first place.
+members. Secrets are never passed to the logger in the first place. The
+level spec and how a text value is quoted and escaped (so that a client's
+``%0a`` cannot forge a line) are the agent's too: `mrcommon.logs`.
 
 The trio thread only hands records to a bounded queue; a listener thread
 formats and writes them. Formatting a line costs tens of microseconds, and a
@@ -21,47 +23,20 @@ import queue
 import sys
 from typing import Any
 
-__all__ = ["configure_logging", "parse_level_spec"]
+from mrcommon.logs import escape_controls, extra_fields, parse_level_spec, text_value
 
-_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
-    "message",
-    "asctime",
-    "taskName",
-}
+__all__ = ["configure_logging", "stop_logging"]
+
 _QUIET = ("hypercorn", "quart", "httpx", "httpcore", "trio-websocket", "trio_websocket")
-
-
-def parse_level_spec(spec: str, default_target: str) -> dict[str, int]:
-    """Parse `info`, `debug` or a RUST_LOG-style `relay=debug,httpx=warning`.
-
-    Returns:
-        logger name -> level; the empty name is the root.
-
-    Raises:
-        ValueError: an unknown level name.
-    """
-    levels: dict[str, int] = {}
-    for part in filter(None, (p.strip() for p in spec.split(","))):
-        target, _, name = part.rpartition("=")
-        level = logging.getLevelName(name.strip().upper().replace("TRACE", "DEBUG"))
-        if not isinstance(level, int):
-            raise ValueError(f"unknown log level {name!r} (use debug, info, warning or error)")
-        target = target.strip()
-        if target.startswith("modelrelay"):
-            target = default_target  # modelrelay_server=debug from upstream guides
-        levels[target] = level
-    return levels or {"": logging.INFO}
-
-
-def _fields(record: logging.LogRecord) -> dict[str, Any]:
-    return {k: v for k, v in vars(record).items() if k not in _STANDARD and v is not None}
 
 
 class _TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         stamp = dt.datetime.fromtimestamp(record.created, dt.UTC).strftime("%H:%M:%S.%f")[:-3]
-        parts = [stamp, f"{record.levelname:<5}", record.name, record.getMessage()]
-        parts.extend(f"{k}={_text(v)}" for k, v in _fields(record).items())
+        parts = [stamp, f"{record.levelname:<5}", record.name, escape_controls(record.getMessage())]
+        parts.extend(
+            f"{k}={text_value(v)}" for k, v in extra_fields(record, skip_none=True).items()
+        )
         line = " ".join(parts)
         if record.exc_text:
             line += "\n" + record.exc_text
@@ -76,15 +51,10 @@ class _JsonFormatter(logging.Formatter):
             "logger": record.name,
             "event": record.getMessage(),
         }
-        doc.update(_fields(record))
+        doc.update(extra_fields(record, skip_none=True))
         if record.exc_text:
             doc["exception"] = record.exc_text
         return json.dumps(doc, default=str)
-
-
-def _text(value: object) -> str:
-    text = str(value)
-    return json.dumps(text) if (" " in text or not text) else text
 
 
 class _Handoff(logging.handlers.QueueHandler):
@@ -112,22 +82,45 @@ class _Handoff(logging.handlers.QueueHandler):
 _listener: logging.handlers.QueueListener | None = None
 
 
+def stop_logging() -> None:
+    """Write every line still queued, then stop the writer thread; idempotent.
+
+    Runs at exit. Until `configure_logging` runs again, records queue up
+    unwritten (the queue is bounded: the rest are dropped and counted).
+    """
+    global _listener  # the one listener of this process
+    if _listener is not None:
+        _listener.stop()
+        _listener = None
+
+
+atexit.register(stop_logging)
+
+
 def configure_logging(level_spec: str, fmt: str, *, default_target: str = "relay") -> None:
-    """Send every log line to stderr in `fmt` ("text" or "json")."""
+    """Send every log line to stderr in `fmt` ("text" or "json").
+
+    Args:
+        level_spec: See `mrcommon.logs.parse_level_spec`; ``modelrelay_server=debug``
+            (an upstream guide's target) means `default_target`.
+        fmt: ``text`` or ``json``.
+        default_target: The relay's own logger.
+
+    Raises:
+        ValueError: The spec is invalid (nothing has been changed then).
+    """
     global _listener  # one listener per process, replaced on reconfiguration
-    levels = parse_level_spec(level_spec, default_target)
+    default, levels = parse_level_spec(level_spec, own_target=default_target)
     writer = logging.StreamHandler(sys.stderr)
     writer.setFormatter(_JsonFormatter() if fmt == "json" else _TextFormatter())
     records: queue.Queue[logging.LogRecord] = queue.Queue(maxsize=100_000)
-    if _listener is not None:
-        _listener.stop()
+    stop_logging()
     _listener = logging.handlers.QueueListener(records, writer)
     _listener.start()
-    atexit.register(_listener.stop)
     root = logging.getLogger()
     root.handlers[:] = [_Handoff(records)]
     for name in _QUIET:
         logging.getLogger(name).setLevel(logging.WARNING)
-    root.setLevel(levels.pop("", logging.INFO))
+    root.setLevel(default)
     for name, level in levels.items():
         logging.getLogger(name).setLevel(level)

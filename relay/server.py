@@ -10,7 +10,6 @@ in-flight work until `drain_timeout`, cancel what is left with reason
 from __future__ import annotations
 
 import logging
-import resource
 import signal
 from functools import partial
 from typing import TYPE_CHECKING
@@ -20,6 +19,7 @@ import hypercorn.config
 import trio
 
 import wire
+from mrcommon.limits import raise_open_file_limit
 from relay import front
 from relay.app import create_app
 from relay.core import Relay
@@ -27,26 +27,9 @@ from relay.core import Relay
 if TYPE_CHECKING:
     from relay.config import RelayConfig
 
-__all__ = ["RelayServer", "raise_open_file_limit", "run_relay"]
+__all__ = ["RelayServer", "run_relay"]
 
 log = logging.getLogger("relay.server")
-
-
-def raise_open_file_limit() -> int:
-    """Raise the soft RLIMIT_NOFILE to the hard limit; return the new soft limit.
-
-    Each stream holds a client socket in the relay (STACK-NOTES trap 9).
-    """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY:
-        hard = max(soft, 1 << 20)
-    if soft < hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
-        except (ValueError, OSError):
-            pass
-    return soft
 
 
 def _hypercorn_config(config: RelayConfig) -> hypercorn.config.Config:

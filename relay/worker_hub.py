@@ -27,6 +27,7 @@ import attrs
 import trio
 
 import wire
+from mrcommon import closecodes
 from relay import router
 from relay.errors import QueueFull, Unavailable
 from relay.queue import PendingQueue
@@ -49,11 +50,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("relay.hub")
-
-CLOSE_PROTOCOL_ERROR = 1002
-CLOSE_GOING_AWAY = 1001
-CLOSE_POLICY = 1008
-CLOSE_INTERNAL = 1011
 
 
 class Flush(enum.Enum):
@@ -96,10 +92,6 @@ class LeaseEnd(enum.Enum):
 
 
 class _WorkerSilent(Exception):
-    pass
-
-
-class _WorkerNotReading(Exception):
     pass
 
 
@@ -582,7 +574,7 @@ class Hub:
                     await self._read(worker, transport)
             if worker.session_scope.cancelled_caught:
                 why = "stopped reading its socket"
-                await _close(transport, CLOSE_POLICY, "worker stopped reading")
+                await _close(transport, closecodes.POLICY_VIOLATION, "worker stopped reading")
         except* wire.ProtocolError as group:
             exc = _first(group)
             why = f"protocol error: {exc}"
@@ -591,11 +583,11 @@ class Hub:
                 "worker protocol error",
                 extra={"worker_id": worker.id if worker else None, "peer": peer, "error": str(exc)},
             )
-            await _close(transport, CLOSE_PROTOCOL_ERROR, str(exc)[:120])
+            await _close(transport, closecodes.PROTOCOL_ERROR, str(exc)[:120])
         except* _WorkerSilent:
             why = f"no frame for {self.config.heartbeat_timeout:g}s"
             self.stats.heartbeat_timeouts += 1
-            await _close(transport, CLOSE_GOING_AWAY, "heartbeat timeout")
+            await _close(transport, closecodes.GOING_AWAY, "heartbeat timeout")
         except* TransportClosed:
             pass
         finally:

@@ -1,4 +1,8 @@
-"""Shared fixtures: the fake LLM backend (tests/fake_backend.py) on a real socket."""
+"""Shared fixtures: the fake LLM backend (tests/fake_backend.py) on a real socket, and
+process-wide logging state put back after tests that configure it."""
+
+import logging
+from collections.abc import Iterator
 
 import pytest
 import trio
@@ -12,3 +16,25 @@ async def fake_backend(nursery: trio.Nursery) -> FakeBackend:
     backend = FakeBackend()
     await nursery.start(backend.run)
     return backend
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """Put the root handlers and every logger's level back after the test.
+
+    Both daemons' `configure_logging` change process-wide state (handlers on
+    the root logger, levels on named loggers), which would leak into later tests.
+    """
+    root = logging.getLogger()
+    handlers, root_level = list(root.handlers), root.level
+    levels = {
+        name: logger.level
+        for name, logger in logging.root.manager.loggerDict.items()
+        if isinstance(logger, logging.Logger)
+    }
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(root_level)
+    for name, logger in logging.root.manager.loggerDict.items():
+        if isinstance(logger, logging.Logger):
+            logger.setLevel(levels.get(name, logging.NOTSET))

@@ -1,8 +1,12 @@
-"""Fakes for the agent's tests: a relay over real WebSockets, and an in-memory transport."""
+"""Fakes for the agent's tests: a relay over real WebSockets, an in-memory transport, and
+a backend over real HTTP that gives one canned answer (for answers the FakeBackend cannot
+be asked for)."""
 
 from functools import partial
+from typing import TypeVar
 
 import attrs
+import h11
 import trio
 import trio_websocket
 
@@ -20,16 +24,20 @@ from wire import (
 )
 
 __all__ = [
+    "CannedBackend",
     "FakeRelay",
     "MemoryRelayEnd",
     "MemoryTransport",
     "RelayConn",
+    "drain",
     "fast_config",
     "memory_transport_pair",
     "start_fake_relay",
 ]
 
 SECRET = "s3cret-value-never-logged"
+
+T = TypeVar("T")
 
 
 def fast_config(relay_url: str, backend_url: str, **overrides: object) -> AgentConfig:
@@ -220,3 +228,71 @@ def memory_transport_pair() -> tuple[MemoryTransport, MemoryRelayEnd]:
     to_agent_send, to_agent_receive = trio.open_memory_channel[str | tuple[int, str]](100)
     transport = MemoryTransport(to_relay_send, to_agent_receive)
     return transport, MemoryRelayEnd(to_relay_receive, to_agent_send, transport)
+
+
+@attrs.define(eq=False)
+class CannedBackend:
+    """A real HTTP/1.1 server on 127.0.0.1 answering every request with the same answer.
+
+    Set the answer with `answer`; each request's path and body are kept in
+    `requests`. The body goes out as one chunked piece per item of `pieces`.
+    """
+
+    status: int = 200
+    content_type: str = "application/json"
+    pieces: list[bytes] = attrs.field(factory=list)
+    requests: list[tuple[str, bytes]] = attrs.field(factory=list)
+    url: str = ""
+
+    def answer(self, status: int, body: bytes | list[bytes], content_type: str) -> None:
+        """Answer from now on with `status`, `body` (one piece or several) and `content_type`."""
+        self.status, self.content_type = status, content_type
+        self.pieces = body if isinstance(body, list) else [body]
+
+    async def run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until cancelled; started with the base URL."""
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        self.url = f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}"
+        task_status.started(self.url)
+        await trio.serve_listeners(self._serve, listeners)
+
+    async def _serve(self, stream: trio.SocketStream) -> None:
+        conn = h11.Connection(h11.SERVER)
+        async with stream:
+            try:
+                while await self._one(stream, conn):
+                    conn.start_next_cycle()
+            except (trio.BrokenResourceError, h11.RemoteProtocolError):
+                pass  # the client left mid-answer
+
+    async def _one(self, stream: trio.SocketStream, conn: h11.Connection) -> bool:
+        target, body = "", bytearray()
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await stream.receive_some(65536))
+            elif isinstance(event, h11.Request):
+                target = event.target.decode()
+            elif isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                break
+            else:  # ConnectionClosed: the pool closed an idle connection
+                return False
+        self.requests.append((target, bytes(body)))
+        headers = [("content-type", self.content_type), ("transfer-encoding", "chunked")]
+        await stream.send_all(conn.send(h11.Response(status_code=self.status, headers=headers)))
+        for piece in self.pieces:
+            await stream.send_all(conn.send(h11.Data(data=piece)))
+        await stream.send_all(conn.send(h11.EndOfMessage()))
+        return conn.our_state is h11.DONE and conn.their_state is h11.DONE
+
+
+def drain(receive: trio.MemoryReceiveChannel[T]) -> list[T]:
+    """Everything already waiting in `receive`, without waiting for more."""
+    items: list[T] = []
+    while True:
+        try:
+            items.append(receive.receive_nowait())
+        except trio.WouldBlock:
+            return items

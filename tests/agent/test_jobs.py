@@ -1,15 +1,19 @@
 """Requests end to end: fake relay (real WebSocket) → agent → FakeBackend (real HTTP)."""
 
+import ast
 import json
 from collections.abc import AsyncIterator
 from functools import partial
+from pathlib import Path
 
 import httpx
 import pytest
 import trio
 
+import agent.jobs
 from agent.backend import open_backend
 from agent.daemon import Daemon, run_agent
+from agent.dialect_exchange import DialectExchange
 from agent.jobs import Job, run_job
 from agent.outbox import Outgoing
 from tests.agent.fakes import SECRET, FakeRelay, RelayConn, fast_config
@@ -318,7 +322,7 @@ async def test_multibyte_character_split_across_reads_is_not_broken() -> None:
         for client in backend._clients:
             client._transport = httpx.MockTransport(handler)
         job = Job(chat("r1", stream=True), trio.current_time())
-        await run_job(job, backend=backend, outbox=send)
+        await run_job(job, exchange=DialectExchange.for_backend(backend), outbox=send)
     frames = []
     while True:
         try:
@@ -336,3 +340,24 @@ def test_secret_is_not_in_the_config_repr() -> None:
     config = fast_config("ws://127.0.0.1:1", "http://127.0.0.1:2", backend_api_key="bk-secret")
     assert SECRET not in repr(config)
     assert "bk-secret" not in repr(config)
+
+
+def test_a_job_knows_no_dialect() -> None:
+    """jobs.py talks to an `Exchange` only: neither the translation, nor the two
+    implementations, nor the dialect setting are imported there."""
+    tree = ast.parse(Path(agent.jobs.__file__).read_text("utf-8"))
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            imported |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+        elif isinstance(node, ast.Import):
+            imported |= {a.name for a in node.names}
+    assert imported.isdisjoint(
+        {
+            "agent.translate",
+            "agent.anthropic_over_openai",
+            "agent.dialect_exchange",
+            "agent.config.BackendDialect",
+            "agent.backend",
+        }
+    ), imported

@@ -3,7 +3,6 @@
 import json
 import logging
 import sys
-from collections.abc import Iterator
 
 import pytest
 
@@ -12,40 +11,10 @@ from agent.logging import (
     TextFormatter,
     bind_log_context,
     configure_logging,
-    parse_level_spec,
 )
 
-
-def test_parse_level_spec() -> None:
-    assert parse_level_spec("debug") == (logging.DEBUG, {})
-    assert parse_level_spec("agent=debug,httpx=warning") == (
-        logging.INFO,
-        {"agent": logging.DEBUG, "httpx": logging.WARNING},
-    )
-    assert parse_level_spec("warn, agent::session=trace, trio-websocket=info") == (
-        logging.WARNING,
-        {"agent.session": logging.DEBUG, "trio_websocket": logging.INFO},
-    )
-    with pytest.raises(ValueError, match="unknown level"):
-        parse_level_spec("agent=loud")
-    with pytest.raises(ValueError, match="empty target"):
-        parse_level_spec("=debug")
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """configure_logging changes process-wide state: put it back after each test."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    named = {
-        name: logging.getLogger(name).level
-        for name in ("httpx", "httpcore", "trio_websocket", "hypercorn")
-    }
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    for name, value in named.items():
-        logging.getLogger(name).setLevel(value)
+# configure_logging changes process-wide state: put it back after each test.
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 def test_text_and_json_lines(capsys: pytest.CaptureFixture[str]) -> None:
@@ -90,3 +59,23 @@ def test_formatters_render_exceptions() -> None:
         )
     assert "ValueError: boom" in TextFormatter().format(record)
     assert "ValueError: boom" in json.loads(JsonFormatter().format(record))["exception"]
+
+
+def test_a_value_or_event_cannot_forge_a_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """A path with ``%0a`` in it (decoded: a newline) stays on the request's line."""
+    configure_logging("info", "text")
+    forged = "/v1/x\n2026-01-01T00:00:00.000Z INFO agent.session drained\r"
+    logging.getLogger("agent.test").info(
+        "bad path %s", forged, extra={"endpoint": forged, "tab": "a\tb"}
+    )
+    text = capsys.readouterr().err
+    assert text.count("\n") == 1  # the line's own end
+    assert "\r" not in text
+    assert "bad path /v1/x\\n2026" in text
+    assert 'endpoint="/v1/x\\n2026-01-01T00:00:00.000Z INFO agent.session drained\\r"' in text
+    assert 'tab="a\\tb"' in text
+
+
+def test_upstream_crate_names_mean_the_agent() -> None:
+    configure_logging("modelrelay_worker=debug", "text")
+    assert logging.getLogger("agent").level == logging.DEBUG

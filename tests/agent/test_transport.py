@@ -1,5 +1,6 @@
 """Classifying the relay's refusals, over real sockets where they matter."""
 
+import ast
 import os
 import shutil
 import ssl
@@ -12,16 +13,10 @@ import trio
 import trio.testing
 import trio_websocket
 
+import agent
 from agent.errors import AuthRefused, RelayClosed, RelayUnreachable, VersionRejected
 from agent.sockio import DIRECT_IO
-from agent.transport import (
-    _DIRECT_READS,
-    _DirectStream,
-    _EagerLock,
-    _EagerSendChannel,
-    closed_error,
-    open_relay_transport,
-)
+from agent.transport import _DIRECT_READS, _DirectStream, closed_error, open_relay_transport
 from tests.agent.fakes import fast_config
 
 
@@ -204,16 +199,20 @@ async def test_direct_stream_reports_a_closed_peer_as_broken() -> None:
 # --- trio-websocket without its idle scheduler trips ---------------------------
 
 
-async def _echo_server(nursery: trio.Nursery) -> str:
-    """A plain WebSocket server that echoes every message."""
+async def _echo_server(
+    nursery: trio.Nursery, closes: trio.MemorySendChannel[int | None] | None = None
+) -> str:
+    """A plain WebSocket server that echoes every message, and reports each
+    connection's close code on `closes`."""
 
     async def handler(request: trio_websocket.WebSocketRequest) -> None:
         ws = await request.accept()
         try:
             while True:
                 await ws.send_message(await ws.get_message())
-        except trio_websocket.ConnectionClosed:
-            pass
+        except trio_websocket.ConnectionClosed as exc:
+            if closes is not None:
+                await closes.send(exc.reason.code if exc.reason else None)
 
     server = await nursery.start(
         partial(trio_websocket.serve_websocket, handler, "127.0.0.1", 0, None)
@@ -221,22 +220,17 @@ async def _echo_server(nursery: trio.Nursery) -> str:
     return f"http://127.0.0.1:{server.port}"
 
 
-@pytest.mark.skipif(not DIRECT_IO, reason="no direct socket I/O on this platform")
-async def test_an_open_connection_sends_and_hands_over_without_a_trip(
-    nursery: trio.Nursery,
-) -> None:
-    """The pinned trio-websocket still has the two attributes replaced (a release
-    that renames them fails here), and a frame sent or received when nothing is
-    in the way passes through no checkpoint."""
-    config = fast_config(await _echo_server(nursery), "http://127.0.0.1:1")
+async def test_an_open_connection_echoes_and_closes_cleanly(nursery: trio.Nursery) -> None:
+    """Over the direct stream, trio-websocket as it ships: frames both ways, then a
+    clean close (1000) when the block ends."""
+    closes_tx, closes_rx = trio.open_memory_channel[int | None](1)
+    config = fast_config(await _echo_server(nursery, closes_tx), "http://127.0.0.1:1")
     with trio.fail_after(10):
         async with open_relay_transport(config) as transport:
-            ws = transport._ws
-            assert isinstance(ws._stream_lock, _EagerLock)
-            assert isinstance(ws._send_channel, _EagerSendChannel)
-            with trio.testing.assert_no_checkpoints():
-                await transport.send("hello")
+            assert type(transport._ws) is trio_websocket.WebSocketConnection
+            await transport.send("hello")
             assert await transport.receive() == "hello"
+        assert await closes_rx.receive() == 1000
 
 
 @pytest.mark.skipif(not DIRECT_IO, reason="no direct socket I/O on this platform")
@@ -271,47 +265,31 @@ async def test_concurrent_senders_still_send_whole_frames_in_order(
     assert by_sender == {k: list(range(per_sender)) for k in range(senders)}
 
 
-async def test_eager_lock_takes_a_free_lock_at_once_and_keeps_fifo_order() -> None:
-    lock = _EagerLock()
-    order: list[str] = []
-
-    async def take(name: str, task_status: trio.TaskStatus[None]) -> None:
-        task_status.started()
-        async with lock:
-            order.append(name)
-            await trio.lowlevel.checkpoint()  # hold it across a checkpoint
-
-    with trio.testing.assert_no_checkpoints():
-        await lock.__aenter__()
-    assert lock.locked()
-    async with trio.open_nursery() as nursery:
-        await nursery.start(take, "b")
-        await nursery.start(take, "c")
-        await trio.testing.wait_all_tasks_blocked()
-        await lock.__aexit__(None, None, None)
-        # Free, but b and c are queued: a newcomer must wait its turn.
-        await nursery.start(take, "d")
-    assert order == ["b", "c", "d"]
-    assert not lock.locked()
-
-
-async def test_eager_send_channel_hands_over_at_once_and_waits_when_full() -> None:
-    send, receive = trio.open_memory_channel[str | bytes](1)
-    eager = _EagerSendChannel(send)
-    with trio.testing.assert_no_checkpoints():
-        await eager.send("first")  # room in the queue: no trip
-    sent_second = trio.Event()
-
-    async def second() -> None:
-        await eager.send("second")  # the queue is full: waits for the reader
-        sent_second.set()
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(second)
-        await trio.testing.wait_all_tasks_blocked()
-        assert not sent_second.is_set()
-        assert await receive.receive() == "first"
-        assert await receive.receive() == "second"
-    await eager.aclose()
-    with pytest.raises(trio.EndOfChannel):
-        await receive.receive()
+def test_the_agent_replaces_no_private_attribute() -> None:
+    """No ``obj._name = ...`` (nor ``setattr(obj, "_name", ...)``) on anything but
+    ``self`` in agent/: a dependency's internals are never swapped at run time."""
+    offenders: list[str] = []
+    for path in sorted(Path(agent.__file__).parent.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            targets: list[ast.expr] = []
+            if isinstance(node, ast.Assign):
+                targets = node.targets
+            elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
+                targets = [node.target]
+            for target in targets:
+                if (
+                    isinstance(target, ast.Attribute)
+                    and target.attr.startswith("_")
+                    and not (isinstance(target.value, ast.Name) and target.value.id == "self")
+                ):
+                    offenders.append(f"{path}:{node.lineno}")
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id == "setattr"
+                and len(node.args) > 1
+                and isinstance(node.args[1], ast.Constant)
+                and str(node.args[1].value).startswith("_")
+            ):
+                offenders.append(f"{path}:{node.lineno}")
+    assert offenders == []

@@ -7,16 +7,15 @@ translate every later one straight away (counted in the backend's log).
 """
 
 import json
-from collections.abc import Callable, Coroutine
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import httpx
 import pytest
 import trio
 
 from agent.backend import open_backend
-from agent.jobs import Job, run_job
+from agent.config import BackendDialect
+from agent.dialect_exchange import DialectExchange
+from agent.exchange import Reply, backend_headers
 from agent.outbox import Outgoing
 from agent.translate import TOKEN_ESTIMATE_HEADER, estimate_input_tokens
 from tests.agent.fakes import FakeRelay, fast_config
@@ -404,83 +403,24 @@ async def test_streamed_usage_reaches_the_relay_from_the_translated_stream(
     assert done.token_counts == TokenCounts(prompt, 4, prompt + 4)
 
 
-# --- odd backends (httpx.MockTransport: answers a real server would not give on demand) ----------
+# --- the exchange alone ----------------------------------------------------------------------
 
 
-async def run_against(
-    handler: Callable[[httpx.Request], Coroutine[None, None, httpx.Response]], request: Request
-) -> tuple[str, ResponseComplete]:
-    """One job against a mocked backend in `openai` dialect: the chunks' text, the complete.
-
-    An https:// URL: its POSTs go through httpx, whose transport is replaced.
-    """
-    config = fast_config("ws://127.0.0.1:1", "https://backend.invalid", backend_dialect="openai")
+async def test_auto_is_settled_by_the_first_answers_status_not_its_end(
+    fake_backend: FakeBackend,
+) -> None:
+    """Learning happens on the status line: a long first stream does not keep every
+    other request probing until it ends."""
+    config = fast_config("ws://127.0.0.1:1", fake_backend.url, backend_dialect="auto")
+    request = messages_request("r1", stream=True, fake={"stall_after": 1})
     send, receive = trio.open_memory_channel[Outgoing](100)
-    async with open_backend(config) as backend:
-        for client in backend._clients:
-            client._transport = httpx.MockTransport(handler)
-        await run_job(Job(request, trio.current_time()), backend=backend, outbox=send)
-    frames = []
-    while True:
-        try:
-            frames.append(receive.receive_nowait())
-        except trio.WouldBlock:
-            break
-    complete = frames.pop()
-    assert isinstance(complete, ResponseComplete)
-    return "".join(f.chunk for f in frames if isinstance(f, ResponseChunk)), complete
-
-
-async def test_a_stream_request_answered_with_one_json_body_still_streams() -> None:
-    async def handler(request: httpx.Request) -> httpx.Response:
-        assert json.loads(request.content)["stream"] is True
-        return httpx.Response(
-            200,
-            json={
-                "id": "chatcmpl-json",
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": "Hi"},
-                        "finish_reason": "stop",
-                    }
-                ],
-                "usage": {"prompt_tokens": 4, "completion_tokens": 1},
-            },
-        )
-
-    text, done = await run_against(handler, messages_request("r1", stream=True))
-    assert done.status_code == 200
-    assert done.headers is not None
-    assert done.headers["content-type"] == "text/event-stream"
-    assert done.token_counts == TokenCounts(4, 1, 5)
-    message = sdk_final_message(text)
-    assert message.content[0].type == "text"
-    assert message.content[0].text == "Hi"
-
-
-async def test_an_untranslatable_answer_is_a_502_in_anthropic_shape() -> None:
-    async def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, text="<html>proxy login</html>")
-
-    text, done = await run_against(handler, messages_request("r1"))
-    assert text == ""
-    assert done.status_code == 502
-    error = json.loads(done.body or "")
-    assert error["type"] == "error"
-    assert "could not be translated" in error["error"]["message"]
-
-
-async def test_a_tool_call_stream_reaches_the_client_as_tool_use_blocks() -> None:
-    golden = Path(__file__).parent / "golden" / "openai_text_then_tools.openai.sse"
-
-    async def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(
-            200, headers={"content-type": "text/event-stream"}, content=golden.read_bytes()
-        )
-
-    text, done = await run_against(handler, messages_request("r1", stream=True))
-    message = sdk_final_message(text)
-    assert [b.type for b in message.content] == ["text", "tool_use", "tool_use"]
-    assert message.stop_reason == "tool_use"
-    assert done.token_counts == TokenCounts(81, 42, 123)
+    with trio.fail_after(10):
+        async with open_backend(config) as backend, trio.open_nursery() as nursery:
+            exchange = DialectExchange.for_backend(backend)
+            reply = Reply(request, send)
+            nursery.start_soon(exchange.answer, request, backend_headers(request), reply)
+            first = await receive.receive()
+            assert isinstance(first, ResponseChunk)
+            assert backend.dialect is BackendDialect.ANTHROPIC
+            assert not reply.completed
+            nursery.cancel_scope.cancel()
