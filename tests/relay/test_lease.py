@@ -7,7 +7,8 @@ import trio
 import trio.testing
 
 import wire
-from relay.worker_hub import FLUSH, Lease, Sent
+from relay.boundary import ClientWriter, Sent
+from relay.worker_hub import FLUSH, Lease
 
 
 def _lease() -> Lease:
@@ -61,23 +62,33 @@ async def test_receive_is_a_cancellation_point_even_with_items_waiting() -> None
 
 
 class _Client:
-    """What `Lease.direct` would write to: records pieces, answers as told."""
+    """The server's `send_now` behind `Lease.direct`: records pieces, answers as told."""
 
     def __init__(self, answer: Sent) -> None:
         self.answer = answer
         self.written: list[str] = []
 
-    def __call__(self, chunk: str) -> Sent:
+    def __call__(self, body: bytes) -> Sent:
         if self.answer is not Sent.NONE:
-            self.written.append(chunk)
+            self.written.append(body.decode())
         return self.answer
+
+
+async def _no_send(message: object) -> None:
+    raise AssertionError("these tests write through send_now only")
+
+
+def _direct(lease: Lease, answer: Sent) -> _Client:
+    client = _Client(answer)
+    lease.direct = ClientWriter(_no_send, client)
+    return client
 
 
 async def _parked(nursery: trio.Nursery, answer: Sent) -> tuple[Lease, _Client, list[object]]:
     """A lease whose request task waits in `receive()`, its direct writes answered
     with `answer`; the list fills with what that receive returns."""
     lease = _lease()
-    lease.direct = client = _Client(answer)
+    client = _direct(lease, answer)
     got: list[object] = []
 
     async def request_task() -> None:
@@ -122,7 +133,7 @@ async def test_a_chunk_the_socket_refuses_is_queued_as_always(nursery) -> None:
 
 async def test_no_direct_write_past_a_queued_item_or_without_a_waiting_task() -> None:
     lease = _lease()
-    lease.direct = client = _Client(Sent.ALL)
+    client = _direct(lease, Sent.ALL)
     lease.feed("first")  # nobody waits: queued
     lease.feed("second")  # behind a queued item: queued, order kept
     assert client.written == []
