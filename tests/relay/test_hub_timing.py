@@ -12,40 +12,12 @@ import trio
 import trio.testing
 
 import wire
-from relay.worker_hub import Hub, Ticket, TransportClosed
+from relay.worker_hub import Hub, Ticket
 from tests.relay.conftest import make_config
+from tests.relay.memory_relay import MemoryTransport
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-
-class MemoryTransport:
-    """The relay's end of a worker socket, as two memory channels."""
-
-    def __init__(self) -> None:
-        self.to_relay_tx, self.to_relay_rx = trio.open_memory_channel[str](100)
-        self.to_agent_tx, self.to_agent_rx = trio.open_memory_channel[str](100)
-        self.closed: tuple[int, str] | None = None
-        self.closed_event = trio.Event()
-
-    async def send(self, text: str) -> None:
-        await self.to_agent_tx.send(text)
-
-    async def receive(self) -> str:
-        try:
-            return await self.to_relay_rx.receive()
-        except trio.EndOfChannel:
-            raise TransportClosed from None
-
-    async def aclose(self, code: int, reason: str) -> None:
-        self.closed = (code, reason)
-        self.closed_event.set()
-
-    async def agent_send(self, message: wire.Message) -> None:
-        await self.to_relay_tx.send(wire.encode(message))
-
-    async def agent_recv(self) -> wire.RelayToAgent:
-        return wire.decode_relay_frame(await self.to_agent_rx.receive())
 
 
 @pytest.fixture
