@@ -115,7 +115,7 @@ def admin_blueprint(relay: Relay) -> Blueprint:
 
     @bp.get("/stats")
     async def stats() -> Response:
-        return _json(relay.stats.snapshot(t.model for t in relay.hub.queue))
+        return _json(relay.stats.snapshot(t.model for t in relay.hub.queue).to_json())
 
     @bp.get("/keys")
     async def list_keys() -> Response:
