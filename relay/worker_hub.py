@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Hub",
+    "HubCounts",
+    "HubStatistics",
     "HubStats",
     "Lease",
     "LeaseEnd",
@@ -48,6 +50,7 @@ __all__ = [
     "Transport",
     "TransportClosed",
     "Worker",
+    "WorkerStatistics",
     "sanitize_models",
 ]
 
@@ -264,6 +267,21 @@ class Worker:
     def in_flight(self) -> int:
         return len(self.leases) + len(self.cancelling)
 
+    def statistics(self) -> WorkerStatistics:
+        return WorkerStatistics(
+            id=self.id,
+            name=self.name,
+            models=self.model_list,
+            max_concurrent=self.max_concurrent,
+            in_flight=self.in_flight,
+            reported_load=self.reported_load,
+            draining=self.draining,
+            connected_since=self.connected_since,
+            last_seen=self.last_seen,
+            requests_served=self.requests_served,
+            peer=self.peer,
+        )
+
     def post(self, frame: str) -> None:
         """Queue a frame for the worker's writer task without blocking.
 
@@ -293,8 +311,32 @@ class Worker:
         )
 
 
+@attrs.frozen
+class WorkerStatistics:
+    """One connected worker at one moment: what `/admin/workers` and `/metrics` show."""
+
+    id: str
+    name: str
+    models: tuple[str, ...]
+    max_concurrent: int
+    in_flight: int
+    reported_load: int
+    draining: bool
+    connected_since: float  # trio.current_time() values
+    last_seen: float
+    requests_served: int
+    peer: str
+
+    @property
+    def load(self) -> float:
+        """The router's measure: the relay's own count over the capacity."""
+        return self.in_flight / self.max_concurrent
+
+
 @attrs.define
 class HubStats:
+    """The hub's event counters (the hub increments them; read `HubCounts` copies)."""
+
     workers_registered: int = 0
     workers_lost: int = 0
     protocol_errors: int = 0
@@ -302,6 +344,29 @@ class HubStats:
     requeues: int = 0
     slow_workers: int = 0
     heartbeat_timeouts: int = 0
+
+
+@attrs.frozen
+class HubCounts:
+    """`HubStats` at one moment."""
+
+    workers_registered: int
+    workers_lost: int
+    protocol_errors: int
+    dropped_frames: int
+    requeues: int
+    slow_workers: int
+    heartbeat_timeouts: int
+
+
+@attrs.frozen
+class HubStatistics:
+    """The fleet at one moment (`Hub.statistics()`)."""
+
+    workers: tuple[WorkerStatistics, ...]
+    queued: tuple[str, ...]  # the model of each waiting request, oldest first
+    draining: bool  # the relay is shutting down
+    counts: HubCounts
 
 
 def sanitize_models(models: Iterable[str], cap: int) -> tuple[tuple[str, ...], list[str]]:
@@ -349,6 +414,15 @@ class Hub:
 
     def __attrs_post_init__(self) -> None:
         self.queue = PendingQueue(self.config.max_queue_len)
+
+    def statistics(self) -> HubStatistics:
+        """A snapshot for the admin API and `/metrics` (cost: one record per worker)."""
+        return HubStatistics(
+            workers=tuple(worker.statistics() for worker in self.workers.values()),
+            queued=tuple(ticket.model for ticket in self.queue),
+            draining=self.draining,
+            counts=HubCounts(**attrs.asdict(self.stats)),
+        )
 
     # ------------------------------------------------------------ models
 
