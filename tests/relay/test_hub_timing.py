@@ -25,7 +25,9 @@ def hub(tmp_path: Path) -> Hub:
     return Hub(make_config(tmp_path, heartbeat_interval=15.0, heartbeat_timeout=45.0))
 
 
-async def _register(hub: Hub, nursery: trio.Nursery) -> MemoryTransport:
+@pytest.fixture
+async def t(hub: Hub, nursery: trio.Nursery) -> MemoryTransport:
+    """A worker registered on `hub`: the agent's end of its memory transport."""
     t = MemoryTransport()
     nursery.start_soon(hub.run_session, t, "mem")
     await t.agent_send(wire.Register(worker_name="w", models=("m",), max_concurrent=1))
@@ -34,9 +36,8 @@ async def _register(hub: Hub, nursery: trio.Nursery) -> MemoryTransport:
 
 
 async def test_pings_every_interval_and_drops_after_timeout(
-    hub: Hub, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    hub: Hub, t: MemoryTransport, autojump_clock: trio.testing.MockClock
 ) -> None:
-    t = await _register(hub, nursery)
     start = trio.current_time()
     ping = await t.agent_recv()
     assert isinstance(ping, wire.Ping)
@@ -49,9 +50,8 @@ async def test_pings_every_interval_and_drops_after_timeout(
 
 
 async def test_any_frame_counts_as_an_answer(
-    hub: Hub, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    hub: Hub, t: MemoryTransport, autojump_clock: trio.testing.MockClock
 ) -> None:
-    t = await _register(hub, nursery)
     for _ in range(10):  # 300 virtual seconds of models_updates, no pongs
         await trio.sleep(30)
         await t.agent_send(wire.ModelsUpdate(models=("m",), current_load=0))
@@ -60,9 +60,8 @@ async def test_any_frame_counts_as_an_answer(
 
 
 async def test_unanswered_cancel_holds_slot_for_grace(
-    hub: Hub, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    hub: Hub, t: MemoryTransport, autojump_clock: trio.testing.MockClock
 ) -> None:
-    await _register(hub, nursery)
     (worker,) = hub.workers.values()
     ticket = Ticket(request_id="r1", model="m", arrival=trio.current_time())
     lease = await hub.acquire(ticket)

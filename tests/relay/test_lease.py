@@ -11,13 +11,13 @@ from relay.boundary import ClientWriter, Sent
 from relay.worker_hub import FLUSH, Lease
 
 
-def _lease() -> Lease:
+@pytest.fixture
+def lease() -> Lease:
     # feed/finish/receive never reach the worker below the byte bounds.
     return Lease("r1", worker=None, max_buffered=1000, max_total=10_000)  # type: ignore[arg-type]
 
 
-async def test_what_is_waiting_comes_in_one_batch_in_order() -> None:
-    lease = _lease()
+async def test_what_is_waiting_comes_in_one_batch_in_order(lease: Lease) -> None:
     done = wire.ResponseComplete("r1", 200)
     lease.feed("a")
     lease.feed("bb")
@@ -27,8 +27,7 @@ async def test_what_is_waiting_comes_in_one_batch_in_order() -> None:
     assert lease.buffered == 0
 
 
-async def test_a_waiting_receive_wakes_with_everything_fed_meanwhile(nursery) -> None:
-    lease = _lease()
+async def test_a_waiting_receive_wakes_with_everything_fed_meanwhile(lease: Lease, nursery) -> None:
     got: list[object] = []
 
     async def request_task() -> None:
@@ -42,8 +41,7 @@ async def test_a_waiting_receive_wakes_with_everything_fed_meanwhile(nursery) ->
     assert got == ["x", "y"]
 
 
-async def test_cancelled_while_waiting_then_fed_is_harmless(autojump_clock) -> None:
-    lease = _lease()
+async def test_cancelled_while_waiting_then_fed_is_harmless(lease: Lease, autojump_clock) -> None:
     with trio.move_on_after(1) as waited:
         await lease.receive()
     assert waited.cancelled_caught
@@ -51,8 +49,7 @@ async def test_cancelled_while_waiting_then_fed_is_harmless(autojump_clock) -> N
     assert await lease.receive() == ["late"]
 
 
-async def test_receive_is_a_cancellation_point_even_with_items_waiting() -> None:
-    lease = _lease()
+async def test_receive_is_a_cancellation_point_even_with_items_waiting(lease: Lease) -> None:
     lease.feed("x")
     with trio.CancelScope() as scope:
         scope.cancel()
@@ -84,10 +81,11 @@ def _direct(lease: Lease, answer: Sent) -> _Client:
     return client
 
 
-async def _parked(nursery: trio.Nursery, answer: Sent) -> tuple[Lease, _Client, list[object]]:
+async def _parked(
+    lease: Lease, nursery: trio.Nursery, answer: Sent
+) -> tuple[Lease, _Client, list[object]]:
     """A lease whose request task waits in `receive()`, its direct writes answered
     with `answer`; the list fills with what that receive returns."""
-    lease = _lease()
     client = _direct(lease, answer)
     got: list[object] = []
 
@@ -99,8 +97,10 @@ async def _parked(nursery: trio.Nursery, answer: Sent) -> tuple[Lease, _Client, 
     return lease, client, got
 
 
-async def test_a_lone_chunk_goes_straight_to_the_client_and_the_task_sleeps_on(nursery) -> None:
-    lease, client, got = await _parked(nursery, Sent.ALL)
+async def test_a_lone_chunk_goes_straight_to_the_client_and_the_task_sleeps_on(
+    lease: Lease, nursery
+) -> None:
+    lease, client, got = await _parked(lease, nursery, Sent.ALL)
     lease.feed("a")
     lease.feed("b")
     await trio.testing.wait_all_tasks_blocked()
@@ -113,8 +113,10 @@ async def test_a_lone_chunk_goes_straight_to_the_client_and_the_task_sleeps_on(n
     assert got == [done]
 
 
-async def test_a_chunk_written_in_part_wakes_the_task_to_write_the_rest(nursery) -> None:
-    lease, client, got = await _parked(nursery, Sent.PART)
+async def test_a_chunk_written_in_part_wakes_the_task_to_write_the_rest(
+    lease: Lease, nursery
+) -> None:
+    lease, client, got = await _parked(lease, nursery, Sent.PART)
     lease.feed("abc")
     await trio.testing.wait_all_tasks_blocked()
     assert client.written == ["abc"]
@@ -122,8 +124,8 @@ async def test_a_chunk_written_in_part_wakes_the_task_to_write_the_rest(nursery)
     assert lease.buffered == 0
 
 
-async def test_a_chunk_the_socket_refuses_is_queued_as_always(nursery) -> None:
-    lease, client, got = await _parked(nursery, Sent.NONE)
+async def test_a_chunk_the_socket_refuses_is_queued_as_always(lease: Lease, nursery) -> None:
+    lease, client, got = await _parked(lease, nursery, Sent.NONE)
     lease.feed("abc")
     await trio.testing.wait_all_tasks_blocked()
     assert client.written == []
@@ -131,8 +133,9 @@ async def test_a_chunk_the_socket_refuses_is_queued_as_always(nursery) -> None:
     assert lease.buffered == 0
 
 
-async def test_no_direct_write_past_a_queued_item_or_without_a_waiting_task() -> None:
-    lease = _lease()
+async def test_no_direct_write_past_a_queued_item_or_without_a_waiting_task(
+    lease: Lease,
+) -> None:
     client = _direct(lease, Sent.ALL)
     lease.feed("first")  # nobody waits: queued
     lease.feed("second")  # behind a queued item: queued, order kept
