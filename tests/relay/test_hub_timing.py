@@ -26,41 +26,41 @@ def hub(tmp_path: Path) -> Hub:
 
 
 @pytest.fixture
-async def t(hub: Hub, nursery: trio.Nursery) -> MemoryTransport:
+async def agent(hub: Hub, nursery: trio.Nursery) -> MemoryTransport:
     """A worker registered on `hub`: the agent's end of its memory transport."""
-    t = MemoryTransport()
-    nursery.start_soon(hub.run_session, t, "mem")
-    await t.agent_send(wire.Register(worker_name="w", models=("m",), max_concurrent=1))
-    assert isinstance(await t.agent_recv(), wire.RegisterAck)
-    return t
+    agent = MemoryTransport()
+    nursery.start_soon(hub.run_session, agent, "mem")
+    await agent.agent_send(wire.Register(worker_name="w", models=("m",), max_concurrent=1))
+    assert isinstance(await agent.agent_recv(), wire.RegisterAck)
+    return agent
 
 
 async def test_pings_every_interval_and_drops_after_timeout(
-    hub: Hub, t: MemoryTransport, autojump_clock: trio.testing.MockClock
+    hub: Hub, agent: MemoryTransport, autojump_clock: trio.testing.MockClock
 ) -> None:
     start = trio.current_time()
-    ping = await t.agent_recv()
+    ping = await agent.agent_recv()
     assert isinstance(ping, wire.Ping)
     assert trio.current_time() - start == pytest.approx(15.0)
     # Silence: the worker is gone 45 s after its last frame (the register).
-    await t.closed_event.wait()
+    await agent.closed_event.wait()
     assert trio.current_time() - start == pytest.approx(45.0)
-    assert t.closed[0] == 1001
+    assert agent.closed[0] == 1001
     assert not hub.workers
 
 
 async def test_any_frame_counts_as_an_answer(
-    hub: Hub, t: MemoryTransport, autojump_clock: trio.testing.MockClock
+    hub: Hub, agent: MemoryTransport, autojump_clock: trio.testing.MockClock
 ) -> None:
     for _ in range(10):  # 300 virtual seconds of models_updates, no pongs
         await trio.sleep(30)
-        await t.agent_send(wire.ModelsUpdate(models=("m",), current_load=0))
+        await agent.agent_send(wire.ModelsUpdate(models=("m",), current_load=0))
     assert len(hub.workers) == 1
-    assert t.closed is None
+    assert agent.closed is None
 
 
 async def test_unanswered_cancel_holds_slot_for_grace(
-    hub: Hub, t: MemoryTransport, autojump_clock: trio.testing.MockClock
+    hub: Hub, agent: MemoryTransport, autojump_clock: trio.testing.MockClock
 ) -> None:
     (worker,) = hub.workers.values()
     ticket = Ticket(request_id="r1", model="m", arrival=trio.current_time())
