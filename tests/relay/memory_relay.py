@@ -186,6 +186,8 @@ class MemoryExchange:
         self.headers: dict[str, str] = {}
         self.pieces: list[bytes] = []
         self.direct_writes = 0
+        self.writing = False  # a body `send` is in progress
+        self._gate: trio.Event | None = None
 
     # -- the client's side --
 
@@ -195,6 +197,15 @@ class MemoryExchange:
         on_hangup, self._on_hangup = self._on_hangup, None
         if on_hangup is not None:
             on_hangup()
+
+    def hold(self) -> None:
+        """The client's socket is full: body sends block until `release()`."""
+        self._gate = trio.Event()
+
+    def release(self) -> None:
+        assert self._gate is not None
+        self._gate.set()
+        self._gate = None
 
     def response(self) -> Response:
         return Response(
@@ -224,11 +235,18 @@ class MemoryExchange:
             self.started.set()
         else:
             assert self.status is not None, "a body before the head"
+            if self._gate is not None:
+                self.writing = True
+                try:
+                    await self._gate.wait()
+                finally:
+                    self.writing = False
             self.pieces.append(message.get("body", b""))
             if not message.get("more_body", False):
                 self.done.set()
 
     def send_now(self, body: bytes) -> Sent:
+        assert not self.writing, "send_now while a send is in progress"
         if self.status is None or self.done.is_set() or self._direct is Sent.NONE:
             return Sent.NONE
         self.direct_writes += 1

@@ -33,7 +33,7 @@ def _raw(*pairs: tuple[str, str]) -> list[tuple[bytes, bytes]]:
     return [(name.encode(), value.encode()) for name, value in pairs]
 
 
-async def test_without_required_keys_everything_is_forwarded(store: KeyStore) -> None:
+async def test_without_required_keys_the_credential_is_forwarded(store: KeyStore) -> None:
     auth = ClientAuth(store, required=False)
     forwarded, key_id = auth.authorize(
         _raw(("authorization", "Bearer sk-x"), ("anthropic-version", "1"))

@@ -107,6 +107,29 @@ async def test_a_direct_write_in_part_is_finished_by_the_request_task(
     assert exchange.response().text == "".join(EVENTS[:2])
 
 
+async def test_chunks_that_arrive_while_the_task_writes_wait_for_it(memory_relay) -> None:
+    """The send_now rule: no direct write while the request's task is in `send`."""
+    async with memory_relay.worker() as worker:
+        exchange = memory_relay.start(json_body=STREAM)
+        with trio.fail_after(5):
+            request = await worker.recv_request()
+            exchange.hold()  # the client's socket is full
+            await worker.chunk(request, EVENTS[0])
+            await trio.testing.wait_all_tasks_blocked()
+            assert exchange.writing  # the request's task is stuck writing it
+            await worker.chunk(request, EVENTS[1])
+            await worker.chunk(request, EVENTS[2])
+            await trio.testing.wait_all_tasks_blocked()
+            assert exchange.direct_writes == 0
+            exchange.release()
+            await trio.testing.wait_all_tasks_blocked()
+            await worker.send(wire.ResponseComplete(request_id=request.request_id, status_code=200))
+            await exchange.finished.wait()
+    # What queued meanwhile went out in one write, in order.
+    assert exchange.pieces == [e.encode() for e in (EVENTS[0], EVENTS[1] + EVENTS[2])] + [b""]
+    assert exchange.direct_writes == 0
+
+
 async def test_bad_json_is_400_in_openai_dialect(memory_relay) -> None:
     response = await memory_relay.post(content=b"{nope")
     assert response.status == 400
