@@ -27,6 +27,7 @@ from relay.boundary import HANGUP_EXTENSION, SEND_NOW_EXTENSION, Sent
 from relay.core import Relay
 from relay.http_api import Proxy
 from relay.worker_hub import TransportClosed
+from tests.relay.fake_worker import ScriptedWorker
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, MutableMapping, Sequence
@@ -70,57 +71,21 @@ class MemoryTransport:
 
 
 @attrs.define(eq=False)
-class MemoryWorker:
+class MemoryWorker(ScriptedWorker):
     """A scripted agent on a `MemoryTransport`: the in-memory twin of `FakeWorker`."""
 
     transport: MemoryTransport
-    ack: wire.RegisterAck | None = None
 
-    async def send(self, message: wire.Message) -> None:
-        await self.transport.agent_send(message)
+    async def send_raw(self, data: str | bytes) -> None:
+        assert isinstance(data, str)  # the hub's Transport speaks text frames
+        await self.transport.to_relay_tx.send(data)
 
-    async def recv(self) -> wire.RelayToAgent:
-        """The next frame that is not a ping (pings are answered)."""
-        while True:
-            message = await self.transport.agent_recv()
-            if isinstance(message, wire.Ping):
-                await self.send(
-                    wire.Pong(current_load=0, timestamp_unix_ms=message.timestamp_unix_ms)
-                )
-                continue
-            return message
-
-    async def recv_request(self) -> wire.Request:
-        message = await self.recv()
-        assert isinstance(message, wire.Request), message
-        return message
-
-    async def recv_cancel(self) -> wire.Cancel:
-        message = await self.recv()
-        assert isinstance(message, wire.Cancel), message
-        return message
-
-    async def reply(self, request: wire.Request, body: str, status: int = 200) -> None:
-        await self.send(
-            wire.ResponseComplete(
-                request_id=request.request_id,
-                status_code=status,
-                headers={"content-type": "application/json"},
-                body=body,
-            )
-        )
-
-    async def chunk(self, request: wire.Request, text: str) -> None:
-        await self.send(wire.ResponseChunk(request_id=request.request_id, chunk=text))
+    async def recv_raw(self) -> str:
+        return await self.transport.to_agent_rx.receive()
 
     async def disconnect(self) -> None:
         """The agent's socket goes away (as a killed agent's would)."""
         await self.transport.to_relay_tx.aclose()
-
-    @property
-    def worker_id(self) -> str:
-        assert self.ack is not None
-        return self.ack.worker_id
 
 
 @attrs.frozen
