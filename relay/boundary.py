@@ -9,7 +9,7 @@ module owns the rule that keeps them apart:
 - the **hub's reader** (the worker session that reads the agent's frames)
   writes a lone streamed chunk at once with the server's ``send_now``
   (`SEND_NOW_EXTENSION`), which never blocks, so the chunk costs one task
-  wake-up instead of two (docs/architecture.md, "The lease").
+  wake-up instead of two (docs/architecture.md, "One request, in scopes").
 
 The rule: **``send_now`` never runs while the request's task writes.** Two
 writers on one socket would interleave bytes mid-frame. Three places keep
