@@ -13,8 +13,9 @@ wrong token 401. Errors use the OpenAI shape like the rest of the relay.
     POST   /admin/workers/{id}/drain    202; graceful_shutdown to that worker
     POST   /admin/models/refresh        202; models_refresh to every worker
 
-Views only read snapshots of the relay's state and answer; the key store's
-database calls run in its worker thread.
+Views only read frozen snapshots of the relay's state (`Hub.statistics()`,
+`Stats.snapshot()`) and answer; the key store's database calls run in its
+worker thread.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from relay.keys import KeyStoreError
 
 if TYPE_CHECKING:
     from relay.core import Relay
-    from relay.worker_hub import Worker
+    from relay.worker_hub import WorkerStatistics
 
 __all__ = ["AdminDisabled", "AdminUnauthorized", "admin_blueprint"]
 
@@ -110,12 +111,12 @@ def admin_blueprint(relay: Relay) -> Blueprint:
 
     @bp.get("/workers")
     async def workers() -> Response:
-        docs = [_worker_json(relay, w) for w in relay.hub.workers.values()]
+        docs = [_worker_json(relay, w) for w in relay.hub.statistics().workers]
         return _json({"workers": docs})
 
     @bp.get("/stats")
     async def stats() -> Response:
-        return _json(relay.stats.snapshot(t.model for t in relay.hub.queue))
+        return _json(relay.stats.snapshot(relay.hub.statistics().queued).to_json())
 
     @bp.get("/keys")
     async def list_keys() -> Response:
@@ -174,15 +175,14 @@ def admin_blueprint(relay: Relay) -> Blueprint:
     return bp
 
 
-def _worker_json(relay: Relay, worker: Worker) -> dict[str, Any]:
+def _worker_json(relay: Relay, worker: WorkerStatistics) -> dict[str, Any]:
     return {
         "id": worker.id,
         "name": worker.name,
-        "models": list(worker.model_list),
+        "models": list(worker.models),
         "max_concurrent": worker.max_concurrent,
         "in_flight": worker.in_flight,
-        # the router's measure: the relay's own count over the capacity
-        "load": round(worker.in_flight / worker.max_concurrent, 4),
+        "load": round(worker.load, 4),
         "reported_load": worker.reported_load,
         "draining": worker.draining,
         "connected_since": relay.rfc3339(worker.connected_since),

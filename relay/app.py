@@ -108,7 +108,7 @@ def create_app(relay: Relay) -> RelayApp:
         if relay.config.require_api_keys:
             # Listing models is inference-side too: the same key as a request.
             try:
-                relay.check_key(request.headers.items())
+                relay.client_auth.check_key(request.headers.items())
             except Unauthorized as exc:
                 return Response(
                     error_body(Dialect.OPENAI, exc), status=401, content_type="application/json"

@@ -10,36 +10,28 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import attrs
 import trio
 from prometheus_client.registry import CollectorRegistry
 
 from relay import __version__
-from relay.errors import Unauthorized
+from relay.auth import ClientAuth
 from relay.inflight import InFlight
-from relay.keys import KEY_PREFIX, KeyStore
+from relay.keys import KeyStore
 from relay.metrics import build_registry
 from relay.stats import Stats
 from relay.worker_hub import Hub
-from wire.limits import filter_headers
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
-
     from relay.config import RelayConfig
     from relay.errors import RelayError
+    from relay.http_api import CallSummary
 
 __all__ = ["Relay"]
 
 log = logging.getLogger("relay.request")
-
-_CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key"})
-_NO_KEY = (
-    "this relay requires an API key: send it as 'Authorization: Bearer mr-…' "
-    "or 'x-api-key: mr-…'; the relay's operator issues keys"
-)
 
 
 @attrs.define(eq=False)
@@ -56,6 +48,13 @@ class Relay:
     # wall clock minus trio's clock, captured once: turns trio times into dates
     wall_offset: float = attrs.field(factory=lambda: time.time() - trio.current_time())
     version: str = __version__
+    # Client API-key checks (relay/auth.py), over this relay's key store.
+    client_auth: ClientAuth = attrs.field(
+        default=attrs.Factory(
+            lambda self: ClientAuth(self.keys, required=self.config.require_api_keys),
+            takes_self=True,
+        )
+    )
 
     @classmethod
     def from_config(cls, config: RelayConfig) -> Relay:
@@ -105,56 +104,6 @@ class Relay:
 
     # ------------------------------------------------------------ hot path
 
-    def authorize(self, headers: list[tuple[bytes, bytes]]) -> tuple[dict[str, str], str | None]:
-        """Check the client's credential; return the headers to forward and the key id.
-
-        With `--require-api-keys` the credential (`Authorization: Bearer` or
-        `x-api-key`) is consumed here: neither header is forwarded, so a relay
-        key never reaches a worker.
-
-        Raises:
-            Unauthorized: keys are required and this request has no valid one.
-        """
-        pairs = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers]
-        if not self.config.require_api_keys:
-            return filter_headers(pairs), None
-        key_id = self.check_key(pairs)
-        return filter_headers(pairs, drop=_CREDENTIAL_HEADERS), key_id
-
-    def check_key(self, headers: Iterable[tuple[str, str]]) -> str:
-        """The id of the valid client key among `headers` (lower-case names).
-
-        Any presented credential that is a valid key will do: a client may
-        send both headers (one of them meant for something else).
-
-        Raises:
-            Unauthorized: none of them is a valid, unrevoked key.
-        """
-        keys = self.keys
-        failure: Unauthorized | None = None
-        for name, value in headers:
-            lowered = name.lower()
-            if lowered == "authorization":
-                scheme, _, token = value.strip().partition(" ")
-                if scheme.lower() != "bearer":
-                    continue
-                candidate = token.strip()
-            elif lowered == "x-api-key":
-                candidate = value.strip()
-            else:
-                continue
-            if keys is None or not candidate.startswith(KEY_PREFIX):
-                failure = failure or Unauthorized(
-                    "the API key is not valid for this relay (relay keys start with 'mr-'); "
-                    "ask the relay's operator for a key"
-                )
-                continue
-            try:
-                return keys.authenticate(candidate)
-            except Unauthorized as exc:
-                failure = exc
-        raise failure or Unauthorized(_NO_KEY)
-
     def record_started(self, model: str, key_id: str | None) -> None:
         """A request was accepted for routing; `record_finished` will follow."""
         self.stats.started(model, key_id)
@@ -183,24 +132,20 @@ class Relay:
             },
         )
 
-    def record_finished(self, summary: dict[str, Any]) -> None:
-        """Count a finished request and log its canonical line (`call_summary`)."""
-        counts = summary.pop("token_counts", None)
-        tokens_in = tokens_out = None
-        if counts is not None:
-            tokens_in = summary["prompt_tokens"] = counts.prompt_tokens
-            tokens_out = summary["completion_tokens"] = counts.completion_tokens
-        ttfb_ms = summary.get("ttfb_ms")
+    def record_finished(self, summary: CallSummary) -> None:
+        """Count a finished request and log its canonical line."""
+        counts = summary.token_counts
         self.stats.finished(
-            summary["model"],
-            summary.get("key_id"),
-            status=summary["status"],
-            client_gone=summary.get("cancel_reason") == "client_disconnect",
-            error=summary.get("error"),
-            duration=summary["duration_ms"] / 1000,
-            ttfb=ttfb_ms / 1000 if ttfb_ms is not None else None,
-            requeues=summary.get("requeues", 0),
-            tokens_in=tokens_in,
-            tokens_out=tokens_out,
+            summary.model,
+            summary.key_id,
+            status=summary.status,
+            client_gone=summary.client_gone,
+            error=summary.error,
+            duration=summary.duration,
+            ttfb=summary.ttfb,
+            requeues=summary.requeues,
+            tokens_in=counts.prompt_tokens if counts is not None else None,
+            tokens_out=counts.completion_tokens if counts is not None else None,
         )
-        log.info("request finished", extra=summary)
+        if log.isEnabledFor(logging.INFO):  # the fields cost a dict per request
+            log.info("request finished", extra=summary.log_fields())

@@ -6,8 +6,8 @@ scopes map one-to-one onto the design (DESIGN-SKETCH.md):
 
     client scope          cancelled when the client disconnects (the front's
     │                     `HangupWatch` reports it, or, where the server
-    │                     offers no `HANGUP_EXTENSION`, a task watches
-    │                     `receive()` for `http.disconnect`)
+    │                     offers no `HANGUP_EXTENSION` (relay/boundary.py),
+    │                     a task watches `receive()` for `http.disconnect`)
     └── request scope     deadline = queue timeout, then request timeout;
         │                 relay shutdown cancels it
         └── attempt scope one per dispatch (the lease); the worker's session
@@ -17,6 +17,12 @@ A Quart view could not hold a scope across the moment the response starts
 (the lazy-status rule needs the first frame before the status is known), and
 Quart adds 15-25% per request (STACK-NOTES). Everything else (models, health,
 admin, the worker socket) stays in Quart.
+
+What an attempt's outcome means for the worker (refused: draining, or less
+capacity than it claimed) and whether the request may try again (requeue
+accounting) is the hub's to decide (`Hub.worker_refused`, `Hub.requeue`);
+who may write the client's socket while a stream runs is the rule of
+relay/boundary.py (`ClientWriter`).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import attrs
 import trio
 
 import wire
+from relay.boundary import HANGUP_EXTENSION, SEND_NOW_EXTENSION, ClientWriter, Sent
 from relay.dialects import Dialect, error_body, stream_error_event
 from relay.errors import (
     BadRequest,
@@ -44,7 +51,7 @@ from relay.errors import (
     UpstreamError,
 )
 from relay.inflight import Tracked
-from relay.worker_hub import LeaseEnd, Sent, Ticket
+from relay.worker_hub import LeaseEnd, Ticket
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, MutableMapping
@@ -56,19 +63,14 @@ if TYPE_CHECKING:
     Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
     Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
-__all__ = ["HANGUP_EXTENSION", "SEND_NOW_EXTENSION", "Proxy"]
-
-SEND_NOW_EXTENSION = "modelrelay.send_now"
-"""ASGI scope extension: ``send_now(body) -> Sent`` writes one more piece of a
-started streamed response at once, without blocking, if the socket takes it
-(`relay.worker_hub.Sent`); the proxy lets a lease use it for lone chunks."""
-
-HANGUP_EXTENSION = "modelrelay.hangup"
-"""ASGI scope extension a server may offer instead of ``http.disconnect`` watching.
-
-Its value is ``watch(on_hangup) -> unwatch``: the server calls ``on_hangup()``
-at most once, from another task, if the client leaves before ``unwatch()``.
-"""
+__all__ = [
+    # The extension names live in relay.boundary; relay.front still imports
+    # them from here.
+    "HANGUP_EXTENSION",
+    "SEND_NOW_EXTENSION",
+    "CallSummary",
+    "Proxy",
+]
 
 log = logging.getLogger("relay.http")
 
@@ -109,6 +111,9 @@ class _Call:
     stream: bool
     frame: str
     start: float
+    # The server's ASGI send; once a stream has started with `send_now`, the
+    # `ClientWriter`'s guarded send (relay/boundary.py).
+    send: Send
     queued: bool = True
     started: bool = False  # response status sent to the client
     status: int = 0
@@ -119,6 +124,75 @@ class _Call:
     error: str | None = None  # code of the error the relay answered with
     completed: bool = False  # the last byte of the response was handed to the server
     send_now: Callable[[bytes], Sent] | None = None  # the server's SEND_NOW_EXTENSION
+
+    def summary(self, now: float) -> CallSummary:
+        """What the statistics and the canonical log line need of it, finished at `now`."""
+        ticket = self.ticket
+        reason = self.tracked.reason
+        return CallSummary(
+            request_id=ticket.request_id,
+            model=ticket.model,
+            path=self.path,
+            worker_id=self.worker_id,
+            status=self.status or 499,
+            stream=self.stream,
+            requeues=ticket.requeues,
+            duration=now - self.start,
+            ttfb=self.first_byte_at - self.start if self.first_byte_at is not None else None,
+            cancel_reason=reason if not self.completed else None,
+            error=self.error,
+            key_id=self.key_id,
+            token_counts=self.token_counts,
+        )
+
+
+@attrs.frozen
+class CallSummary:
+    """One finished request: what `Relay.record_finished` counts and logs."""
+
+    request_id: str
+    model: str
+    path: str
+    worker_id: str | None
+    status: int  # what the client got; 499 when it left before a status was sent
+    stream: bool
+    requeues: int
+    duration: float  # seconds from arrival to the end
+    ttfb: float | None  # seconds from arrival to the worker's first frame
+    # why it was cancelled before its response was complete, if it was
+    cancel_reason: wire.CancelReason | wire.OtherReason | None
+    error: str | None  # code of the error the relay answered with
+    key_id: str | None  # the client API key's id, never the key
+    token_counts: wire.TokenCounts | None
+
+    @property
+    def client_gone(self) -> bool:
+        """The client left before the response was complete."""
+        return self.cancel_reason is wire.CancelReason.CLIENT_DISCONNECT
+
+    def log_fields(self) -> dict[str, object]:
+        """The canonical log line's fields (milliseconds, names as operators query them)."""
+        reason = self.cancel_reason
+        fields: dict[str, object] = {
+            "request_id": self.request_id,
+            "model": self.model,
+            "path": self.path,
+            "worker_id": self.worker_id,
+            "status": self.status,
+            "stream": self.stream,
+            "requeues": self.requeues,
+            "duration_ms": round(self.duration * 1000, 2),
+            "ttfb_ms": round(self.ttfb * 1000, 2) if self.ttfb is not None else None,
+            "cancelled": reason is not None,
+            "cancel_reason": str(reason) if reason is not None else None,
+            "error": self.error,
+            "key_id": self.key_id,
+        }
+        counts = self.token_counts
+        if counts is not None:
+            fields["prompt_tokens"] = counts.prompt_tokens
+            fields["completion_tokens"] = counts.completion_tokens
+        return fields
 
 
 class Proxy:
@@ -142,7 +216,7 @@ class Proxy:
                 body = await self._read_body(headers, receive)
             except _ClientGone:
                 return
-            forwarded, key_id = self.relay.authorize(headers)
+            forwarded, key_id = self.relay.client_auth.authorize(headers)
             model, stream = _parse_body(body)
             if self.hub.draining:
                 raise Unavailable("the relay is shutting down; retry shortly", retry_after=5)
@@ -182,6 +256,7 @@ class Proxy:
             stream=stream,
             frame=frame,
             start=start,
+            send=send,
             key_id=key_id,
         )
         self.relay.record_started(model, key_id)
@@ -195,18 +270,18 @@ class Proxy:
                     nursery.start_soon(
                         _watch_disconnect, receive, nursery.cancel_scope, call.tracked
                     )
-                    await self._run(call, send)
+                    await self._run(call)
                     nursery.cancel_scope.cancel()
             else:
                 with trio.CancelScope() as client_scope:
                     unwatch = watch(partial(_client_left, client_scope, call.tracked))
                     try:
-                        await self._run(call, send)
+                        await self._run(call)
                     finally:
                         unwatch()
         finally:
             self.relay.inflight.remove(call.tracked)
-            self.relay.record_finished(call_summary(call, trio.current_time()))
+            self.relay.record_finished(call.summary(trio.current_time()))
 
     def _request_id(self, headers: list[tuple[bytes, bytes]]) -> str:
         for name, value in headers:
@@ -236,7 +311,7 @@ class Proxy:
             if not message.get("more_body", False):
                 return parts[0] if len(parts) == 1 else b"".join(parts)
 
-    async def _run(self, call: _Call, send: Send) -> None:
+    async def _run(self, call: _Call) -> None:
         cfg = self.config
         ticket = call.ticket
         queue_deadline = call.start + cfg.queue_timeout if cfg.queue_timeout > 0 else math.inf
@@ -257,14 +332,16 @@ class Proxy:
                     try:
                         with lease.scope:
                             lease.post_request(call.frame)
-                            await self._relay_response(call, lease, send)
+                            await self._relay_response(call, lease)
                             return
                     except _WorkerRefused as exc:
                         refused = exc
                     finally:
                         lease.close(self._cancel_reason(call))
                     if refused is not None:
-                        self._refused(call, lease, refused.code)
+                        # Our agent refused it (busy or draining): try elsewhere.
+                        self.hub.worker_refused(lease.worker, refused.code)
+                        self.hub.requeue(ticket, lease.worker, "refused by its worker")
                     else:
                         self._attempt_ended(call, lease)
             # The request scope caught its own cancellation: deadline or shutdown.
@@ -280,7 +357,7 @@ class Proxy:
                 f"({cfg.request_timeout:g}s); the worker was told to cancel it"
             )
         except RelayError as exc:
-            await self._fail(call, send, exc)
+            await self._fail(call, exc)
 
     def _cancel_reason(self, call: _Call) -> wire.CancelReason | wire.OtherReason:
         if call.tracked.reason is not None:
@@ -289,53 +366,12 @@ class Proxy:
             return wire.CancelReason.TIMEOUT
         return wire.CancelReason.CLIENT_DISCONNECT
 
-    def _requeue(self, call: _Call, lease: Lease, why: str) -> None:
-        ticket = call.ticket
-        if ticket.requeues >= self.config.max_requeues:
-            raise Unavailable(
-                f"the request's worker was {why} {ticket.requeues + 1} times; retry shortly",
-                retry_after=1,
-            )
-        ticket.requeues += 1
-        self.hub.stats.requeues += 1
-        log.info(
-            "request requeued",
-            extra={
-                "request_id": ticket.request_id,
-                "worker_id": lease.worker.id,
-                "requeues": ticket.requeues,
-                "why": why,
-            },
-        )
-
-    def _refused(self, call: _Call, lease: Lease, code: str) -> None:
-        """Our agent refused the request (busy or draining): try elsewhere.
-
-        A worker that refuses for capacity claimed more than it honours: its
-        capacity here drops to what it carries now, so it is not asked again
-        beyond that (contained to that worker, never the client's problem).
-        """
-        worker = lease.worker
-        if code == "worker_draining":
-            worker.draining = True
-        elif worker.max_concurrent > max(1, worker.in_flight):
-            log.warning(
-                "worker refused a request: capacity lowered",
-                extra={
-                    "worker_id": worker.id,
-                    "claimed": worker.max_concurrent,
-                    "now": max(1, worker.in_flight),
-                },
-            )
-            worker.max_concurrent = max(1, worker.in_flight)
-        self._requeue(call, lease, "refused by its worker")
-
     def _attempt_ended(self, call: _Call, lease: Lease) -> None:
         """The worker side ended this attempt: requeue it or raise why not."""
         if lease.ended is LeaseEnd.WORKER_LOST:
             if call.started:
                 raise UpstreamError("the worker was lost while streaming the response")
-            self._requeue(call, lease, "lost")
+            self.hub.requeue(call.ticket, lease.worker, "lost")
             return
         if lease.ended is LeaseEnd.TOO_LARGE:
             raise UpstreamError(
@@ -343,7 +379,8 @@ class Proxy:
             )
         raise UpstreamError("the client read too slowly; the relay stopped buffering for it")
 
-    async def _relay_response(self, call: _Call, lease: Lease, send: Send) -> None:
+    async def _relay_response(self, call: _Call, lease: Lease) -> None:
+        send = call.send
         items = await lease.receive()
         call.first_byte_at = trio.current_time()
         first = items[0]
@@ -352,7 +389,7 @@ class Proxy:
                 code = first.headers.get(wire.REFUSED_HEADER)
                 if code is not None:
                     raise _WorkerRefused(code)
-            await self._send_whole(call, first, first.body or "", send)
+            await self._send_whole(call, first, first.body or "")
             return
         if not call.stream:
             # A body too large for one frame arrives as chunks, then complete.
@@ -362,7 +399,7 @@ class Proxy:
                 if isinstance(last, wire.ResponseComplete):
                     parts.extend(items[:-1])  # type: ignore[arg-type]
                     parts.append(last.body or "")
-                    await self._send_whole(call, last, "".join(parts), send)
+                    await self._send_whole(call, last, "".join(parts))
                     return
                 parts.extend(items)  # type: ignore[arg-type]
                 items = await lease.receive()
@@ -376,11 +413,13 @@ class Proxy:
         )
         call.started = True
         call.status = 200
-        send_now = call.send_now
-        if send_now is not None:
+        if call.send_now is not None:
             # From here a chunk that arrives while this task waits goes to the
-            # client from the worker's reader, if the socket takes it at once.
-            lease.direct = lambda chunk: send_now(chunk.encode())
+            # client from the worker's reader, if the socket takes it at once;
+            # this task writes through the same guard (relay/boundary.py).
+            writer = ClientWriter(send, call.send_now)
+            lease.direct = writer
+            send = call.send = writer.send
         while True:
             last = items[-1]
             done = isinstance(last, wire.ResponseComplete)
@@ -398,9 +437,7 @@ class Proxy:
                 return
             items = await lease.receive()
 
-    async def _send_whole(
-        self, call: _Call, complete: wire.ResponseComplete, body: str, send: Send
-    ) -> None:
+    async def _send_whole(self, call: _Call, complete: wire.ResponseComplete, body: str) -> None:
         payload = body.encode()
         headers = [
             (name.encode("latin-1"), value.encode("latin-1"))
@@ -411,14 +448,14 @@ class Proxy:
         headers.append((b"x-request-id", call.ticket.request_id.encode()))
         call.status = complete.status_code
         call.token_counts = complete.token_counts
-        await send(
+        await call.send(
             {"type": "http.response.start", "status": complete.status_code, "headers": headers}
         )
         call.started = True
         call.completed = True
-        await send({"type": "http.response.body", "body": payload, "more_body": False})
+        await call.send({"type": "http.response.body", "body": payload, "more_body": False})
 
-    async def _fail(self, call: _Call, send: Send, exc: RelayError) -> None:
+    async def _fail(self, call: _Call, exc: RelayError) -> None:
         call.status = call.status or exc.status
         call.error = exc.code
         call.completed = True  # the error (response or stream event) ends it
@@ -433,37 +470,11 @@ class Proxy:
             },
         )
         if not call.started:
-            await _send_error(send, call.dialect, exc, call.ticket.request_id)
+            await _send_error(call.send, call.dialect, exc, call.ticket.request_id)
             return
         code = "worker_lost" if isinstance(exc, UpstreamError) else exc.code
         event = stream_error_event(call.dialect, code, exc.message)
-        await send({"type": "http.response.body", "body": event, "more_body": False})
-
-
-def call_summary(call: _Call, now: float) -> dict[str, Any]:
-    """The canonical log line's fields for one finished request."""
-    return {
-        "request_id": call.ticket.request_id,
-        "model": call.ticket.model,
-        "path": call.path,
-        "worker_id": call.worker_id,
-        "status": call.status or 499,
-        "stream": call.stream,
-        "requeues": call.ticket.requeues,
-        "duration_ms": round((now - call.start) * 1000, 2),
-        "ttfb_ms": (
-            round((call.first_byte_at - call.start) * 1000, 2) if call.first_byte_at else None
-        ),
-        "cancelled": call.tracked.reason is not None and not call.completed,
-        "cancel_reason": (
-            str(call.tracked.reason)
-            if call.tracked.reason is not None and not call.completed
-            else None
-        ),
-        "error": call.error,
-        "key_id": call.key_id,
-        "token_counts": call.token_counts,
-    }
+        await call.send({"type": "http.response.body", "body": event, "more_body": False})
 
 
 def _client_left(scope: trio.CancelScope, tracked: Tracked) -> None:

@@ -33,31 +33,15 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from relay.stats import STATUS_CLASSES, queue_depths
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Iterable, Iterator, Sequence
 
     from relay.core import Relay
+    from relay.worker_hub import HubCounts, WorkerStatistics
 
 __all__ = ["CONTENT_TYPE", "RelayCollector", "build_registry", "render", "scrape"]
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 _NS = "modelrelay_"
-# Causes the relay itself answered with, by the code of its error.
-_RELAY_ERRORS = (
-    ("queue_full", "queue_full"),
-    ("timeout", "timeouts"),
-    ("unavailable", "unavailable"),
-    ("upstream_error", "upstream"),
-)
-
-# HubStats fields exported as counters, with their meaning.
-_HUB_COUNTERS = (
-    ("workers_registered", "Worker registrations."),
-    ("workers_lost", "Worker sessions that ended."),
-    ("protocol_errors", "Worker sessions closed for a protocol error."),
-    ("dropped_frames", "Worker frames for requests no longer in flight."),
-    ("slow_workers", "Worker sessions closed for not reading their socket."),
-    ("heartbeat_timeouts", "Worker sessions closed after heartbeat silence."),
-)
 
 
 def build_registry(relay: Relay) -> CollectorRegistry:
@@ -105,7 +89,7 @@ class RelayCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         relay = self._relay
         stats = relay.stats
-        hub = relay.hub
+        fleet = relay.hub.statistics()
 
         requests = CounterMetricFamily(
             _NS + "requests", "Inference requests finished, by model and status class "
@@ -132,8 +116,7 @@ class RelayCollector(Collector):
             "Time from a request's arrival to the first frame of its response, by model.",
             labels=["model"],
         )
-        waiting = [ticket.model for ticket in hub.queue]
-        depth = queue_depths(stats.models, waiting)
+        depth = queue_depths(stats.models, fleet.queued)
         queue = GaugeMetricFamily(
             _NS + "queue_depth", "Requests waiting for a worker, by model.", labels=["model"]
         )
@@ -145,8 +128,11 @@ class RelayCollector(Collector):
             counts = tally.status_counts()
             for status_class in STATUS_CLASSES:
                 requests.add_metric([model, status_class], counts[status_class])
-            for cause, field in _RELAY_ERRORS:
-                errors.add_metric([model, cause], getattr(tally, field))
+            # Causes the relay itself answered with, by the code of its error.
+            errors.add_metric([model, "queue_full"], tally.queue_full)
+            errors.add_metric([model, "timeout"], tally.timeouts)
+            errors.add_metric([model, "unavailable"], tally.unavailable)
+            errors.add_metric([model, "upstream_error"], tally.upstream)
             requeues.add_metric(label, tally.requeued)
             tokens.add_metric([model, "in"], tally.tokens_in)
             tokens.add_metric([model, "out"], tally.tokens_out)
@@ -170,14 +156,12 @@ class RelayCollector(Collector):
             value=totals.active,
         )
 
-        yield from self._workers()
+        yield from _workers(fleet.workers)
         yield from self._keys()
 
-        hub_stats = hub.stats
-        for name, text in _HUB_COUNTERS:
-            yield CounterMetricFamily(_NS + name, text, value=getattr(hub_stats, name))
+        yield from _hub_counters(fleet.counts)
         yield GaugeMetricFamily(
-            _NS + "draining", "1 while the relay is shutting down.", value=int(hub.draining)
+            _NS + "draining", "1 while the relay is shutting down.", value=int(fleet.draining)
         )
         yield GaugeMetricFamily(
             _NS + "start_time_seconds",
@@ -187,40 +171,6 @@ class RelayCollector(Collector):
         info = GaugeMetricFamily(_NS + "build_info", "The relay's version.", labels=["version"])
         info.add_metric([relay.version], 1)
         yield info
-
-    def _workers(self) -> Iterator[Metric]:
-        hub = self._relay.hub
-        labels = ["worker", "worker_name"]
-        connected = GaugeMetricFamily(
-            _NS + "workers_connected", "Workers connected (acked), draining ones included."
-        )
-        draining = GaugeMetricFamily(
-            _NS + "workers_draining", "Connected workers that are draining."
-        )
-        in_flight = GaugeMetricFamily(
-            _NS + "worker_in_flight", "Requests on each worker now.", labels=labels
-        )
-        capacity = GaugeMetricFamily(
-            _NS + "worker_max_concurrent", "Each worker's capacity.", labels=labels
-        )
-        load = GaugeMetricFamily(
-            _NS + "worker_reported_load", "The load each worker last reported.", labels=labels
-        )
-        served = CounterMetricFamily(
-            _NS + "worker_requests_served",
-            "Requests each worker completed in its current session.",
-            labels=labels,
-        )
-        workers = list(hub.workers.values())
-        connected.add_metric([], len(workers))
-        draining.add_metric([], sum(1 for w in workers if w.draining))
-        for worker in workers:
-            label = [worker.id, worker.name]
-            in_flight.add_metric(label, worker.in_flight)
-            capacity.add_metric(label, worker.max_concurrent)
-            load.add_metric(label, worker.reported_load)
-            served.add_metric(label, worker.requests_served)
-        yield from (connected, draining, in_flight, capacity, load, served)
 
     def _keys(self) -> Iterator[Metric]:
         relay = self._relay
@@ -248,3 +198,63 @@ class RelayCollector(Collector):
             keys.add_metric(["active"], active)
             keys.add_metric(["revoked"], revoked)
             yield keys
+
+
+def _workers(workers: Sequence[WorkerStatistics]) -> Iterator[Metric]:
+    labels = ["worker", "worker_name"]
+    connected = GaugeMetricFamily(
+        _NS + "workers_connected", "Workers connected (acked), draining ones included."
+    )
+    draining = GaugeMetricFamily(_NS + "workers_draining", "Connected workers that are draining.")
+    in_flight = GaugeMetricFamily(
+        _NS + "worker_in_flight", "Requests on each worker now.", labels=labels
+    )
+    capacity = GaugeMetricFamily(
+        _NS + "worker_max_concurrent", "Each worker's capacity.", labels=labels
+    )
+    load = GaugeMetricFamily(
+        _NS + "worker_reported_load", "The load each worker last reported.", labels=labels
+    )
+    served = CounterMetricFamily(
+        _NS + "worker_requests_served",
+        "Requests each worker completed in its current session.",
+        labels=labels,
+    )
+    connected.add_metric([], len(workers))
+    draining.add_metric([], sum(1 for w in workers if w.draining))
+    for worker in workers:
+        label = [worker.id, worker.name]
+        in_flight.add_metric(label, worker.in_flight)
+        capacity.add_metric(label, worker.max_concurrent)
+        load.add_metric(label, worker.reported_load)
+        served.add_metric(label, worker.requests_served)
+    yield from (connected, draining, in_flight, capacity, load, served)
+
+
+def _hub_counters(counts: HubCounts) -> Iterator[Metric]:
+    """The hub's event counters (requeues are exported per model instead)."""
+    for name, text, value in (
+        ("workers_registered", "Worker registrations.", counts.workers_registered),
+        ("workers_lost", "Worker sessions that ended.", counts.workers_lost),
+        (
+            "protocol_errors",
+            "Worker sessions closed for a protocol error.",
+            counts.protocol_errors,
+        ),
+        (
+            "dropped_frames",
+            "Worker frames for requests no longer in flight.",
+            counts.dropped_frames,
+        ),
+        (
+            "slow_workers",
+            "Worker sessions closed for not reading their socket.",
+            counts.slow_workers,
+        ),
+        (
+            "heartbeat_timeouts",
+            "Worker sessions closed after heartbeat silence.",
+            counts.heartbeat_timeouts,
+        ),
+    ):
+        yield CounterMetricFamily(_NS + name, text, value=value)

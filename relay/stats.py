@@ -7,7 +7,8 @@ bounded: each tally holds fixed-size histograms instead of samples, and the
 number of model tallies is capped (a worker serving `*` lets clients name any
 model, so client input must not grow this map without bound).
 
-`/admin/stats` reads `snapshot()`; `/metrics` (relay/metrics.py) reads the
+`/admin/stats` reads `snapshot()`, a frozen `StatsSnapshot` (its `to_json()`
+is the document's one serializer); `/metrics` (relay/metrics.py) reads the
 same tallies, so both always agree::
 
     Stats
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -40,9 +41,13 @@ __all__ = [
     "MAX_MODELS",
     "OTHER_MODEL",
     "STATUS_CLASSES",
+    "ErrorCounts",
     "Histogram",
+    "Percentiles",
     "Stats",
+    "StatsSnapshot",
     "Tally",
+    "TallySnapshot",
     "queue_depths",
 ]
 
@@ -110,14 +115,107 @@ class Histogram:
         out.append(("+Inf", float(self.count)))
         return out
 
-    def summary_ms(self) -> dict[str, float | None]:
+    def percentiles(self) -> Percentiles:
         """Percentiles and mean in milliseconds, for `/admin/stats`."""
-        doc: dict[str, float | None] = {
-            f"p{round(q * 100)}": _ms(self.quantile(q)) for q in _PERCENTILES
+        p50, p90, p95, p99 = (_ms(self.quantile(q)) for q in _PERCENTILES)
+        mean = _ms(self.total / self.count) if self.count else None
+        return Percentiles(p50=p50, p90=p90, p95=p95, p99=p99, mean=mean, count=self.count)
+
+
+@attrs.frozen
+class Percentiles:
+    """Estimated percentiles and the mean of one histogram, in milliseconds.
+
+    None where there is no observation.
+    """
+
+    p50: float | None
+    p90: float | None
+    p95: float | None
+    p99: float | None
+    mean: float | None
+    count: int
+
+    def to_json(self) -> dict[str, float | None]:
+        return {
+            "p50": self.p50,
+            "p90": self.p90,
+            "p95": self.p95,
+            "p99": self.p99,
+            "mean": self.mean,
+            "count": self.count,
         }
-        doc["mean"] = _ms(self.total / self.count) if self.count else None
-        doc["count"] = self.count
+
+
+@attrs.frozen
+class ErrorCounts:
+    """Requests that did not succeed, by class (the relay's causes overlap 4xx/5xx)."""
+
+    status_4xx: int
+    status_5xx: int
+    queue_full: int
+    timeouts: int
+    cancelled: int
+    requeued: int  # requeue events, not requests
+
+    def to_json(self) -> dict[str, int]:
+        return {
+            "4xx": self.status_4xx,
+            "5xx": self.status_5xx,
+            "queue_full": self.queue_full,
+            "timeouts": self.timeouts,
+            "cancelled": self.cancelled,
+            "requeued": self.requeued,
+        }
+
+
+@attrs.frozen
+class TallySnapshot:
+    """One tally (a model, a key, or the whole relay) at one moment."""
+
+    requests: int
+    succeeded: int
+    errors: ErrorCounts
+    tokens_in: int
+    tokens_out: int
+    latency: Percentiles
+    ttfb: Percentiles
+    queue_depth: int | None = None  # models and totals only
+    in_flight: int | None = None  # models and totals only
+    rejected: int | None = None  # totals only
+
+    def to_json(self) -> dict[str, object]:
+        doc: dict[str, object] = {
+            "requests": self.requests,
+            "succeeded": self.succeeded,
+            "errors": self.errors.to_json(),
+            "tokens": {"in": self.tokens_in, "out": self.tokens_out},
+            "latency_ms": self.latency.to_json(),
+            "ttfb_ms": self.ttfb.to_json(),
+        }
+        if self.queue_depth is not None:
+            doc["queue_depth"] = self.queue_depth
+        if self.in_flight is not None:
+            doc["in_flight"] = self.in_flight
+        if self.rejected is not None:
+            doc["rejected"] = self.rejected
         return doc
+
+
+@attrs.frozen
+class StatsSnapshot:
+    """The relay's statistics at one moment: what `/admin/stats` answers."""
+
+    totals: TallySnapshot
+    models: Mapping[str, TallySnapshot]  # by model name, sorted
+    keys: Mapping[str, TallySnapshot]  # by key id, sorted
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "totals": self.totals.to_json(),
+            "models": {m: t.to_json() for m, t in self.models.items()},
+            "keys": {k: t.to_json() for k, t in self.keys.items()},
+        }
 
 
 @attrs.define(eq=False, slots=True)
@@ -153,26 +251,27 @@ class Tally:
             "cancelled": self.cancelled,
         }
 
-    def to_json(self, queue_depth: int | None = None) -> dict[str, Any]:
-        doc: dict[str, Any] = {
-            "requests": self.requests,
-            "succeeded": self.status_2xx + self.status_3xx,
-            "errors": {
-                "4xx": self.status_4xx,
-                "5xx": self.status_5xx,
-                "queue_full": self.queue_full,
-                "timeouts": self.timeouts,
-                "cancelled": self.cancelled,
-                "requeued": self.requeued,
-            },
-            "tokens": {"in": self.tokens_in, "out": self.tokens_out},
-            "latency_ms": self.latency.summary_ms(),
-            "ttfb_ms": self.ttfb.summary_ms(),
-        }
-        if queue_depth is not None:
-            doc["queue_depth"] = queue_depth
-            doc["in_flight"] = max(0, self.active - queue_depth)
-        return doc
+    def snapshot(self, queue_depth: int | None = None, *, rejected: bool = False) -> TallySnapshot:
+        """This tally now; with `queue_depth`, also how many wait and how many run."""
+        return TallySnapshot(
+            requests=self.requests,
+            succeeded=self.status_2xx + self.status_3xx,
+            errors=ErrorCounts(
+                status_4xx=self.status_4xx,
+                status_5xx=self.status_5xx,
+                queue_full=self.queue_full,
+                timeouts=self.timeouts,
+                cancelled=self.cancelled,
+                requeued=self.requeued,
+            ),
+            tokens_in=self.tokens_in,
+            tokens_out=self.tokens_out,
+            latency=self.latency.percentiles(),
+            ttfb=self.ttfb.percentiles(),
+            queue_depth=queue_depth,
+            in_flight=max(0, self.active - queue_depth) if queue_depth is not None else None,
+            rejected=self.rejected if rejected else None,
+        )
 
 
 def _record(
@@ -296,21 +395,19 @@ class Stats:
             else:
                 tally.status_5xx += 1
 
-    def snapshot(self, queued: Iterable[str] = ()) -> dict[str, Any]:
-        """The `/admin/stats` document.
+    def snapshot(self, queued: Iterable[str] = ()) -> StatsSnapshot:
+        """Every tally now (what `/admin/stats` answers, as `to_json()`).
 
         Args:
             queued: the model of each request waiting in the queue now.
         """
         waiting = list(queued)
         depth = queue_depths(self.models, waiting)
-        totals = self.totals.to_json(len(waiting))
-        totals["rejected"] = self.totals.rejected
-        return {
-            "totals": totals,
-            "models": {m: t.to_json(depth.get(m, 0)) for m, t in sorted(self.models.items())},
-            "keys": {k: t.to_json() for k, t in sorted(self.keys.items())},
-        }
+        return StatsSnapshot(
+            totals=self.totals.snapshot(len(waiting), rejected=True),
+            models={m: t.snapshot(depth.get(m, 0)) for m, t in sorted(self.models.items())},
+            keys={k: t.snapshot() for k, t in sorted(self.keys.items())},
+        )
 
 
 def queue_depths(models: Mapping[str, Tally], queued: Iterable[str]) -> dict[str, int]:

@@ -29,23 +29,29 @@ import trio
 import wire
 from mrcommon import closecodes
 from relay import router
+from relay.boundary import Sent
 from relay.errors import QueueFull, Unavailable
 from relay.queue import PendingQueue
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Iterable
 
+    from relay.boundary import ClientWriter
     from relay.config import RelayConfig
 
 __all__ = [
     "Hub",
+    "HubCounts",
+    "HubStatistics",
     "HubStats",
     "Lease",
     "LeaseEnd",
+    "Sent",  # from relay.boundary; relay.front still imports it from here
     "Ticket",
     "Transport",
     "TransportClosed",
     "Worker",
+    "WorkerStatistics",
     "sanitize_models",
 ]
 
@@ -61,14 +67,6 @@ class Flush(enum.Enum):
 FLUSH = Flush.FLUSH
 
 Item = str | wire.ResponseComplete | Flush
-
-
-class Sent(enum.Enum):
-    """What a direct write of one chunk did (see `Lease.direct`)."""
-
-    ALL = "all"  # the client's socket took all of it
-    PART = "part"  # the rest waits in the server's buffer for the next write
-    NONE = "none"  # nothing written: send it the usual way
 
 
 class TransportClosed(Exception):
@@ -142,8 +140,9 @@ class Lease:
     # Set by the request task once its stream has started: writes one chunk
     # to the client's socket now, if the kernel takes it (never blocks). Used
     # only while that task waits here with nothing queued, so a lone chunk
-    # costs the relay one wake-up (this reader's) instead of two.
-    direct: Callable[[str], Sent] | None = attrs.field(default=None, init=False)
+    # costs the relay one wake-up (this reader's) instead of two. The
+    # `ClientWriter` checks the rule that makes this safe (relay/boundary.py).
+    direct: ClientWriter | None = attrs.field(default=None, init=False)
 
     # -- worker side (the session's reader task; never blocks) --
 
@@ -156,7 +155,7 @@ class Lease:
         elif self.buffered > self.max_buffered:
             self._end(LeaseEnd.SLOW_CLIENT, "client too slow")
         elif self._waiter is not None and self.direct is not None and not self._items:
-            sent = self.direct(chunk)
+            sent = self.direct.send_now(chunk)
             if sent is Sent.NONE:
                 self._put(chunk)
                 return
@@ -260,6 +259,21 @@ class Worker:
     def in_flight(self) -> int:
         return len(self.leases) + len(self.cancelling)
 
+    def statistics(self) -> WorkerStatistics:
+        return WorkerStatistics(
+            id=self.id,
+            name=self.name,
+            models=self.model_list,
+            max_concurrent=self.max_concurrent,
+            in_flight=self.in_flight,
+            reported_load=self.reported_load,
+            draining=self.draining,
+            connected_since=self.connected_since,
+            last_seen=self.last_seen,
+            requests_served=self.requests_served,
+            peer=self.peer,
+        )
+
     def post(self, frame: str) -> None:
         """Queue a frame for the worker's writer task without blocking.
 
@@ -289,8 +303,32 @@ class Worker:
         )
 
 
+@attrs.frozen
+class WorkerStatistics:
+    """One connected worker at one moment: what `/admin/workers` and `/metrics` show."""
+
+    id: str
+    name: str
+    models: tuple[str, ...]
+    max_concurrent: int
+    in_flight: int
+    reported_load: int
+    draining: bool
+    connected_since: float  # trio.current_time() values
+    last_seen: float
+    requests_served: int
+    peer: str
+
+    @property
+    def load(self) -> float:
+        """The router's measure: the relay's own count over the capacity."""
+        return self.in_flight / self.max_concurrent
+
+
 @attrs.define
 class HubStats:
+    """The hub's event counters (the hub increments them; read `HubCounts` copies)."""
+
     workers_registered: int = 0
     workers_lost: int = 0
     protocol_errors: int = 0
@@ -298,6 +336,29 @@ class HubStats:
     requeues: int = 0
     slow_workers: int = 0
     heartbeat_timeouts: int = 0
+
+
+@attrs.frozen
+class HubCounts:
+    """`HubStats` at one moment."""
+
+    workers_registered: int
+    workers_lost: int
+    protocol_errors: int
+    dropped_frames: int
+    requeues: int
+    slow_workers: int
+    heartbeat_timeouts: int
+
+
+@attrs.frozen
+class HubStatistics:
+    """The fleet at one moment (`Hub.statistics()`)."""
+
+    workers: tuple[WorkerStatistics, ...]
+    queued: tuple[str, ...]  # the model of each waiting request, oldest first
+    draining: bool  # the relay is shutting down
+    counts: HubCounts
 
 
 def sanitize_models(models: Iterable[str], cap: int) -> tuple[tuple[str, ...], list[str]]:
@@ -345,6 +406,15 @@ class Hub:
 
     def __attrs_post_init__(self) -> None:
         self.queue = PendingQueue(self.config.max_queue_len)
+
+    def statistics(self) -> HubStatistics:
+        """A snapshot for the admin API and `/metrics` (cost: one record per worker)."""
+        return HubStatistics(
+            workers=tuple(worker.statistics() for worker in self.workers.values()),
+            queued=tuple(ticket.model for ticket in self.queue),
+            draining=self.draining,
+            counts=HubCounts(**attrs.asdict(self.stats)),
+        )
 
     # ------------------------------------------------------------ models
 
@@ -436,6 +506,60 @@ class Hub:
             assert ticket._assigned is not None
             ticket._assigned.set()
 
+    # ------------------------------------------------------------ worker policy
+    # The request's task reports what happened to an attempt; the hub decides
+    # what that means for the worker and for the request's next attempt.
+
+    def requeue(self, ticket: Ticket, worker: Worker, why: str) -> None:
+        """Count one more attempt for `ticket`, which lost `worker` (`why`).
+
+        The caller then acquires again: a requeued ticket goes to the front of
+        the queue.
+
+        Raises:
+            Unavailable: `ticket` was requeued --max-requeues times already.
+        """
+        if ticket.requeues >= self.config.max_requeues:
+            raise Unavailable(
+                f"the request's worker was {why} {ticket.requeues + 1} times; retry shortly",
+                retry_after=1,
+            )
+        ticket.requeues += 1
+        self.stats.requeues += 1
+        log.info(
+            "request requeued",
+            extra={
+                "request_id": ticket.request_id,
+                "worker_id": worker.id,
+                "requeues": ticket.requeues,
+                "why": why,
+            },
+        )
+
+    def worker_refused(self, worker: Worker, code: str) -> None:
+        """`worker`'s agent refused a request it was sent (`code`: busy or draining).
+
+        A worker that refuses for capacity claimed more than it honours: its
+        capacity here drops to what it carries now, so it is not asked again
+        beyond that (contained to that worker, never the client's problem).
+        """
+        if code == "worker_draining":
+            self._set_draining(worker, "it refused a request as draining")
+            return
+        carried = max(1, worker.in_flight)
+        if worker.max_concurrent > carried:
+            log.warning(
+                "worker refused a request: capacity lowered",
+                extra={"worker_id": worker.id, "claimed": worker.max_concurrent, "now": carried},
+            )
+            worker.max_concurrent = carried
+
+    def _set_draining(self, worker: Worker, why: str) -> None:
+        """No new request goes to `worker`; what it carries finishes."""
+        if not worker.draining:
+            worker.draining = True
+            log.info("worker draining", extra={"worker_id": worker.id, "why": why})
+
     def fail_queued(self, error: Exception) -> None:
         """Answer every queued request with `error` (relay shutdown)."""
         for ticket in self.queue.drain():
@@ -524,9 +648,8 @@ class Hub:
         worker.model_list = models
         self._index(worker, +1)
         worker.reported_load = update.current_load
-        if update.draining and not worker.draining:
-            worker.draining = True
-            log.info("worker draining", extra={"worker_id": worker.id})
+        if update.draining:
+            self._set_draining(worker, "the agent said so")
         log.info(
             "worker models updated",
             extra={"worker_id": worker.id, "models": ",".join(models), "warnings": warnings},
@@ -715,7 +838,7 @@ class Hub:
         worker = self.workers.get(worker_id)
         if worker is None:
             return False
-        worker.draining = True
+        self._set_draining(worker, "an operator asked")
         worker.post(
             wire.encode(
                 wire.GracefulShutdown(

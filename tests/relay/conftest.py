@@ -11,6 +11,7 @@ import pytest
 
 from relay.config import RelayConfig
 from relay.server import RelayServer
+from tests.relay.memory_relay import MemoryRelay
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -70,3 +71,21 @@ async def start_relay(
 @pytest.fixture
 async def relay(start_relay: Callable[..., object]) -> RunningRelay:
     return await start_relay()  # type: ignore[misc,no-any-return]
+
+
+# --- the hot path in memory (tests/relay/memory_relay.py) ----------------------
+
+
+@pytest.fixture
+async def start_memory_relay(nursery: trio.Nursery, tmp_path: Path) -> Callable[..., MemoryRelay]:
+    """Builds an in-memory relay (`Proxy` + `Hub`) with config overrides; no socket."""
+
+    def start(**overrides: object) -> MemoryRelay:
+        return MemoryRelay.from_config(make_config(tmp_path, **overrides), nursery)
+
+    return start
+
+
+@pytest.fixture
+async def memory_relay(start_memory_relay: Callable[..., MemoryRelay]) -> MemoryRelay:
+    return start_memory_relay()

@@ -1,7 +1,9 @@
 """A scripted worker: a real trio-websocket client speaking the wire protocol.
 
 Tests drive it frame by frame to stage what a real agent cannot (hostile
-frames, silence, lies about capacity).
+frames, silence, lies about capacity). `ScriptedWorker` holds the script's
+verbs; `FakeWorker` speaks them over a real WebSocket, and
+tests/relay/memory_relay.py's `MemoryWorker` over a memory transport.
 """
 
 from __future__ import annotations
@@ -24,20 +26,29 @@ E = TypeVar("E")
 
 
 @attrs.define(eq=False)
-class FakeWorker:
-    ws: WebSocketConnection
-    ack: wire.RegisterAck | None = None
+class ScriptedWorker:
+    """The agent's side of the protocol, frame by frame; subclasses carry the frames."""
 
-    async def send(self, message: wire.Message) -> None:
-        await self.ws.send_message(wire.encode(message))
+    ack: wire.RegisterAck | None = attrs.field(default=None, kw_only=True)
 
     async def send_raw(self, data: str | bytes) -> None:
-        await self.ws.send_message(data)
+        raise NotImplementedError
+
+    async def recv_raw(self) -> str | bytes:
+        raise NotImplementedError
+
+    @property
+    def worker_id(self) -> str:
+        assert self.ack is not None
+        return self.ack.worker_id
+
+    async def send(self, message: wire.Message) -> None:
+        await self.send_raw(wire.encode(message))
 
     async def recv(self) -> wire.RelayToAgent:
         """The next frame that is not a ping (pings are answered)."""
         while True:
-            message = wire.decode_relay_frame(await self.ws.get_message())
+            message = wire.decode_relay_frame(await self.recv_raw())
             if isinstance(message, wire.Ping):
                 await self.send(
                     wire.Pong(current_load=0, timestamp_unix_ms=message.timestamp_unix_ms)
@@ -64,6 +75,22 @@ class FakeWorker:
                 body=body,
             )
         )
+
+    async def chunk(self, request: wire.Request, text: str) -> None:
+        await self.send(wire.ResponseChunk(request_id=request.request_id, chunk=text))
+
+
+@attrs.define(eq=False)
+class FakeWorker(ScriptedWorker):
+    """A scripted worker on a real WebSocket (trio-websocket)."""
+
+    ws: WebSocketConnection
+
+    async def send_raw(self, data: str | bytes) -> None:
+        await self.ws.send_message(data)
+
+    async def recv_raw(self) -> str | bytes:
+        return await self.ws.get_message()
 
 
 @asynccontextmanager

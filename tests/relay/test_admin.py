@@ -103,6 +103,8 @@ async def test_workers_view(start_relay) -> None:
     relay = await start_relay(admin_token=ADMIN)
     async with connect_worker(relay.ws_url, models=["m1", "m2"], max_concurrent=4, name="gpu-1"):
         doc = (await call(relay.client, "GET", "/admin/workers", None, AUTH)).json()
+        state = relay.server.relay
+        (seen,) = state.hub.statistics().workers
     (worker,) = doc["workers"]
     assert set(worker) >= {
         "id", "name", "models", "max_concurrent", "in_flight", "load", "draining",
@@ -114,9 +116,17 @@ async def test_workers_view(start_relay) -> None:
     assert worker["in_flight"] == 0
     assert worker["load"] == 0
     assert worker["draining"] is False
-    now = dt.datetime.now(dt.UTC)
-    for field in ("connected_since", "last_heartbeat"):
-        assert abs((now - parse_time(worker[field])).total_seconds()) < 60
+    # The relay's clock turned into dates, exactly (no wall-clock window).
+    assert worker["connected_since"] == state.rfc3339(seen.connected_since)
+    assert worker["last_heartbeat"] == state.rfc3339(seen.last_seen)
+    assert parse_time(worker["connected_since"]) <= parse_time(worker["last_heartbeat"])
+
+
+async def test_admin_dates_come_from_the_relay_clock(memory_relay) -> None:
+    state = memory_relay.relay
+    state.wall_offset = 1_700_000_000 - 5.0  # injected: trio time 5.0 is this epoch second
+    assert state.rfc3339(5.0) == "2023-11-14T22:13:20.000Z"
+    assert state.rfc3339(5.25) == "2023-11-14T22:13:20.250Z"
 
 
 async def test_drain_one_worker(start_relay) -> None:

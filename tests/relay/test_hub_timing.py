@@ -12,40 +12,12 @@ import trio
 import trio.testing
 
 import wire
-from relay.worker_hub import Hub, Ticket, TransportClosed
+from relay.worker_hub import Hub, Ticket
 from tests.relay.conftest import make_config
+from tests.relay.memory_relay import MemoryTransport
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-
-class MemoryTransport:
-    """The relay's end of a worker socket, as two memory channels."""
-
-    def __init__(self) -> None:
-        self.to_relay_tx, self.to_relay_rx = trio.open_memory_channel[str](100)
-        self.to_agent_tx, self.to_agent_rx = trio.open_memory_channel[str](100)
-        self.closed: tuple[int, str] | None = None
-        self.closed_event = trio.Event()
-
-    async def send(self, text: str) -> None:
-        await self.to_agent_tx.send(text)
-
-    async def receive(self) -> str:
-        try:
-            return await self.to_relay_rx.receive()
-        except trio.EndOfChannel:
-            raise TransportClosed from None
-
-    async def aclose(self, code: int, reason: str) -> None:
-        self.closed = (code, reason)
-        self.closed_event.set()
-
-    async def agent_send(self, message: wire.Message) -> None:
-        await self.to_relay_tx.send(wire.encode(message))
-
-    async def agent_recv(self) -> wire.RelayToAgent:
-        return wire.decode_relay_frame(await self.to_agent_rx.receive())
 
 
 @pytest.fixture
@@ -53,44 +25,43 @@ def hub(tmp_path: Path) -> Hub:
     return Hub(make_config(tmp_path, heartbeat_interval=15.0, heartbeat_timeout=45.0))
 
 
-async def _register(hub: Hub, nursery: trio.Nursery) -> MemoryTransport:
-    t = MemoryTransport()
-    nursery.start_soon(hub.run_session, t, "mem")
-    await t.agent_send(wire.Register(worker_name="w", models=("m",), max_concurrent=1))
-    assert isinstance(await t.agent_recv(), wire.RegisterAck)
-    return t
+@pytest.fixture
+async def agent(hub: Hub, nursery: trio.Nursery) -> MemoryTransport:
+    """A worker registered on `hub`: the agent's end of its memory transport."""
+    agent = MemoryTransport()
+    nursery.start_soon(hub.run_session, agent, "mem")
+    await agent.agent_send(wire.Register(worker_name="w", models=("m",), max_concurrent=1))
+    assert isinstance(await agent.agent_recv(), wire.RegisterAck)
+    return agent
 
 
 async def test_pings_every_interval_and_drops_after_timeout(
-    hub: Hub, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    hub: Hub, agent: MemoryTransport, autojump_clock: trio.testing.MockClock
 ) -> None:
-    t = await _register(hub, nursery)
     start = trio.current_time()
-    ping = await t.agent_recv()
+    ping = await agent.agent_recv()
     assert isinstance(ping, wire.Ping)
     assert trio.current_time() - start == pytest.approx(15.0)
     # Silence: the worker is gone 45 s after its last frame (the register).
-    await t.closed_event.wait()
+    await agent.closed_event.wait()
     assert trio.current_time() - start == pytest.approx(45.0)
-    assert t.closed[0] == 1001
+    assert agent.closed[0] == 1001
     assert not hub.workers
 
 
 async def test_any_frame_counts_as_an_answer(
-    hub: Hub, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    hub: Hub, agent: MemoryTransport, autojump_clock: trio.testing.MockClock
 ) -> None:
-    t = await _register(hub, nursery)
     for _ in range(10):  # 300 virtual seconds of models_updates, no pongs
         await trio.sleep(30)
-        await t.agent_send(wire.ModelsUpdate(models=("m",), current_load=0))
+        await agent.agent_send(wire.ModelsUpdate(models=("m",), current_load=0))
     assert len(hub.workers) == 1
-    assert t.closed is None
+    assert agent.closed is None
 
 
 async def test_unanswered_cancel_holds_slot_for_grace(
-    hub: Hub, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    hub: Hub, agent: MemoryTransport, autojump_clock: trio.testing.MockClock
 ) -> None:
-    await _register(hub, nursery)
     (worker,) = hub.workers.values()
     ticket = Ticket(request_id="r1", model="m", arrival=trio.current_time())
     lease = await hub.acquire(ticket)
