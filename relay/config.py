@@ -68,6 +68,10 @@ class RelayConfig:
     max_response_bytes: int = 1024 * MiB
     # Not flags: policy the spec fixes, kept here so tests can shorten them.
     max_requeues: int = 3
+    # A worker whose backend fails `max_fails` requests before their first
+    # byte within `fail_timeout` s is ejected for `fail_timeout` s.
+    max_fails: int = 3
+    fail_timeout: float = 30.0
     model_grace: float = 60.0
     cancel_grace: float = limits.CANCEL_GRACE_SECS
     register_timeout: float = 10.0

@@ -339,9 +339,10 @@ class Proxy:
                     finally:
                         lease.close(self._cancel_reason(call))
                     if refused is not None:
-                        # Our agent refused it (busy or draining): try elsewhere.
+                        # Our agent refused it (busy, draining, its backend
+                        # down): nothing ran, so try elsewhere.
                         self.hub.worker_refused(lease.worker, refused.code)
-                        self.hub.requeue(ticket, lease.worker, "refused by its worker")
+                        self.hub.requeue(ticket, lease.worker, f"refused ({refused.code})")
                     else:
                         self._attempt_ended(call, lease)
             # The request scope caught its own cancellation: deadline or shutdown.
@@ -385,7 +386,8 @@ class Proxy:
         call.first_byte_at = trio.current_time()
         first = items[0]
         if isinstance(first, wire.ResponseComplete):
-            if first.status_code == 503 and first.headers:
+            # 503: busy or draining; 502: its backend did not answer (nothing ran).
+            if first.status_code in (502, 503) and first.headers:
                 code = first.headers.get(wire.REFUSED_HEADER)
                 if code is not None:
                     raise _WorkerRefused(code)

@@ -243,6 +243,13 @@ class Worker:
     connected_since: float
     capabilities: frozenset[str] = frozenset()
     draining: bool = False
+    # Backend health (`Hub.backend_failed`): when the last pre-first-byte
+    # failures happened, until when the worker is ejected and why, and the
+    # models it offered when its backend failed (its agent may withdraw them).
+    backend_failures: deque[float] = attrs.field(factory=deque)
+    ejected_until: float = 0.0
+    unhealthy: str | None = None
+    down_models: frozenset[str] = frozenset()
     last_seen: float = 0.0
     reported_load: int = 0
     requests_served: int = 0
@@ -259,6 +266,13 @@ class Worker:
     def in_flight(self) -> int:
         return len(self.leases) + len(self.cancelling)
 
+    @property
+    def unavailable(self) -> bool:
+        """Not to be routed new work: draining, or ejected for failing before a first byte."""
+        return self.draining or (
+            self.ejected_until != 0.0 and self.ejected_until > trio.current_time()
+        )
+
     def statistics(self) -> WorkerStatistics:
         return WorkerStatistics(
             id=self.id,
@@ -268,6 +282,8 @@ class Worker:
             in_flight=self.in_flight,
             reported_load=self.reported_load,
             draining=self.draining,
+            ejected=self.ejected_until > trio.current_time(),
+            unhealthy=self.unhealthy,
             connected_since=self.connected_since,
             last_seen=self.last_seen,
             requests_served=self.requests_served,
@@ -314,6 +330,8 @@ class WorkerStatistics:
     in_flight: int
     reported_load: int
     draining: bool
+    ejected: bool  # failed before a first byte too often: cooling down
+    unhealthy: str | None  # why its backend is taken to be down, if it is
     connected_since: float  # trio.current_time() values
     last_seen: float
     requests_served: int
@@ -336,6 +354,8 @@ class HubStats:
     requeues: int = 0
     slow_workers: int = 0
     heartbeat_timeouts: int = 0
+    backend_failures: int = 0
+    ejections: int = 0
 
 
 @attrs.frozen
@@ -349,6 +369,8 @@ class HubCounts:
     requeues: int
     slow_workers: int
     heartbeat_timeouts: int
+    backend_failures: int
+    ejections: int
 
 
 @attrs.frozen
@@ -459,6 +481,7 @@ class Hub:
         worker = router.choose(self.workers.values(), ticket.model, self._named, self._rr)
         if worker is not None:
             return self._assign(ticket, worker)
+        self._check_some_healthy(ticket.model)
         requeued = ticket.requeues > 0
         if not self.queue.push(ticket, requeued=requeued):
             raise QueueFull(
@@ -495,7 +518,7 @@ class Hub:
 
     def slot_freed(self, worker: Worker) -> None:
         """Give `worker`'s free slots to the oldest queued requests it serves."""
-        if worker.draining or not self.queue or worker.id not in self.workers:
+        if worker.unavailable or not self.queue or worker.id not in self.workers:
             return
         named = self._named
         while worker.in_flight < worker.max_concurrent:
@@ -546,6 +569,9 @@ class Hub:
         if code == "worker_draining":
             self._set_draining(worker, "it refused a request as draining")
             return
+        if code == wire.REFUSED_BACKEND_DOWN:
+            self.backend_failed(worker, "its model server did not answer a connect")
+            return
         carried = max(1, worker.in_flight)
         if worker.max_concurrent > carried:
             log.warning(
@@ -553,6 +579,73 @@ class Hub:
                 extra={"worker_id": worker.id, "claimed": worker.max_concurrent, "now": carried},
             )
             worker.max_concurrent = carried
+
+    def backend_failed(self, worker: Worker, why: str) -> None:
+        """`worker`'s backend failed a request before its first byte (refused, timed out).
+
+        Its agent says so with a refusal (and withdraws its models itself);
+        the hub remembers the models it offered, so that a request for them
+        with no healthy worker left gets a 503 at once rather than waiting,
+        and ejects the worker after `max_fails` such failures within
+        `fail_timeout` seconds, for `fail_timeout` seconds (nginx's
+        ``max_fails``/``fail_timeout``): an agent that keeps offering a dead
+        backend (an upstream one) stops getting traffic.
+        """
+        cfg = self.config
+        now = trio.current_time()
+        self.stats.backend_failures += 1
+        worker.unhealthy = why
+        worker.down_models = worker.down_models | worker.models
+        failures = worker.backend_failures
+        failures.append(now)
+        while failures and now - failures[0] > cfg.fail_timeout:
+            failures.popleft()
+        if len(failures) >= cfg.max_fails and worker.ejected_until <= now:
+            failures.clear()
+            worker.ejected_until = now + cfg.fail_timeout
+            self.stats.ejections += 1
+            log.warning(
+                "worker ejected: its backend failed before answering",
+                extra={
+                    "worker_id": worker.id,
+                    "failures": cfg.max_fails,
+                    "within_secs": cfg.fail_timeout,
+                    "cool_down_secs": cfg.fail_timeout,
+                    "why": why,
+                },
+            )
+
+    def _check_some_healthy(self, model: str) -> None:
+        """Raise a 503 when every worker for `model` has a failing backend.
+
+        A request waits in the queue for busy or restarting workers, but not
+        for dead backends: when no routable worker serves `model` and some
+        worker that did is ejected or withdrew it after a backend failure,
+        the client hears it now, with ``Retry-After``.
+
+        Raises:
+            Unavailable: as described.
+        """
+        now = trio.current_time()
+        down: list[Worker] = []
+        for worker in self.workers.values():
+            serves = router.serves(worker, model, self._named)
+            if serves and not worker.unavailable:
+                return  # a healthy worker serves it: busy, so queue
+            if (serves and worker.ejected_until > now) or model in worker.down_models:
+                down.append(worker)
+        if not down:
+            return
+        wait = min(
+            (w.ejected_until - now for w in down if w.ejected_until > now),
+            default=1.0,
+        )
+        names = ", ".join(w.id for w in down[:5])
+        raise Unavailable(
+            f"no healthy worker serves model {model!r}: the model server behind "
+            f"{names} is not answering; retry shortly",
+            retry_after=max(1, math.ceil(wait)),
+        )
 
     def _set_draining(self, worker: Worker, why: str) -> None:
         """No new request goes to `worker`; what it carries finishes."""
@@ -585,7 +678,7 @@ class Hub:
             max_concurrent = cfg.max_worker_concurrency
         if not models:
             warnings.append("worker registered without any routable models")
-        ours = {wire.limits.CAPABILITY_DRAIN}
+        ours = {wire.limits.CAPABILITY_DRAIN, wire.limits.CAPABILITY_CACHE_TOKENS}
         agreed = frozenset(ours.intersection(reg.capabilities or ()))
         now = trio.current_time()
         worker = Worker(
@@ -648,6 +741,16 @@ class Hub:
         worker.model_list = models
         self._index(worker, +1)
         worker.reported_load = update.current_load
+        if models and worker.unhealthy is not None:
+            # The agent offers models again: its backend answers.
+            log.info(
+                "worker healthy again",
+                extra={"worker_id": worker.id, "was": worker.unhealthy},
+            )
+            worker.unhealthy = None
+            worker.down_models = frozenset()
+            worker.ejected_until = 0.0
+            worker.backend_failures.clear()
         if update.draining:
             self._set_draining(worker, "the agent said so")
         log.info(

@@ -235,14 +235,21 @@ class FakeBackend:
             await self._arrived.wait()
         return self.requests
 
-    async def run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
-        """Serve on 127.0.0.1 (ephemeral port) until cancelled.
+    async def run(
+        self, port: int = 0, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Serve on 127.0.0.1 until cancelled.
+
+        Cancelling it closes the listener and every connection: a backend
+        that died. Running it again with the same `port` is the backend
+        coming back at the same address.
 
         Args:
+            port: The port; 0 (default) picks a free one.
             task_status: Started with the base URL, ``http://127.0.0.1:PORT``.
         """
         config = hypercorn.config.Config()
-        config.bind = ["127.0.0.1:0"]
+        config.bind = [f"127.0.0.1:{port}"]
         config.loglevel = "WARNING"
         config.accesslog = None
         config.graceful_timeout = 0.5

@@ -345,13 +345,42 @@ def test_documents_and_unsupported_sources_leave_a_visible_note() -> None:
     assert "[image omitted" in content
 
 
+def test_mid_conversation_system_message_stays_in_place() -> None:
+    """Claude Code sends ``{"role": "system"}`` between turns: an OpenAI system message there."""
+    chat = request_to_chat(
+        {
+            "system": "Top.",
+            "messages": [
+                {"role": "user", "content": "hi"},
+                {
+                    "role": "system",
+                    "content": [
+                        {"type": "text", "text": "Mid.", "cache_control": {"type": "ephemeral"}},
+                        {"type": "text", "text": "More."},
+                    ],
+                },
+                {"role": "assistant", "content": "ok"},
+                {"role": "system", "content": "Plain."},
+            ],
+        }
+    )
+    assert chat["messages"] == [
+        {"role": "system", "content": "Top."},
+        {"role": "user", "content": "hi"},
+        {"role": "system", "content": "Mid.\n\nMore."},
+        {"role": "assistant", "content": "ok"},
+        {"role": "system", "content": "Plain."},
+    ]
+
+
 @pytest.mark.parametrize(
     "body",
     [
         [],
         {"model": "m"},
         {"messages": "hi"},
-        {"messages": [{"role": "system", "content": "x"}]},
+        {"messages": [{"role": "developer", "content": "x"}]},
+        {"messages": [{"role": "system", "content": 5}]},
         {"messages": [{"role": "user"}]},
         {"messages": [{"role": "user", "content": ["text"]}]},
         {"messages": [{"role": "user", "content": "x"}], "system": 5},
