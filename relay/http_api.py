@@ -306,7 +306,10 @@ class Proxy:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                raise PayloadTooLarge(_too_large(size, limit))
+                # A chunked body: `size` is only what arrived so far, not its size.
+                raise PayloadTooLarge(
+                    f"the request body is over the relay's limit of {limit} bytes"
+                )
             parts.append(chunk)
             if not message.get("more_body", False):
                 return parts[0] if len(parts) == 1 else b"".join(parts)

@@ -215,6 +215,16 @@ def _workers(workers: Sequence[WorkerStatistics]) -> Iterator[Metric]:
     load = GaugeMetricFamily(
         _NS + "worker_reported_load", "The load each worker last reported.", labels=labels
     )
+    ejected = GaugeMetricFamily(
+        _NS + "worker_ejected",
+        "1 while a worker is ejected for failing before a first byte (cool-down).",
+        labels=labels,
+    )
+    unhealthy = GaugeMetricFamily(
+        _NS + "worker_backend_unhealthy",
+        "1 while a worker's model server is taken to be down.",
+        labels=labels,
+    )
     served = CounterMetricFamily(
         _NS + "worker_requests_served",
         "Requests each worker completed in its current session.",
@@ -228,7 +238,9 @@ def _workers(workers: Sequence[WorkerStatistics]) -> Iterator[Metric]:
         capacity.add_metric(label, worker.max_concurrent)
         load.add_metric(label, worker.reported_load)
         served.add_metric(label, worker.requests_served)
-    yield from (connected, draining, in_flight, capacity, load, served)
+        ejected.add_metric(label, int(worker.ejected))
+        unhealthy.add_metric(label, int(worker.unhealthy is not None))
+    yield from (connected, draining, in_flight, capacity, load, served, ejected, unhealthy)
 
 
 def _hub_counters(counts: HubCounts) -> Iterator[Metric]:
@@ -256,5 +268,11 @@ def _hub_counters(counts: HubCounts) -> Iterator[Metric]:
             "Worker sessions closed after heartbeat silence.",
             counts.heartbeat_timeouts,
         ),
+        (
+            "backend_failures",
+            "Requests a worker's model server failed before a first byte (requeued).",
+            counts.backend_failures,
+        ),
+        ("worker_ejections", "Workers ejected for repeated backend failures.", counts.ejections),
     ):
         yield CounterMetricFamily(_NS + name, text, value=value)

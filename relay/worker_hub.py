@@ -250,6 +250,7 @@ class Worker:
     ejected_until: float = 0.0
     unhealthy: str | None = None
     down_models: frozenset[str] = frozenset()
+    withdrawn: frozenset[str] = frozenset()  # what it offered before an empty update
     last_seen: float = 0.0
     reported_load: int = 0
     requests_served: int = 0
@@ -595,7 +596,9 @@ class Hub:
         now = trio.current_time()
         self.stats.backend_failures += 1
         worker.unhealthy = why
-        worker.down_models = worker.down_models | worker.models
+        # Our agent withdraws its models as it refuses: the two frames may
+        # arrive in either order.
+        worker.down_models = worker.down_models | worker.models | worker.withdrawn
         failures = worker.backend_failures
         failures.append(now)
         while failures and now - failures[0] > cfg.fail_timeout:
@@ -737,6 +740,10 @@ class Hub:
     def _update_models(self, worker: Worker, update: wire.ModelsUpdate) -> None:
         models, warnings = sanitize_models(update.models, wire.limits.MAX_MODELS_PER_WORKER)
         self._index(worker, -1)
+        if not models and worker.models:
+            worker.withdrawn = worker.models
+        elif models:
+            worker.withdrawn = frozenset()
         worker.models = frozenset(models)
         worker.model_list = models
         self._index(worker, +1)
