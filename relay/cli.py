@@ -165,6 +165,14 @@ def serve(
     max_body_bytes: Annotated[
         str, typer.Option(envvar="MAX_BODY_BYTES", help="Largest client body accepted.")
     ] = "32MiB",
+    stream_keepalive: Annotated[
+        float,
+        typer.Option(
+            envvar="STREAM_KEEPALIVE_SECS",
+            min=0,
+            help="Keepalive period for a streamed request waiting for its first token (0 = off).",
+        ),
+    ] = 10,
     max_frame_bytes: Annotated[
         str, typer.Option(envvar="MAX_FRAME_BYTES", help="Largest WebSocket frame from an agent.")
     ] = "64MiB",
@@ -228,6 +236,7 @@ def serve(
         heartbeat_timeout=heartbeat_timeout,
         drain_timeout=drain_timeout,
         max_body_bytes=sizes["max-body-bytes"],
+        stream_keepalive=stream_keepalive,
         max_frame_bytes=sizes["max-frame-bytes"],
         max_response_bytes=sizes["max-response-bytes"],
     )

@@ -66,6 +66,9 @@ class RelayConfig:
     max_body_bytes: int = 32 * MiB
     max_frame_bytes: int = limits.DEFAULT_MAX_RECEIVE_FRAME_BYTES
     max_response_bytes: int = 1024 * MiB
+    # Seconds between keepalives to a streamed request still waiting for its
+    # first token (queued, or prefilling); 0 = none.
+    stream_keepalive: float = 10.0
     # Not flags: policy the spec fixes, kept here so tests can shorten them.
     max_requeues: int = 3
     # A worker whose backend fails `max_fails` requests before their first

@@ -34,7 +34,7 @@ from relay.errors import QueueFull, Unavailable
 from relay.queue import PendingQueue
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Awaitable, Callable, Iterable
 
     from relay.boundary import ClientWriter
     from relay.config import RelayConfig
@@ -469,9 +469,19 @@ class Hub:
 
     # ------------------------------------------------------------ dispatch
 
-    async def acquire(self, ticket: Ticket) -> Lease:
+    async def acquire(
+        self,
+        ticket: Ticket,
+        *,
+        keepalive: float = 0.0,
+        ping: Callable[[], Awaitable[None]] | None = None,
+    ) -> Lease:
         """A lease on a worker for `ticket`: at once if one has a free slot,
         else after waiting in the queue. The caller's scope bounds the wait.
+
+        With `ping` and a `keepalive` period, `ping()` is awaited every
+        `keepalive` seconds of waiting (a streamed client kept from giving
+        up); the ticket keeps its place meanwhile.
 
         Raises:
             QueueFull: the queue is at --max-queue-len.
@@ -491,7 +501,14 @@ class Hub:
             )
         ticket._assigned = assigned = trio.Event()
         try:
-            await assigned.wait()
+            if ping is None or keepalive <= 0:
+                await assigned.wait()
+            else:
+                while not assigned.is_set():
+                    with trio.move_on_after(keepalive):
+                        await assigned.wait()
+                    if not assigned.is_set():
+                        await ping()
         except BaseException:
             if ticket.lease is None:
                 self.queue.discard(ticket)

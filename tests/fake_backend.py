@@ -22,6 +22,12 @@ Directives (all optional):
   without finishing the chunked body;
 - ``body_bytes`` (int): pad a non-streaming body to about this size;
 - ``text`` (str): the content of each chunk (and of a non-streaming message).
+- ``prefill`` (float): seconds before any byte of the answer, status line
+  included (a long prompt being processed); a client that leaves meanwhile
+  ends it.
+
+`FakeBackend.running` counts the POSTs being answered now and `max_running`
+the most at once: a one-slot backend that must never run two.
 
 In-process::
 
@@ -189,6 +195,7 @@ class _Directives:
     crash_after: int | None = None
     body_bytes: int | None = None
     text: str | None = None
+    prefill: float = 0.0
 
     @classmethod
     def of(cls, body: dict[str, Any]) -> "_Directives":
@@ -226,6 +233,8 @@ class FakeBackend:
     ollama: bool = False
     requests: list[Recorded] = attrs.field(factory=list)
     url: str = ""
+    running: int = attrs.field(default=0, init=False)
+    max_running: int = attrs.field(default=0, init=False)
     _counter: int = attrs.field(default=0, init=False)
     _arrived: trio.Event = attrs.field(factory=trio.Event, init=False)
 
@@ -296,12 +305,20 @@ class FakeBackend:
         arrived, self._arrived = self._arrived, trio.Event()
         arrived.set()
         exchange = _Exchange(record, send)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._watch_disconnect, receive, exchange, nursery.cancel_scope)
-            await self._dispatch(method, path, exchange)
-            if record.finished_at is None:  # crash_after: return without finishing the body
-                record.done.set()
-            nursery.cancel_scope.cancel()
+        posted = method == "POST"
+        if posted:
+            self.running += 1
+            self.max_running = max(self.max_running, self.running)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._watch_disconnect, receive, exchange, nursery.cancel_scope)
+                await self._dispatch(method, path, exchange)
+                if record.finished_at is None:  # crash_after: return without finishing the body
+                    record.done.set()
+                nursery.cancel_scope.cancel()
+        finally:
+            if posted:
+                self.running -= 1
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -395,6 +412,8 @@ class FakeBackend:
             )
             return
         directives = _Directives.of(body)
+        if directives.prefill:
+            await trio.sleep(directives.prefill)
         if directives.status is not None:
             status = int(directives.status)
             await exchange.whole(

@@ -28,3 +28,68 @@ async def test_chunked_body_over_the_limit_is_413_without_a_wrong_size() -> None
     assert "over the relay's limit of 1000 bytes" in message
     assert "1200" not in message
     assert "1600" not in message
+
+
+async def _events(response: httpx.Response) -> list[str]:
+    return [line async for line in response.aiter_lines()]
+
+
+async def test_streams_waiting_for_a_first_token_get_keepalives_in_their_dialect(
+    nursery: trio.Nursery,
+) -> None:
+    """A long prefill: pings on /v1/messages, comments on chat; then the answer."""
+    backend = FakeBackend(models=["m"])
+    await nursery.start(backend.run)
+    async with (
+        relay_process("--stream-keepalive", "0.2") as (relay, url),
+        agent_process(relay, backend.url, "--models", "m"),
+        httpx.AsyncClient(base_url=url, timeout=20) as client,
+    ):
+        body = {"model": "m", "max_tokens": 5, "stream": True, "fake": {"prefill": 1.0}}
+        async with client.stream(
+            "POST", "/v1/messages", json={**body, "messages": []}
+        ) as response:
+            assert response.status_code == 200
+            lines = await _events(response)
+        assert lines[:2] == ["event: ping", 'data: {"type": "ping"}']
+        assert "event: message_stop" in lines
+        async with client.stream(
+            "POST", "/v1/chat/completions", json={**body, "messages": []}
+        ) as response:
+            assert response.status_code == 200
+            lines = await _events(response)
+        assert lines[0] == ": keepalive"
+        assert lines[-2:] == ["data: [DONE]", ""] or "data: [DONE]" in lines
+        # Not streamed: no keepalive, the backend's status as it was.
+        plain = await client.post(
+            "/v1/chat/completions",
+            json={"model": "m", "messages": [], "fake": {"prefill": 0.5, "status": 400}},
+        )
+        assert plain.status_code == 400
+
+
+async def test_a_failure_after_a_keepalive_is_the_dialects_error_event(
+    nursery: trio.Nursery,
+) -> None:
+    backend = FakeBackend(models=["m"])
+    await nursery.start(backend.run)
+    async with (
+        relay_process("--stream-keepalive", "0.2") as (relay, url),
+        agent_process(relay, backend.url, "--models", "m"),
+        httpx.AsyncClient(base_url=url, timeout=20) as client,
+    ):
+        body = {
+            "model": "m",
+            "max_tokens": 5,
+            "stream": True,
+            "messages": [],
+            "fake": {"prefill": 0.8, "status": 429},
+        }
+        async with client.stream("POST", "/v1/messages", json=body) as response:
+            assert response.status_code == 200
+            lines = await _events(response)
+        assert lines[0] == "event: ping"
+        assert "event: error" in lines
+        error = json.loads(lines[lines.index("event: error") + 1].removeprefix("data: "))
+        assert error["type"] == "error"
+        assert "fake error 429" in error["error"]["message"]
