@@ -93,3 +93,42 @@ async def test_a_failure_after_a_keepalive_is_the_dialects_error_event(
         error = json.loads(lines[lines.index("event: error") + 1].removeprefix("data: "))
         assert error["type"] == "error"
         assert "fake error 429" in error["error"]["message"]
+
+
+async def test_a_client_that_gives_up_during_prefill_and_resends_never_doubles_the_work(
+    nursery: trio.Nursery,
+) -> None:
+    """One slot: the abandoned copy is cancelled before the resent one runs."""
+    backend = FakeBackend(models=["m"])
+    await nursery.start(backend.run)
+    async with (
+        relay_process() as (relay, url),
+        agent_process(relay, backend.url, "--models", "m", "--max-concurrency", "1"),
+        httpx.AsyncClient(base_url=url, timeout=20) as client,
+    ):
+        body = {
+            "model": "m",
+            "max_tokens": 5,
+            "stream": True,
+            "messages": [],
+            "fake": {"prefill": 2.0},
+        }
+        with trio.move_on_after(30):
+            async with trio.open_nursery() as gave_up:
+
+                async def first() -> None:
+                    async with client.stream("POST", "/v1/messages", json=body) as response:
+                        await response.aread()
+
+                gave_up.start_soon(first)
+                await backend.wait_requests(1)
+                gave_up.cancel_scope.cancel()  # the client's own timeout
+        async with client.stream("POST", "/v1/messages", json=body) as response:
+            assert response.status_code == 200
+            lines = await _events(response)
+        assert "event: message_stop" in lines
+        posts = [r for r in backend.requests if r.method == "POST"]
+        assert len(posts) == 2
+        assert posts[0].disconnected_at is not None
+        assert posts[0].disconnected_at <= posts[1].started_at
+        assert backend.max_running == 1
