@@ -146,6 +146,8 @@ class Relay:
             requeues=summary.requeues,
             tokens_in=counts.prompt_tokens if counts is not None else None,
             tokens_out=counts.completion_tokens if counts is not None else None,
+            cache_read=counts.cache_read_tokens if counts is not None else None,
+            cache_creation=counts.cache_creation_tokens if counts is not None else None,
         )
         if log.isEnabledFor(logging.INFO):  # the fields cost a dict per request
             log.info("request finished", extra=summary.log_fields())

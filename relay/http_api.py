@@ -195,6 +195,10 @@ class CallSummary:
         if counts is not None:
             fields["prompt_tokens"] = counts.prompt_tokens
             fields["completion_tokens"] = counts.completion_tokens
+            if counts.cache_read_tokens is not None:
+                fields["cache_read_tokens"] = counts.cache_read_tokens
+            if counts.cache_creation_tokens is not None:
+                fields["cache_creation_tokens"] = counts.cache_creation_tokens
         return fields
 
 

@@ -106,6 +106,13 @@ class RelayCollector(Collector):
             _NS + "tokens", "Tokens the backends reported, by model and direction (in/out).",
             labels=["model", "direction"],
         )  # fmt: skip
+        # A family of its own: these are parts of tokens{direction="in"}, and
+        # a sum over one family must not count them twice.
+        cache = CounterMetricFamily(
+            _NS + "cache_tokens",
+            "Of the prompt tokens, those the backends read from / wrote to their prompt cache.",
+            labels=["model", "kind"],
+        )
         duration = HistogramMetricFamily(
             _NS + "request_duration_seconds",
             "Time from a request's arrival to its last byte, by model.",
@@ -136,12 +143,14 @@ class RelayCollector(Collector):
             requeues.add_metric(label, tally.requeued)
             tokens.add_metric([model, "in"], tally.tokens_in)
             tokens.add_metric([model, "out"], tally.tokens_out)
+            cache.add_metric([model, "read"], tally.tokens_cache_read)
+            cache.add_metric([model, "creation"], tally.tokens_cache_creation)
             duration.add_metric(label, tally.latency.exported(), tally.latency.total)
             ttfb.add_metric(label, tally.ttfb.exported(), tally.ttfb.total)
             queued = depth.get(model, 0)
             queue.add_metric(label, queued)
             in_flight.add_metric(label, max(0, tally.active - queued))
-        yield from (requests, errors, requeues, tokens, duration, ttfb, queue, in_flight)
+        yield from (requests, errors, requeues, tokens, cache, duration, ttfb, queue, in_flight)
 
         totals = stats.totals
         rejected = CounterMetricFamily(

@@ -22,6 +22,8 @@ Directives (all optional):
   without finishing the chunked body;
 - ``body_bytes`` (int): pad a non-streaming body to about this size;
 - ``text`` (str): the content of each chunk (and of a non-streaming message).
+- ``cache_read``, ``cache_creation`` (int): on ``/v1/messages``, report
+  that many prompt tokens as read from / written to a prompt cache;
 - ``prefill`` (float): seconds before any byte of the answer, status line
   included (a long prompt being processed); a client that leaves meanwhile
   ends it.
@@ -196,6 +198,17 @@ class _Directives:
     body_bytes: int | None = None
     text: str | None = None
     prefill: float = 0.0
+    cache_read: int | None = None
+    cache_creation: int | None = None
+
+    def cache_usage(self) -> dict[str, int]:
+        """Anthropic's prompt-cache usage fields, when asked for."""
+        usage = {}
+        if self.cache_read is not None:
+            usage["cache_read_input_tokens"] = self.cache_read
+        if self.cache_creation is not None:
+            usage["cache_creation_input_tokens"] = self.cache_creation
+        return usage
 
     @classmethod
     def of(cls, body: dict[str, Any]) -> "_Directives":
@@ -690,7 +703,7 @@ class FakeBackend:
                     "content": [],
                     "stop_reason": None,
                     "stop_sequence": None,
-                    "usage": {"input_tokens": prompt, "output_tokens": 1},
+                    "usage": {"input_tokens": prompt, "output_tokens": 1, **d.cache_usage()},
                 },
             }
             head = [
@@ -738,7 +751,7 @@ class FakeBackend:
             "content": [block],
             "stop_reason": "end_turn",
             "stop_sequence": None,
-            "usage": {"input_tokens": prompt, "output_tokens": d.chunks},
+            "usage": {"input_tokens": prompt, "output_tokens": d.chunks, **d.cache_usage()},
         }
         await exchange.whole(200, self._pad(payload, d, partial(block.__setitem__, "text")))
 
