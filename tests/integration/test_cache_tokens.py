@@ -30,9 +30,9 @@ async def test_cache_tokens_count_as_prompt_tokens_and_are_reported_apart(
             response = await client.post("/v1/messages", json=body)
             assert response.status_code == 200
         await relay.wait_count(("request finished",), 2)
-        stats = (
-            await client.get("/admin/stats", headers={"authorization": "Bearer adm"})
-        ).json()["models"]["m"]["tokens"]
+        stats = (await client.get("/admin/stats", headers={"authorization": "Bearer adm"})).json()[
+            "models"
+        ]["m"]["tokens"]
         metrics = (await client.get("/metrics")).text
     finished = relay.events("request finished")
     # The fake counts 1 prompt token for "hi"; llama.cpp says the same way

@@ -52,7 +52,7 @@ async def test_dead_backend_costs_no_request_and_is_offered_again(nursery: trio.
         assert any(w["unhealthy"] for w in workers)
         metrics = (await client.get("/metrics")).text
         assert "modelrelay_backend_failures_total 1.0" in metrics
-        assert 'modelrelay_worker_backend_unhealthy{' in metrics
+        assert "modelrelay_worker_backend_unhealthy{" in metrics
         # The backend comes back at the same address: probed, offered again.
         revived = FakeBackend(models=["m"])
         await nursery.start(revived.run, port)

@@ -46,9 +46,7 @@ async def test_streams_waiting_for_a_first_token_get_keepalives_in_their_dialect
         httpx.AsyncClient(base_url=url, timeout=20) as client,
     ):
         body = {"model": "m", "max_tokens": 5, "stream": True, "fake": {"prefill": 1.0}}
-        async with client.stream(
-            "POST", "/v1/messages", json={**body, "messages": []}
-        ) as response:
+        async with client.stream("POST", "/v1/messages", json={**body, "messages": []}) as response:
             assert response.status_code == 200
             lines = await _events(response)
         assert lines[:2] == ["event: ping", 'data: {"type": "ping"}']
