@@ -227,7 +227,8 @@ async def test_dead_backend_is_refused_unnamed_withdrawn_probed_and_offered_agai
         await nursery.start(revived.run, port)
         while not updates[-1].models:
             await until(ModelsUpdate)
-    assert isinstance(done, ResponseComplete) and isinstance(anthropic, ResponseComplete)
+    assert isinstance(done, ResponseComplete)
+    assert isinstance(anthropic, ResponseComplete)
     assert done.status_code == 502
     assert done.headers is not None
     assert done.headers[REFUSED_HEADER] == REFUSED_BACKEND_DOWN

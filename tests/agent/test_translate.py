@@ -957,4 +957,5 @@ def test_a_recorded_claude_code_request_translates() -> None:
     assert "cache_control" not in text
     for dropped in ("thinking", "context_management", "output_config", "metadata"):
         assert dropped not in chat
-    assert chat["stream"] is True and chat["stream_options"] == {"include_usage": True}
+    assert chat["stream"] is True
+    assert chat["stream_options"] == {"include_usage": True}

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import httpx
-import trio
 
 from tests.fake_backend import FakeBackend
 from tests.integration.procs import agent_process, relay_process
+
+if TYPE_CHECKING:
+    import trio
 
 
 async def test_cache_tokens_count_as_prompt_tokens_and_are_reported_apart(

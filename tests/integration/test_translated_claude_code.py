@@ -6,11 +6,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import httpx
-import trio
 
 from tests.fake_backend import FakeBackend
 from tests.integration.procs import agent_process, relay_process
+
+if TYPE_CHECKING:
+    import trio
 
 CLAUDE_CODE_REQUEST = (
     Path(__file__).parents[1] / "agent" / "golden" / "claude_code_2.1.197.request.json"
