@@ -8,8 +8,9 @@ It sits between the agent and a real llama.cpp server and:
   and a stop at the first newline (``stop_sequences`` on ``/v1/messages``,
   ``stop`` on ``/v1/chat/completions``), as other live tests decode greedily.
   SmolLM2 sampled under Claude Code's prompt can ramble for minutes;
-- notes when the first byte of each answer came back (``first_byte``), so a
-  test can cut a client after the first token;
+- notes when the first generated token came back (``first_token``: a
+  ``*_delta`` event from llama.cpp), so a test can cut a client after it
+  (llama.cpp finishes a prompt's prefill before it looks at its client again);
 - closes its connection to llama.cpp when the agent closes its own (watching
   ``http.disconnect``: Hypercorn does not cancel a raw ASGI app), so a
   cancel reaches llama.cpp as it would without the proxy.
@@ -45,13 +46,15 @@ class RecordingProxy:
     Attributes:
         upstream: llama.cpp's base URL.
         bodies: Every POST as (path with query, raw body), in order.
-        first_byte: Set when an answer's first body byte arrived from llama.cpp.
+        first_token: Set when an answer's first token arrived from llama.cpp.
         url: Our base URL, once serving.
+        shorten: Make answers short (greedy, one line); False passes bodies as they are.
     """
 
     upstream: str
+    shorten: bool = True
     bodies: list[tuple[str, bytes]] = attrs.field(factory=list)
-    first_byte: trio.Event = attrs.field(factory=trio.Event)
+    first_token: trio.Event = attrs.field(factory=trio.Event)
     url: str = ""
 
     async def run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
@@ -99,7 +102,8 @@ class RecordingProxy:
         sent = bytes(body)
         if scope["method"] == "POST":
             self.bodies.append((target, sent))
-            sent = _shorten(path, sent)
+            if self.shorten:
+                sent = _shorten(path, sent)
         headers = [
             (k.decode("latin-1"), v.decode("latin-1"))
             for k, v in scope["headers"]
@@ -122,7 +126,8 @@ class RecordingProxy:
                     }
                 )
                 async for data in response.aiter_raw():
-                    self.first_byte.set()
+                    if b"_delta" in data or b'"delta"' in data:
+                        self.first_token.set()
                     await send({"type": "http.response.body", "body": data, "more_body": True})
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
             finally:
