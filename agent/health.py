@@ -1,7 +1,7 @@
 """Whether the backend answers: marked down by a failed connect, probed back up.
 
-A job whose backend connection is refused, or not made within the connect
-timeout, before any byte of an answer, marks the backend down
+A job whose backend connection is refused, not made within the connect
+timeout, or reset before any byte of an answer, marks the backend down
 (`BackendHealth.mark_down`) and refuses its request to the relay, which
 requeues it on another worker. While the backend is down the session offers
 the relay no models (a ``models_update`` with an empty list: the protocol's

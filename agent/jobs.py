@@ -20,7 +20,7 @@ import attrs
 import trio
 
 from agent.dialects import error_body, json_headers
-from agent.errors import BackendError, BackendUnreachable
+from agent.errors import BackendBroken, BackendError, BackendUnreachable
 from agent.exchange import Exchange, Reply, backend_headers
 from agent.health import BackendHealth
 from agent.logging import bind_log_context
@@ -97,11 +97,14 @@ async def run_job(
                 return
             if (
                 health is not None
-                and isinstance(exc, BackendUnreachable)
+                and isinstance(exc, (BackendUnreachable, BackendBroken))
                 and reply.backend_status is None
                 and not reply.chunks
             ):
-                # Nothing reached the backend: another worker can take it.
+                # No byte of an answer came: refused, not connected in time,
+                # or reset before answering (a server going down has
+                # accepted connections it never serves). Another worker
+                # can take it.
                 health.mark_down(exc.message, exc.url)
                 await refuse_backend_down(reply)
                 return

@@ -412,6 +412,10 @@ def sanitize_models(models: Iterable[str], cap: int) -> tuple[tuple[str, ...], l
     return tuple(accepted), warnings
 
 
+# Seconds a worker whose backend just failed gets no new request (see `Hub.backend_failed`).
+_BACKEND_FAILURE_HOLD = 1.0
+
+
 @attrs.define(eq=False)
 class Hub:
     """The fleet: workers by id, the waiting queue, routing state."""
@@ -424,6 +428,8 @@ class Hub:
     _named: Counter[str] = attrs.field(factory=Counter)
     _wildcards: int = 0
     _model_seen: dict[str, float] = attrs.field(factory=dict)
+    # model -> when a healthy worker serving it disconnected (it may be restarting)
+    _model_lost: dict[str, float] = attrs.field(factory=dict)
     _rr: router.RoundRobin = attrs.field(factory=router.RoundRobin)
     _ids: itertools.count[int] = attrs.field(factory=lambda: itertools.count(1))
 
@@ -620,9 +626,13 @@ class Hub:
         failures.append(now)
         while failures and now - failures[0] > cfg.fail_timeout:
             failures.popleft()
-        if len(failures) >= cfg.max_fails and worker.ejected_until <= now:
+        # No new request until its agent has withdrawn or re-offered its
+        # models (our agent does both): without this hold the requeued
+        # request could be routed straight back to it.
+        worker.ejected_until = max(worker.ejected_until, now + _BACKEND_FAILURE_HOLD)
+        if len(failures) >= cfg.max_fails:
             failures.clear()
-            worker.ejected_until = now + cfg.fail_timeout
+            worker.ejected_until = max(worker.ejected_until, now + cfg.fail_timeout)
             self.stats.ejections += 1
             log.warning(
                 "worker ejected: its backend failed before answering",
@@ -656,6 +666,9 @@ class Hub:
                 down.append(worker)
         if not down:
             return
+        lost = self._model_lost.get(model)
+        if lost is not None and now - lost < self.config.model_grace:
+            return  # a healthy worker for it left lately: it may be restarting, so queue
         wait = min(
             (w.ejected_until - now for w in down if w.ejected_until > now),
             default=1.0,
@@ -744,6 +757,10 @@ class Hub:
             return
         self._index(worker, -1)
         self.stats.workers_lost += 1
+        if worker.unhealthy is None:
+            now = trio.current_time()
+            for model in worker.models:
+                self._model_lost[model] = now
         lost = list(worker.leases.values())
         worker.leases.clear()
         worker.cancelling.clear()

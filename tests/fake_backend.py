@@ -258,16 +258,23 @@ class FakeBackend:
         return self.requests
 
     async def run(
-        self, port: int = 0, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
+        self,
+        port: int = 0,
+        stop: trio.Event | None = None,
+        *,
+        task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Serve on 127.0.0.1 until cancelled.
+        """Serve on 127.0.0.1 until cancelled, or until `stop` is set.
 
         Cancelling it closes the listener and every connection: a backend
-        that died. Running it again with the same `port` is the backend
-        coming back at the same address.
+        that died. Setting `stop` is a backend shut down in order: no new
+        connection is accepted, and answers in progress get 0.5 s to finish.
+        Running it again with the same `port` is the backend coming back at
+        the same address.
 
         Args:
             port: The port; 0 (default) picks a free one.
+            stop: Set to shut down in order.
             task_status: Started with the base URL, ``http://127.0.0.1:PORT``.
         """
         config = hypercorn.config.Config()
@@ -279,7 +286,13 @@ class FakeBackend:
             binds: list[str] = await nursery.start(
                 # A raw ASGI app with loosely typed dicts: Hypercorn's TypedDicts
                 # describe the same messages.
-                partial(hypercorn.trio.serve, cast("Any", self), config, mode="asgi")
+                partial(
+                    hypercorn.trio.serve,
+                    cast("Any", self),
+                    config,
+                    mode="asgi",
+                    shutdown_trigger=stop.wait if stop is not None else None,
+                )
             )
             self.url = binds[0]
             task_status.started(self.url)

@@ -5,8 +5,9 @@ It sits between the agent and a real llama.cpp server and:
 - records every POST body it receives, as received (the captured Claude Code
   request kept in tests/agent/golden/ came from here);
 - makes the model's answer short and the same every run: ``temperature: 0``
-  and a stop at the first newline (``stop_sequences`` on ``/v1/messages``,
-  ``stop`` on ``/v1/chat/completions``), as other live tests decode greedily.
+  and a stop at the first newline or end of sentence (``stop_sequences`` on
+  ``/v1/messages``, ``stop`` on ``/v1/chat/completions``), as other live
+  tests decode greedily (a greedy line can run for hundreds of tokens).
   SmolLM2 sampled under Claude Code's prompt can ramble for minutes;
 - notes when the first generated token came back (``first_token``: a
   ``*_delta`` event from llama.cpp), so a test can cut a client after it
@@ -36,6 +37,7 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
+_STOPS = ("\n", ".", "!", "?")
 _HOP = frozenset({b"content-length", b"transfer-encoding", b"connection", b"keep-alive"})
 
 
@@ -142,7 +144,7 @@ async def _watch_disconnect(receive: Receive, scope: trio.CancelScope) -> None:
 
 
 def _shorten(path: str, body: bytes) -> bytes:
-    """Greedy decoding, stopped at the first newline: a short answer, the same every run."""
+    """Greedy decoding, stopped at the first sentence: a short answer, the same every run."""
     try:
         doc = json.loads(body)
     except ValueError:
@@ -151,7 +153,7 @@ def _shorten(path: str, body: bytes) -> bytes:
         return body
     doc["temperature"] = 0
     if path.startswith("/v1/messages"):
-        doc["stop_sequences"] = ["\n"]
+        doc["stop_sequences"] = list(_STOPS)
     elif path.startswith("/v1/chat/completions"):
-        doc["stop"] = ["\n"]
+        doc["stop"] = list(_STOPS)
     return json.dumps(doc).encode()
