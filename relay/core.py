@@ -17,6 +17,7 @@ import trio
 from prometheus_client.registry import CollectorRegistry
 
 from relay import __version__
+from relay.console.series import Series
 from relay.errors import Unauthorized
 from relay.inflight import InFlight
 from relay.keys import KEY_PREFIX, KeyStore
@@ -56,6 +57,7 @@ class Relay:
     # wall clock minus trio's clock, captured once: turns trio times into dates
     wall_offset: float = attrs.field(factory=lambda: time.time() - trio.current_time())
     version: str = __version__
+    series: Series | None = None  # the console's recent history, when the console is on
 
     @classmethod
     def from_config(cls, config: RelayConfig) -> Relay:
@@ -91,7 +93,15 @@ class Relay:
             )
         async with trio.open_nursery() as nursery:
             if self.keys is not None:
+                # Per-key usage is read from the stats' tallies at each sync, and
+                # the persisted cordons reach the router through the hub.
+                self.keys.usage_source = self.stats.key_usage
+                self.keys.on_cordons = self.hub.set_cordons
                 await nursery.start(self.keys.run)
+            if self.config.console_enabled:
+                # The console's 15-minute charts: a sample of the tallies every 10 s.
+                self.series = Series()
+                nursery.start_soon(self.series.run, self.stats)
             task_status.started()
 
     def wall_time(self, moment: float) -> float:
@@ -191,6 +201,7 @@ class Relay:
             tokens_in = summary["prompt_tokens"] = counts.prompt_tokens
             tokens_out = summary["completion_tokens"] = counts.completion_tokens
         ttfb_ms = summary.get("ttfb_ms")
+        queue_ms = summary.get("queue_ms")
         self.stats.finished(
             summary["model"],
             summary.get("key_id"),
@@ -202,5 +213,6 @@ class Relay:
             requeues=summary.get("requeues", 0),
             tokens_in=tokens_in,
             tokens_out=tokens_out,
+            queue_wait=queue_ms / 1000 if queue_ms is not None else None,
         )
         log.info("request finished", extra=summary)
