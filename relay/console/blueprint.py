@@ -59,6 +59,7 @@ _SECURITY_HEADERS = {
     "x-frame-options": "DENY",
 }
 MAX_STREAMS = 32  # open dashboards at once, over all sessions
+MAX_STREAMS_PER_SESSION = 4  # tabs of one admin; a fifth replaces the oldest
 _TICK = 1.0  # the stream's aggregation period: at most one event a second
 _KEEPALIVE_TICKS = 15
 _MAX_NAME = 200
@@ -139,8 +140,8 @@ def console_blueprint(relay: Relay) -> Blueprint:
         limit=config.auth_failure_limit,
         window=config.auth_failure_window,
     )
-    # session nonce -> the event that ends that session's previous stream
-    streams: dict[str, trio.Event] = {}
+    # session nonce -> the events that end that session's open streams, oldest first
+    streams: dict[str, list[trio.Event]] = {}
 
     def current() -> Session | None:
         return sessions.check(request.cookies.get(COOKIE_NAME), time.time())
@@ -302,12 +303,15 @@ def console_blueprint(relay: Relay) -> Blueprint:
         session = current()
         if session is None:
             return _problem(401, "not logged in (or the session expired): log in again")
-        previous = streams.pop(session.nonce, None)
-        if previous is not None:
-            previous.set()  # one stream per session: a new tab or a reconnect replaces it
-        if len(streams) >= MAX_STREAMS:
+        mine = streams.setdefault(session.nonce, [])
+        if len(mine) >= MAX_STREAMS_PER_SESSION:
+            mine.pop(0).set()  # the oldest tab's stream ends (it says so, and stops)
+        if sum(len(s) for s in streams.values()) >= MAX_STREAMS:
+            if not mine:
+                del streams[session.nonce]
             return _problem(503, f"too many open dashboards (at most {MAX_STREAMS})")
-        superseded = streams[session.nonce] = trio.Event()
+        superseded = trio.Event()
+        mine.append(superseded)
         body = _stream(relay, sessions, session, superseded, streams)
         return Response(
             body,
@@ -381,10 +385,14 @@ async def _stream(
     sessions: Sessions,
     session: Session,
     superseded: trio.Event,
-    streams: dict[str, trio.Event],
+    streams: dict[str, list[trio.Event]],
 ) -> AsyncIterator[bytes]:
-    """The dashboard's events: `state` when it changed (at most once per tick), `series`
-    when a new bucket closed, `expired` when the session ends; comments keep it alive."""
+    """The dashboard's events, one stream per open page.
+
+    `state` when it changed (at most once per tick), `series` when a new
+    bucket closed, `expired` when the session ends, `superseded` when the
+    same admin opened too many pages; comments keep a quiet stream alive.
+    """
     rates = Rates()
     last = ""
     generation = -1
@@ -411,6 +419,10 @@ async def _stream(
                 yield b": keepalive\n\n"
             with trio.move_on_after(_TICK):
                 await superseded.wait()
+        yield b"event: superseded\ndata: {}\n\n"
     finally:
-        if streams.get(session.nonce) is superseded:
-            del streams[session.nonce]
+        mine = streams.get(session.nonce, [])
+        if superseded in mine:
+            mine.remove(superseded)
+        if not mine:
+            streams.pop(session.nonce, None)
