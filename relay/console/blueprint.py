@@ -113,10 +113,16 @@ def console_off_blueprint(relay: Relay) -> Blueprint:
         else "the console is off: start the relay with --admin-token (or MODELRELAY_ADMIN_TOKEN)"
     )
 
-    @bp.route("/", defaults={"rest": ""})
+    def answer() -> Response:
+        return Response(why + "\n", status=404, content_type="text/plain; charset=utf-8")
+
+    @bp.route("", strict_slashes=False)
+    async def off_root() -> Response:
+        return answer()
+
     @bp.route("/<path:rest>")
     async def off(rest: str) -> Response:
-        return Response(why + "\n", status=404, content_type="text/plain; charset=utf-8")
+        return answer()
 
     return bp
 
@@ -182,6 +188,7 @@ def console_blueprint(relay: Relay) -> Blueprint:
         target = request.path if request.path.startswith("/console") else "/console"
         return _see_other(f"/console/login?next={target}")
 
+    @bp.get("")
     @bp.get("/")
     async def dashboard() -> Response:
         session = current()

@@ -49,10 +49,12 @@
   }
 
   function render() {
+    // Keep what the reader opened across re-renders (a key or model change).
+    const openSet = new Set([...document.querySelectorAll("details.snippet-block[open]")].map((d) => d.dataset.title));
     const nodes = snippets().map(([title, lang, code], i) => {
       const id = `snip-${i}`;
-      return MR.el("div", { class: "snippet-block" },
-        MR.el("h3", null, title),
+      return MR.el("details", { class: "snippet-block", open: openSet.size ? openSet.has(title) : i < 3, "data-title": title },
+        MR.el("summary", null, title),
         MR.el("div", { class: "snippet" },
           MR.el("pre", { id, "data-lang": lang, tabindex: "0", "aria-label": `${title} snippet` }, code),
           MR.el("button", { type: "button", class: "copy secondary", "data-copy": id,
