@@ -68,7 +68,8 @@ async def test_login_wrong_token_then_right_one_sets_a_strict_cookie(start_relay
 
     wrong = await login(relay, "not-the-token")
     assert wrong.status_code == 401
-    assert "That is not this relay" in wrong.text and "admin token" in wrong.text
+    assert "That is not this relay" in wrong.text
+    assert "admin token" in wrong.text
     assert "set-cookie" not in wrong.headers
 
     right = await login(relay)
@@ -99,7 +100,9 @@ async def test_cookie_is_secure_when_the_request_came_over_tls(tmp_path: Path) -
         )
         assert response.status_code == 303
         cookie = response.headers["set-cookie"]
-        assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        assert "Secure" in cookie
+        assert "HttpOnly" in cookie
+        assert "SameSite=Strict" in cookie
 
 
 async def test_login_attempts_are_rate_limited(start_relay) -> None:
@@ -129,8 +132,10 @@ async def test_pages_carry_a_strict_csp_and_no_inline_script(start_relay) -> Non
         response = await client.get(path, follow_redirects=True)
         assert response.status_code == 200, path
         csp = response.headers["content-security-policy"]
-        assert "script-src 'self'" in csp and "default-src 'none'" in csp
-        assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
+        assert "script-src 'self'" in csp
+        assert "default-src 'none'" in csp
+        assert "unsafe-inline" not in csp
+        assert "unsafe-eval" not in csp
         assert "frame-ancestors 'none'" in csp
         assert response.headers["cache-control"] == "no-store"
         assert not INLINE_SCRIPT.search(response.text), path
@@ -160,7 +165,8 @@ async def test_every_action_needs_the_csrf_token(start_relay) -> None:
             headers={"x-csrf-token": csrf, "origin": "https://evil.example"},
         )  # fmt: skip
         assert cross.status_code == 403
-    assert relay.server.relay.keys is not None and len(relay.server.relay.keys) == 0
+    assert relay.server.relay.keys is not None
+    assert len(relay.server.relay.keys) == 0
     assert relay.hub.cordons == frozenset()
     created = await client.post(
         "/console/api/keys", json={"name": "ok"}, headers={"x-csrf-token": csrf}
@@ -188,19 +194,6 @@ async def test_logout_ends_the_session(start_relay) -> None:
         assert (await stale.get("/console/api/state")).status_code == 401
 
 
-async def read_events(response: httpx.Response, want: int) -> list[tuple[str, dict]]:  # type: ignore[type-arg]
-    events: list[tuple[str, dict]] = []  # type: ignore[type-arg]
-    name = None
-    async for line in response.aiter_lines():
-        if line.startswith("event: "):
-            name = line[7:]
-        elif line.startswith("data: ") and name:
-            events.append((name, json.loads(line[6:])))
-            if len(events) >= want:
-                break
-    return events
-
-
 async def test_the_stream_shows_a_worker_arrive_and_leave(start_relay) -> None:
     relay = await start_relay(admin_token=ADMIN)
     client, _ = await logged_in(relay)
@@ -223,9 +216,12 @@ async def test_the_stream_shows_a_worker_arrive_and_leave(start_relay) -> None:
             async for line in lines:
                 if line.startswith("event: "):
                     name = line[7:]
-                elif line.startswith("data: ") and name == "state":
-                    if json.loads(line[6:])["workers"] == []:
-                        break
+                elif (
+                    line.startswith("data: ")
+                    and name == "state"
+                    and json.loads(line[6:])["workers"] == []
+                ):
+                    break
 
 
 async def serve_one(worker: FakeWorker) -> None:

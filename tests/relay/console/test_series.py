@@ -42,7 +42,9 @@ def test_a_bucket_holds_only_what_happened_in_it() -> None:
     assert doc["ends"] == [100_000, 110_000, 120_000]
     assert doc["fields"][:2] == ["requests", "errors"]
     rows = doc["models"]["m1"]
-    assert rows[0][0] == 10 and rows[1][:2] == [5, 1] and rows[2] is None
+    assert rows[0][0] == 10
+    assert rows[1][:2] == [5, 1]
+    assert rows[2] is None
 
 
 def test_the_ring_keeps_fifteen_minutes() -> None:
