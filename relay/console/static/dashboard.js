@@ -57,16 +57,16 @@
         "Drain"));
     return el("tr", { "data-worker": w.name },
       el("th", { scope: "row" }, w.name),
-      el("td", null, models),
-      el("td", null, el("span", { class: "load", role: "img",
+      el("td", { "data-label": "Models" }, models),
+      el("td", { "data-label": "Load" }, el("span", { class: "load", role: "img",
           "aria-label": `${w.in_flight} of ${w.max_concurrent} in flight` }, bar),
         ` ${w.in_flight}/${w.max_concurrent}`),
-      el("td", null, state),
+      el("td", { "data-label": "State" }, state),
       el("td", { class: "wide" }, fmtAgo(w.connected_since)),
       el("td", { class: "wide" }, fmtAgo(w.last_heard)),
-      el("td", null, String(w.requests_served)),
+      el("td", { "data-label": "Served" }, String(w.requests_served)),
       el("td", { class: "wide" }, String(w.backend_errors)),
-      el("td", null, actions));
+      el("td", { "data-label": "Actions" }, actions));
   }
 
   let confirmAction = null;
@@ -84,12 +84,12 @@
           } }, "Revoke");
     return el("tr", { "data-key": k.id },
       el("th", { scope: "row" }, k.name),
-      el("td", null, el("code", null, `${k.prefix}…`)),
+      el("td", { "data-label": "Key" }, el("code", null, `${k.prefix}…`)),
       el("td", { class: "wide" }, fmtAgo(k.created_at)),
-      el("td", null, fmtAgo(k.last_used_at)),
-      el("td", null, String(k.requests)),
-      el("td", null, `${k.tokens_in} / ${k.tokens_out}`),
-      el("td", null, revoke));
+      el("td", { "data-label": "Last used" }, fmtAgo(k.last_used_at)),
+      el("td", { "data-label": "Requests" }, String(k.requests)),
+      el("td", { "data-label": "Tokens in/out" }, `${k.tokens_in} / ${k.tokens_out}`),
+      el("td", { "data-label": "Actions" }, revoke));
   }
 
   document.addEventListener("mr-state", (event) => {
