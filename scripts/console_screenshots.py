@@ -24,9 +24,9 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.fake_backend import FakeBackend  # noqa: E402
-from tests.integration.procs import agent_process, relay_process  # noqa: E402
-from tests.relay.console.browser import BrowserRun, run_in_browser  # noqa: E402
+from tests.fake_backend import FakeBackend
+from tests.integration.procs import agent_process, relay_process
+from tests.relay.console.browser import BrowserRun, run_in_browser
 
 ADMIN = "screenshot-admin-token"
 TRAFFIC_SECS = 32.0
@@ -61,15 +61,17 @@ async def traffic(client: httpx.AsyncClient, until: float) -> None:
 
 
 async def main(out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
+    await trio.Path(out).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as data:
         async with trio.open_nursery() as nursery:
             backend = FakeBackend(models=["fake-model"])
             await nursery.start(backend.run)
             async with (
                 relay_process("--admin-token", ADMIN, "--data-dir", data) as (relay, url),
-                agent_process(relay, backend.url, "--worker-name", "gpu-a", "--max-concurrency", "4"),
-                agent_process(relay, backend.url, "--worker-name", "gpu-b", "--max-concurrency", "2"),
+                agent_process(
+                    relay, backend.url, "--worker-name", "gpu-a", "--max-concurrency", "4"
+                ),
+                agent_process(relay, backend.url, "--worker-name", "gpu-b"),
                 httpx.AsyncClient(base_url=url, timeout=30) as client,
             ):
                 auth = {"authorization": f"Bearer {ADMIN}"}
@@ -85,7 +87,7 @@ async def main(out: Path) -> None:
                     b.page.wait_for_selector("#charts .model-charts")
                     for stem, path, width, theme, step in SHOTS:
                         page = b.page
-                        page.set_viewport_size({"width": width, "height": 800 if width > 400 else 780})
+                        page.set_viewport_size({"width": width, "height": 800})
                         page.emulate_media(color_scheme=theme)
                         page.goto(url + path)
                         page.wait_for_selector("#live.on")
