@@ -672,6 +672,15 @@ class KeyStore:
         rows = sorted(self._by_id.values(), key=lambda r: (r.created_at, r.id))
         return [_to_key(row, self._pending.get(row.id)) for row in rows]
 
+    def usage_all(self) -> dict[str, Usage]:
+        """`usage()` of every key at once (reads the in-memory counts once)."""
+        current = self.usage_source() if self.usage_source is not None else {}
+        out = dict(self._usage)
+        for key_id, now in current.items():
+            unwritten = now - self._usage_written.get(key_id, Usage())
+            out[key_id] = out.get(key_id, Usage()) + unwritten
+        return out
+
     async def set_cordon(self, name: str, on: bool) -> bool:
         """Cordon (or lift the cordon on) the workers named `name`; persisted.
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from relay.keys import Usage
 from relay.router import WILDCARD
 
 if TYPE_CHECKING:
@@ -64,10 +65,11 @@ def keys_doc(relay: Relay) -> list[dict[str, Any]] | None:
     """Every key with its use, from memory; None without a key store."""
     if relay.keys is None:
         return None
+    usage = relay.keys.usage_all()
     out = []
     for key in relay.keys.snapshot():
         doc = key.to_json()
-        doc.update(relay.keys.usage(key.id).to_json())
+        doc.update(usage.get(key.id, Usage()).to_json())
         out.append(doc)
     return out
 

@@ -315,6 +315,7 @@ async def test_key_usage_is_persisted_and_summed(tmp_path: Path, nursery) -> Non
         second = KeyStore(SqliteDatabase(tmp_path / SQLITE_FILE), usage_source=lambda: fresh)
         await nursery.start(second.run)
         assert second.usage("key_0123456789abcdef") == Usage(4, 32, 46)
+        assert second.usage_all() == {"key_0123456789abcdef": Usage(4, 32, 46)}
         await second.sync()
         third = KeyStore(SqliteDatabase(tmp_path / SQLITE_FILE))
         await nursery.start(third.run)
