@@ -398,7 +398,8 @@ async def _stream(
 
     `state` when it changed (at most once per tick), `series` when a new
     bucket closed, `expired` when the session ends, `superseded` when the
-    same admin opened too many pages; comments keep a quiet stream alive.
+    same admin opened too many pages, `restarting` when the relay drains;
+    comments keep a quiet stream alive.
     """
     rates = Rates()
     last = ""
@@ -408,6 +409,11 @@ async def _stream(
         # The browser reconnects on its own after a relay restart; 2 s between tries.
         yield b"retry: 2000\n\n"
         while not superseded.is_set():
+            if relay.hub.draining:
+                # End the response cleanly so the server's shutdown does not cut
+                # it mid-chunk; the browser reconnects to the next relay itself.
+                yield b"event: restarting\ndata: {}\n\n"
+                return
             if not sessions.alive(session, time.time()):  # expired or logged out
                 yield b"event: expired\ndata: {}\n\n"
                 return

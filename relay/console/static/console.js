@@ -108,6 +108,7 @@ const MR = (() => {
       document.dispatchEvent(new CustomEvent("mr-series", { detail: JSON.parse(event.data) }));
     });
     source.addEventListener("expired", () => { source.close(); toLogin(); });
+    source.addEventListener("restarting", () => setLive("relay restarting…", "off"));
     source.addEventListener("superseded", () => {
       source.close();
       setLive("paused (open in other tabs): reload to resume", "off");

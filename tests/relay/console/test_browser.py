@@ -393,3 +393,68 @@ async def test_integrate_try_it_security_headers_and_accessibility(fleet: Fleet)
 
     errors = await run_in_browser(fleet.url, script)
     assert errors == []
+
+
+@attrs.define(eq=False)
+class Restartable:
+    """A relay the browser script can restart on the same address and data directory."""
+
+    nursery: trio.Nursery
+    data: str
+    url: str = ""
+    proc: Proc | None = None
+    _scope: trio.CancelScope | None = None
+
+    async def start(self) -> None:
+        listen = ["--listen", self.url.removeprefix("http://")] if self.url else []
+
+        async def run(task_status: trio.TaskStatus[None]) -> None:
+            with trio.CancelScope() as scope:
+                async with relay_process(
+                    "--admin-token", ADMIN, "--data-dir", self.data, *listen
+                ) as (proc, url):
+                    self.proc, self.url, self._scope = proc, url, scope
+                    task_status.started()
+                    await trio.sleep_forever()
+
+        await self.nursery.start(run)
+
+    async def stop(self) -> None:
+        assert self._scope is not None
+        assert self.proc is not None
+        self._scope.cancel()  # relay_process's exit: SIGTERM, then wait for it
+        with trio.fail_after(20):
+            await self.proc.process.wait()
+
+
+async def test_the_dashboard_reconnects_after_a_relay_restart(
+    nursery: trio.Nursery, backend: FakeBackend, tmp_path: Path
+) -> None:
+    require_browser()
+    relay = Restartable(nursery, str(tmp_path / "data"))
+    await relay.start()
+
+    async def start_agent() -> None:
+        assert relay.proc is not None
+        async with httpx.AsyncClient(base_url=relay.url) as client:
+            fleet = Fleet(nursery, relay.proc, relay.url, backend.url, client)
+            await fleet.start_agent("after-restart")
+
+    def script(b: BrowserRun) -> None:
+        expect = expect_()
+        page = b.page
+        b.login(page, ADMIN)
+        expect(page.locator("#no-workers")).to_be_visible()
+        trio.from_thread.run(relay.stop)
+        expect(page.locator("#live")).to_have_text("reconnecting…")
+        trio.from_thread.run(relay.start)  # same port, same data directory, same token
+        # The same page, without a new login: the stream came back by itself.
+        expect(page.locator("#live")).to_have_text("live")
+        trio.from_thread.run(start_agent)
+        expect(row(page, "after-restart")).to_be_visible()
+        assert "/console/login" not in page.url
+        # While the relay was down chromium logged the refused reconnects: expected.
+        b.errors[:] = [e for e in b.errors if "ERR_CONNECTION_REFUSED" not in e]
+
+    errors = await run_in_browser(relay.url, script)
+    assert errors == []
