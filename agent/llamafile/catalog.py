@@ -202,6 +202,13 @@ def _make_converter() -> cattrs.Converter:
 _CONVERTER = _make_converter()
 
 
+def _say(exc: BaseException, type_: type | None) -> str:
+    # Our validators' ValueErrors already say what is wrong; keep their words.
+    if type(exc) is ValueError and exc.args:
+        return str(exc)
+    return cattrs.v.format_exception(exc, type_)
+
+
 def parse_catalog(text: str, origin: str) -> CatalogFile:
     """Parse and validate one catalog document.
 
@@ -231,7 +238,7 @@ def parse_catalog(text: str, origin: str) -> CatalogFile:
     try:
         catalog = _CONVERTER.structure(data, CatalogFile)
     except cattrs.ClassValidationError as exc:
-        problems = "; ".join(cattrs.transform_error(exc, path="catalog"))
+        problems = "; ".join(cattrs.transform_error(exc, path="catalog", format_exception=_say))
         raise CatalogError(f"{origin} is not a valid catalog: {problems}") from None
     seen: set[str] = set()
     for model in catalog.models:
