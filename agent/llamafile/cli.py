@@ -206,7 +206,7 @@ def _download(home: Home, model: Model, quiet: bool) -> dict[str, Any]:
 
     _ensure(home)
     dest = home.models / model.file
-    if model.url.startswith("file://"):
+    if model.url.startswith("file://") and not dest.exists():
         raise UnknownModel(f"{model.slug} was imported from {model.url}: import it again")
 
     async def fetch() -> Any:

@@ -1,0 +1,139 @@
+"""The whole flow for real: update-catalog → download → serve → test → status → logs → stop.
+
+The "llamafile" is a small executable script served by a local HTTP server:
+it takes llamafile's server flags and starts llama.cpp's server (xllamacpp,
+SmolLM2-135M, via scripts/llama_backend.py). `serve --detach` runs it and the
+agent in one process tree, against a real relay process; a real completion
+goes through the relay.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+import httpx
+import pytest
+import trio
+
+from agent.llamafile.state import pid_alive
+from tests.agent.llamafile.conftest import LLAMA_BACKEND, catalog_toml, entry
+from tests.e2e.conftest import live_missing, skip_or_fail
+from tests.integration.procs import SECRET, relay_process
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from tests.agent.llamafile.conftest import Cli
+    from tests.agent.llamafile.fileserver import FileServer
+
+pytestmark = pytest.mark.live
+
+FLOW_TIMEOUT = 240.0
+
+
+def fake_llamafile() -> bytes:
+    """An executable that answers to a llamafile's server flags with llama.cpp's server."""
+    return f"""#!{sys.executable}
+# A stand-in llamafile: llamafile's server flags in, llama.cpp's server (xllamacpp) out.
+import argparse, os, sys
+parser = argparse.ArgumentParser()
+parser.add_argument("--server", action="store_true")
+parser.add_argument("--nobrowser", action="store_true")
+parser.add_argument("--host")
+parser.add_argument("--port")
+parser.add_argument("-c")
+parser.add_argument("-ngl")
+parser.add_argument("--alias")
+parser.add_argument("-np")
+args, extra = parser.parse_known_args()
+assert args.server and args.nobrowser, "not started as a llamafile server"
+backend = {str(LLAMA_BACKEND)!r}
+os.execv(sys.executable, [sys.executable, backend, "--host", args.host, "--port", args.port,
+         "--ctx", args.c, "--alias", args.alias, "--parallel", args.np, "--threads", "1", *extra])
+""".encode()
+
+
+@pytest.fixture
+def live() -> None:
+    reason = live_missing()
+    if reason is not None:
+        skip_or_fail(reason)
+
+
+async def test_download_serve_test_status_logs_stop(
+    live: None, cli: Cli, files: FileServer, home: Path
+) -> None:
+    program = fake_llamafile()
+    files.files["/smollm2.llamafile"] = program
+    files.files["/catalog.toml"] = catalog_toml(
+        [entry("smollm2", f"{files.url}/smollm2.llamafile", program, context=2048)]
+    ).encode()
+    with trio.fail_after(FLOW_TIMEOUT):
+        assert (await cli.run("update-catalog", "--url", f"{files.url}/catalog.toml")).code == 0
+        got = await cli.run("download", "smollm2", "--json")
+        assert got.code == 0, got.stderr
+        assert got.json()["verified"] is True
+        async with relay_process() as (relay, relay_url):
+            relay.wait_limit = FLOW_TIMEOUT
+            try:
+                await _flow(cli, home, relay, relay_url)
+            finally:
+                await cli.run("stop", "all")
+
+
+async def _flow(cli: Cli, home: Path, relay: object, relay_url: str) -> None:
+    served = await cli.run(
+        "serve", "smollm2", "--detach", "--relay-url", relay_url, "--json", "--", "--startup-timeout", "90",
+        env={"WORKER_SECRET": SECRET},
+    )  # fmt: skip
+    assert served.code == 0, served.stderr + served.stdout
+    info = served.json()
+    assert info["relay_connected"] is True, info
+    serve_pid, backend_pid = info["pid"], info["backend_pid"]
+    assert pid_alive(serve_pid) and pid_alive(backend_pid)
+    # The secret never lands on a command line or in the state file.
+    assert SECRET.encode() not in open(f"/proc/{serve_pid}/cmdline", "rb").read()
+    assert SECRET not in (home / "run" / "smollm2.json").read_text()
+
+    direct = await cli.run("test", "smollm2", "--max-tokens", "8", "--json")
+    assert direct.code == 0, direct.stderr
+    assert direct.json()["via"] == "direct" and direct.json()["completion_tokens"] > 0
+
+    relayed = await cli.run("test", "smollm2", "--via-relay", "--max-tokens", "8", "--json")
+    assert relayed.code == 0, relayed.stderr
+    assert relayed.json()["via"] == "relay" and relayed.json()["url"] == relay_url
+    # The relay itself says it routed a request for the model to our worker.
+    finished = await relay.wait_for(  # type: ignore[attr-defined]
+        lambda line: line.get("event") == "request finished" and line.get("model") == "smollm2"
+    )
+    assert finished.get("status", 200) == 200
+    async with httpx.AsyncClient(timeout=60) as client:
+        models = (await client.get(f"{relay_url}/v1/models")).json()
+    assert [m["id"] for m in models["data"]] == ["smollm2"]
+
+    status = await cli.run("status", "--json")
+    (row,) = status.json()["running"]
+    assert (row["slug"], row["kind"], row["pid"], row["health"]) == ("smollm2", "serve", serve_pid, "ok")
+    assert row["port"] == int(info["url"].rsplit(":", 1)[1])
+    assert row["relay_connected"] is True and row["worker_id"]
+    assert row["uptime_secs"] >= 0
+    text = await cli.run("status")
+    assert "smollm2" in text.stdout and "connected" in text.stdout
+
+    logs = await cli.run("logs", "smollm2", "--lines", "400", "--json")
+    lines = "\n".join(logs.json()["lines"])
+    assert "llama_backend: serving" in lines  # the model server's output
+    assert "registered" in lines  # the agent's
+
+    stopped = await cli.run("stop", "smollm2", "--json")
+    assert stopped.code == 0, stopped.stderr
+    assert stopped.json()["stopped"][0]["clean"] is True
+    assert not pid_alive(serve_pid) and not pid_alive(backend_pid)
+    assert not (home / "run" / "smollm2.json").exists()
+    after = (home / "logs" / "smollm2.log").read_text()
+    assert "draining the agent, then stopping the model" in after
+    assert "agent stopped" in after
+    assert (await cli.run("status", "--json")).json()["running"] == []
+    gone = await cli.run("test", "smollm2")
+    assert gone.code == 1 and "smollm2 is not running" in gone.stderr
