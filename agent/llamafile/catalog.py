@@ -34,7 +34,6 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import attrs
 import cattrs
@@ -70,7 +69,13 @@ def _check_slug(_inst: object, _attr: "attrs.Attribute[str]", value: str) -> Non
 
 
 def _check_file(_inst: object, _attr: "attrs.Attribute[str]", value: str) -> None:
-    if not value or "/" in value or "\\" in value or value in (".", "..") or value.endswith(".part"):
+    if (
+        not value
+        or "/" in value
+        or "\\" in value
+        or value in (".", "..")
+        or value.endswith(".part")
+    ):
         raise ValueError(f"file {value!r} must be a plain file name")
 
 
@@ -80,7 +85,9 @@ def _check_url(_inst: object, _attr: "attrs.Attribute[str]", value: str) -> None
         raise ValueError(f"url {value!r} must start with https:// or http://")
 
 
-def _check_tags(_inst: object, _attr: "attrs.Attribute[tuple[str, ...]]", value: tuple[str, ...]) -> None:
+def _check_tags(
+    _inst: object, _attr: "attrs.Attribute[tuple[str, ...]]", value: tuple[str, ...]
+) -> None:
     unknown = [tag for tag in value if tag not in TAGS]
     if unknown or not value:
         raise ValueError(f"tags {list(value)!r} must be some of {', '.join(TAGS)}")
@@ -89,11 +96,6 @@ def _check_tags(_inst: object, _attr: "attrs.Attribute[tuple[str, ...]]", value:
 def _check_sha(_inst: object, _attr: "attrs.Attribute[str | None]", value: str | None) -> None:
     if value is not None and not _SHA256.match(value):
         raise ValueError("sha256 must be 64 lower-case hex digits")
-
-
-def _positive(_inst: object, attr: "attrs.Attribute[float]", value: float) -> None:
-    if value <= 0:
-        raise ValueError(f"{attr.name} must be > 0")
 
 
 @attrs.frozen
@@ -120,9 +122,9 @@ class Model:
     name: str
     file: str = attrs.field(validator=_check_file)
     url: str = attrs.field(validator=_check_url)
-    size_bytes: int = attrs.field(validator=_positive)
-    ram_gb: float = attrs.field(validator=_positive)
-    context: int = attrs.field(validator=_positive)
+    size_bytes: int = attrs.field(validator=attrs.validators.gt(0))
+    ram_gb: float = attrs.field(validator=attrs.validators.gt(0))
+    context: int = attrs.field(validator=attrs.validators.gt(0))
     licence: str
     tags: tuple[str, ...] = attrs.field(validator=_check_tags)
     sha256: str | None = attrs.field(default=None, validator=_check_sha)
@@ -177,18 +179,19 @@ class Catalog:
 
 def _make_converter() -> cattrs.Converter:
     converter = cattrs.Converter(forbid_extra_keys=False, detailed_validation=True)
+
     # TOML integers are fine where a float is wanted (ram_gb = 4); bools are not numbers.
-    def _float(value: Any, _type: type) -> float:
+    def _float(value: object, _type: type) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError(f"{value!r} is not a number")
         return float(value)
 
-    def _int(value: Any, _type: type) -> int:
+    def _int(value: object, _type: type) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"{value!r} is not an integer")
         return value
 
-    def _str(value: Any, _type: type) -> str:
+    def _str(value: object, _type: type) -> str:
         if not isinstance(value, str):
             raise ValueError(f"{value!r} is not a string")
         return value

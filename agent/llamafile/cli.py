@@ -28,7 +28,6 @@ import typer
 
 from agent.llamafile import catalog as catalog_mod
 from agent.llamafile.catalog import TAGS, Catalog, Model, load_catalog
-from agent.llamafile.download import human_bytes
 from agent.llamafile.errors import (
     LlamafileError,
     NoPermission,
@@ -36,11 +35,12 @@ from agent.llamafile.errors import (
     ServeError,
     UnknownModel,
 )
-from agent.llamafile.fit import assess, recommend
+from agent.llamafile.fit import Fit, assess, recommend
 from agent.llamafile.hardware import Hardware, detect
 from agent.llamafile.paths import Home
 from agent.llamafile.settings import KEYS, Settings, load_settings, save_settings, shown, validate
 from agent.llamafile.state import RunState, live_states, read_state, remove_state, write_state
+from agent.llamafile.units import human_bytes
 
 __all__ = ["app"]
 
@@ -52,9 +52,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 config_app = typer.Typer(
-    name="config", help="Persistent defaults (relay-url, worker-secret, port, ...).",
-    no_args_is_help=True, rich_markup_mode=None,
-)  # fmt: skip
+    name="config",
+    help="Persistent defaults (relay-url, worker-secret, port, ...).",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
 app.add_typer(config_app, name="config")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
@@ -69,7 +71,7 @@ def _home() -> Home:
     return Home.default()
 
 
-def _emit(as_json: bool, data: Any, text: str | list[str]) -> None:
+def _emit(as_json: bool, data: object, text: str | list[str]) -> None:
     if as_json:
         typer.echo(json.dumps(data, indent=2, default=str))
     else:
@@ -121,9 +123,14 @@ def _model_json(model: Model) -> dict[str, Any]:
     return cattrs.unstructure(model)  # type: ignore[no-any-return]
 
 
-def _fit_json(fit: Any) -> dict[str, Any]:
-    return {"mark": str(fit.mark), "where": fit.where, "need_gb": fit.need_gb,
-            "budget_gb": round(fit.budget_gb, 2), "reason": fit.reason}  # fmt: skip
+def _fit_json(fit: Fit) -> dict[str, Any]:
+    return {
+        "mark": str(fit.mark),
+        "where": fit.where,
+        "need_gb": fit.need_gb,
+        "budget_gb": round(fit.budget_gb, 2),
+        "reason": fit.reason,
+    }
 
 
 def _hardware_json(hw: Hardware) -> dict[str, Any]:
@@ -154,8 +161,12 @@ def recommend_command(
     data = {
         "hardware": _hardware_json(hw),
         "picks": [
-            {"tag": p.tag, "model": p.model.slug if p.model else None,
-             "fit": _fit_json(p.fit) if p.fit else None, "why": p.why}  # fmt: skip
+            {
+                "tag": p.tag,
+                "model": p.model.slug if p.model else None,
+                "fit": _fit_json(p.fit) if p.fit else None,
+                "why": p.why,
+            }
             for p in picks
         ],
     }
@@ -180,10 +191,15 @@ def list_command(
     rows = []
     for model in catalog.tagged(tag):
         fit = assess(model, hw)
-        rows.append({
-            **_model_json(model), "source": catalog.sources[model.slug], "fit": _fit_json(fit),
-            "downloaded": (home.models / model.file).exists(), "running": model.slug in running,
-        })  # fmt: skip
+        rows.append(
+            {
+                **_model_json(model),
+                "source": catalog.sources[model.slug],
+                "fit": _fit_json(fit),
+                "downloaded": (home.models / model.file).exists(),
+                "running": model.slug in running,
+            }
+        )
     lines = [f"{'MODEL':28} {'SIZE':>8} {'RAM':>6}  {'FIT':9} {'TAGS':22} STATE"]
     for row in rows:
         state = "running" if row["running"] else "downloaded" if row["downloaded"] else ""
@@ -192,7 +208,11 @@ def list_command(
             f"{row['fit']['mark']:9} {','.join(row['tags']):22} {state}"
         )
     lines.append(_hardware_line(hw))
-    _emit(as_json, {"revision": catalog.revision, "hardware": _hardware_json(hw), "models": rows}, lines)
+    _emit(
+        as_json,
+        {"revision": catalog.revision, "hardware": _hardware_json(hw), "models": rows},
+        lines,
+    )
 
 
 # --- downloading -----------------------------------------------------------------
@@ -202,14 +222,14 @@ def _download(home: Home, model: Model, quiet: bool) -> dict[str, Any]:
     import httpx
     import trio
 
-    from agent.llamafile.download import Progress, download
+    from agent.llamafile.download import DownloadResult, Progress, download
 
     _ensure(home)
     dest = home.models / model.file
     if model.url.startswith("file://") and not dest.exists():
         raise UnknownModel(f"{model.slug} was imported from {model.url}: import it again")
 
-    async def fetch() -> Any:
+    async def fetch() -> DownloadResult:
         timeout = httpx.Timeout(30.0, connect=15.0)
         async with httpx.AsyncClient(timeout=timeout, follow_redirects=True) as client:
             return await download(
@@ -217,18 +237,25 @@ def _download(home: Home, model: Model, quiet: bool) -> dict[str, Any]:
             )
 
     if not quiet and not dest.exists():
-        typer.echo(f"downloading {model.slug} ({human_bytes(model.size_bytes)}) from {model.url}", err=True)
+        typer.echo(
+            f"downloading {model.slug} ({human_bytes(model.size_bytes)}) from {model.url}", err=True
+        )
     result = trio.run(fetch)
     if model.sha256 is None and not result.already:
         typer.echo(
             f"warning: the catalog has no sha256 for {model.slug}; not verified "
-            f"(its sha256 is {result.sha256})", err=True,
-        )  # fmt: skip
+            f"(its sha256 is {result.sha256})",
+            err=True,
+        )
     return {
-        "model": model.slug, "path": str(result.path), "size": result.size,
-        "sha256": result.sha256, "verified": result.verified,
-        "resumed_from": result.resumed_from, "already": result.already,
-    }  # fmt: skip
+        "model": model.slug,
+        "path": str(result.path),
+        "size": result.size,
+        "sha256": result.sha256,
+        "verified": result.verified,
+        "resumed_from": result.resumed_from,
+        "already": result.already,
+    }
 
 
 def _download_text(info: dict[str, Any]) -> str:
@@ -236,7 +263,9 @@ def _download_text(info: dict[str, Any]) -> str:
         return f"{info['model']} is already downloaded: {info['path']}"
     how = "sha256 verified" if info["verified"] else "not verified (no sha256 in the catalog)"
     resumed = f", resumed at {human_bytes(info['resumed_from'])}" if info["resumed_from"] else ""
-    return f"downloaded {info['model']} ({human_bytes(info['size'])}{resumed}, {how}): {info['path']}"
+    return (
+        f"downloaded {info['model']} ({human_bytes(info['size'])}{resumed}, {how}): {info['path']}"
+    )
 
 
 @app.command("download")
@@ -261,9 +290,18 @@ def _resolve_local(home: Home, name: str, binary: str | None) -> tuple[Model, Pa
 
 
 def _server_plan(
-    home: Home, entry: Model, settings: Settings, *, port: int | None, gpu: str | None,
-    ctx: int | None, binary: str | None, parallel: int, extra: list[str], hw: Hardware,
-) -> tuple[list[str], int]:  # fmt: skip
+    home: Home,
+    entry: Model,
+    settings: Settings,
+    *,
+    port: int | None,
+    gpu: str | None,
+    ctx: int | None,
+    binary: str | None,
+    parallel: int,
+    extra: list[str],
+    hw: Hardware,
+) -> tuple[list[str], int]:
     from agent.llamafile.runner import check_port, gpu_layers, server_argv
 
     chosen = port if port is not None else int(settings.get("port", 0))
@@ -274,9 +312,15 @@ def _server_plan(
     if program and not Path(program).exists() and shutil.which(program) is None:
         raise ServeError(f"--binary {program!r} is not a file or a program on PATH")
     argv = server_argv(
-        home.models / entry.file, binary=program, port=actual, ctx=context, ngl=ngl,
-        alias=entry.slug, parallel=parallel, extra=extra,
-    )  # fmt: skip
+        home.models / entry.file,
+        binary=program,
+        port=actual,
+        ctx=context,
+        ngl=ngl,
+        alias=entry.slug,
+        parallel=parallel,
+        extra=extra,
+    )
     return argv, actual
 
 
@@ -331,13 +375,30 @@ def run_command(
     _not_running_twice(home, entry.slug)
     _ensure_downloaded(home, entry, as_json)
     argv, actual = _server_plan(
-        home, entry, _settings(home), port=port, gpu=gpu, ctx=ctx, binary=binary,
-        parallel=parallel, extra=list(extra or []), hw=_hardware(),
-    )  # fmt: skip
+        home,
+        entry,
+        _settings(home),
+        port=port,
+        gpu=gpu,
+        ctx=ctx,
+        binary=binary,
+        parallel=parallel,
+        extra=list(extra or []),
+        hw=_hardware(),
+    )
     popen = spawn_detached(argv, home.log_file(entry.slug))
-    args = ("run", entry.slug, "--port", str(actual), *(["--gpu", gpu] if gpu else []),
-            *(["--ctx", str(ctx)] if ctx else []), *(["--binary", binary] if binary else []),
-            "--parallel", str(parallel), *(["--", *extra] if extra else []))  # fmt: skip
+    args = (
+        "run",
+        entry.slug,
+        "--port",
+        str(actual),
+        *(["--gpu", gpu] if gpu else []),
+        *(["--ctx", str(ctx)] if ctx else []),
+        *(["--binary", binary] if binary else []),
+        "--parallel",
+        str(parallel),
+        *(["--", *extra] if extra else []),
+    )
     state = RunState(entry.slug, "run", popen.pid, popen.pid, actual, time.time(), argv[0], args)
     write_state(home, state)
 
@@ -351,8 +412,12 @@ def run_command(
         popen.kill()
         popen.wait()
         remove_state(home, entry.slug)
-        why = exc.message if isinstance(exc, ServeError) else f"no answer in {startup_timeout:.0f} s"
-        raise ServeError(f"{entry.slug} did not start: {why}; see `agent llamafile logs {entry.slug}`") from None
+        why = (
+            exc.message if isinstance(exc, ServeError) else f"no answer in {startup_timeout:.0f} s"
+        )
+        raise ServeError(
+            f"{entry.slug} did not start: {why}; see `agent llamafile logs {entry.slug}`"
+        ) from None
     data = {"ok": True, "model": entry.slug, "url": state.url, "pid": state.pid, "port": actual}
     _emit(as_json, data, f"{entry.slug} is running at {state.url} (PID {state.pid})")
 
@@ -372,9 +437,11 @@ def serve_command(
     ] = None,
     worker_secret: Annotated[
         str | None,
-        typer.Option(help="The relay's worker secret [default: $WORKER_SECRET, then config].",
-                     show_default=False),
-    ] = None,  # fmt: skip
+        typer.Option(
+            help="The relay's worker secret [default: $WORKER_SECRET, then config].",
+            show_default=False,
+        ),
+    ] = None,
     provider: Annotated[str | None, typer.Option(help="Provider to register under.")] = None,
     worker_name: Annotated[str | None, typer.Option(help="Name on the dashboard.")] = None,
     max_concurrency: Annotated[
@@ -404,7 +471,9 @@ def serve_command(
     entry, _path = _resolve_local(home, model, binary)
     relay = relay_url or settings.get("relay-url")
     if not relay:
-        raise LlamafileError("no relay: pass --relay-url or `agent llamafile config set relay-url URL`")
+        raise LlamafileError(
+            "no relay: pass --relay-url or `agent llamafile config set relay-url URL`"
+        )
     secret = _secret(home, worker_secret)
     if not secret:
         raise LlamafileError(
@@ -416,35 +485,81 @@ def serve_command(
         _not_running_twice(home, entry.slug)
     _ensure_downloaded(home, entry, as_json)
     if detach:
-        _serve_detached(home, entry, secret, [
-            "--relay-url", str(relay), "--max-concurrency", str(concurrency),
-            *(["--provider", provider] if provider else []),
-            *(["--worker-name", worker_name] if worker_name else []),
-            *(["--port", str(port)] if port is not None else []),
-            *(["--gpu", gpu] if gpu else []), *(["--ctx", str(ctx)] if ctx else []),
-            *(["--binary", binary] if binary else []),
-            "--drain-timeout", str(drain_timeout), "--log-level", log_level,
-            "--log-format", log_format, "--startup-timeout", str(startup_timeout),
-            *(["--", *extra] if extra else []),
-        ], as_json)  # fmt: skip
+        _serve_detached(
+            home,
+            entry,
+            secret,
+            [
+                "--relay-url",
+                str(relay),
+                "--max-concurrency",
+                str(concurrency),
+                *(["--provider", provider] if provider else []),
+                *(["--worker-name", worker_name] if worker_name else []),
+                *(["--port", str(port)] if port is not None else []),
+                *(["--gpu", gpu] if gpu else []),
+                *(["--ctx", str(ctx)] if ctx else []),
+                *(["--binary", binary] if binary else []),
+                "--drain-timeout",
+                str(drain_timeout),
+                "--log-level",
+                log_level,
+                "--log-format",
+                log_format,
+                "--startup-timeout",
+                str(startup_timeout),
+                *(["--", *extra] if extra else []),
+            ],
+            as_json,
+        )
         return
     _serve_foreground(
-        home, entry, settings, secret, str(relay), concurrency,
-        dict(provider=provider or settings.get("provider", "local"),
-             worker_name=worker_name or settings.get("worker-name"),
-             drain_timeout=drain_timeout, log_level=log_level, log_format=log_format),
-        port=port, gpu=gpu, ctx=ctx, binary=binary, extra=list(extra or []),
-        startup_timeout=startup_timeout, ready_fd=ready_fd, as_json=as_json,
-        config_factory=AgentConfig.create, config_error=ConfigError,
-    )  # fmt: skip
+        home,
+        entry,
+        settings,
+        secret,
+        str(relay),
+        concurrency,
+        {
+            "provider": provider or settings.get("provider", "local"),
+            "worker_name": worker_name or settings.get("worker-name"),
+            "drain_timeout": drain_timeout,
+            "log_level": log_level,
+            "log_format": log_format,
+        },
+        port=port,
+        gpu=gpu,
+        ctx=ctx,
+        binary=binary,
+        extra=list(extra or []),
+        startup_timeout=startup_timeout,
+        ready_fd=ready_fd,
+        as_json=as_json,
+        config_factory=AgentConfig.create,
+        config_error=ConfigError,
+    )
 
 
 def _serve_foreground(
-    home: Home, entry: Model, settings: Settings, secret: str, relay: str, concurrency: int,
-    agent_options: dict[str, Any], *, port: int | None, gpu: str | None, ctx: int | None,
-    binary: str | None, extra: list[str], startup_timeout: float, ready_fd: int | None,
-    as_json: bool, config_factory: Callable[..., Any], config_error: type[Exception],
-) -> None:  # fmt: skip
+    home: Home,
+    entry: Model,
+    settings: Settings,
+    secret: str,
+    relay: str,
+    concurrency: int,
+    agent_options: dict[str, Any],
+    *,
+    port: int | None,
+    gpu: str | None,
+    ctx: int | None,
+    binary: str | None,
+    extra: list[str],
+    startup_timeout: float,
+    ready_fd: int | None,
+    as_json: bool,
+    config_factory: Callable[..., Any],
+    config_error: type[Exception],
+) -> None:
     import trio
 
     from agent.llamafile.serve import ServePlan, serve
@@ -459,50 +574,78 @@ def _serve_foreground(
         elif as_json:
             typer.echo(json.dumps({"ok": True, **info}))
         else:
-            link = "connected" if info["relay_connected"] else "NOT connected yet (still trying)"
-            typer.echo(
-                f"{entry.slug} serving at {info['url']} (PID {info['pid']}); relay {info['relay']}: {link}",
-                err=True,
-            )
+            typer.echo(_ready_line(entry.slug, info), err=True)
 
     try:
         argv, actual = _server_plan(
-            home, entry, settings, port=port, gpu=gpu, ctx=ctx, binary=binary,
-            parallel=concurrency, extra=extra, hw=_hardware(),
-        )  # fmt: skip
+            home,
+            entry,
+            settings,
+            port=port,
+            gpu=gpu,
+            ctx=ctx,
+            binary=binary,
+            parallel=concurrency,
+            extra=extra,
+            hw=_hardware(),
+        )
         try:
             config = config_factory(
-                proxy_url=relay, worker_secret=secret, backend_url=f"http://127.0.0.1:{actual}",
-                max_concurrency=concurrency, **agent_options,
-            )  # fmt: skip
+                proxy_url=relay,
+                worker_secret=secret,
+                backend_url=f"http://127.0.0.1:{actual}",
+                max_concurrency=concurrency,
+                **agent_options,
+            )
         except config_error as exc:
             raise LlamafileError(f"{exc.option}: {exc.message}") from None  # type: ignore[attr-defined]
         args = (
-            "serve", entry.slug, "--relay-url", relay, "--port", str(actual),
-            "--max-concurrency", str(concurrency),
-            *(["--gpu", gpu] if gpu else []), *(["--ctx", str(ctx)] if ctx else []),
+            "serve",
+            entry.slug,
+            "--relay-url",
+            relay,
+            "--port",
+            str(actual),
+            "--max-concurrency",
+            str(concurrency),
+            *(["--gpu", gpu] if gpu else []),
+            *(["--ctx", str(ctx)] if ctx else []),
             *(["--binary", binary] if binary else []),
             *(["--", *extra] if extra else []),
-        )  # fmt: skip
+        )
         configure_logging(config.log_level, config.log_format)
         plan = ServePlan(entry.slug, tuple(argv), actual, config, args, startup_timeout)
         code = trio.run(serve, plan, home, ready)
     except LlamafileError as exc:
         if ready_out is not None and not ready_out.closed:
-            ready_out.write(json.dumps({"ok": False, "error": exc.kind, "message": exc.message}) + "\n")
+            ready_out.write(
+                json.dumps({"ok": False, "error": exc.kind, "message": exc.message}) + "\n"
+            )
             ready_out.close()
         raise
     raise typer.Exit(code)
 
 
-def _serve_detached(home: Home, entry: Model, secret: str, options: list[str], as_json: bool) -> None:
+def _serve_detached(
+    home: Home, entry: Model, secret: str, options: list[str], as_json: bool
+) -> None:
     from agent.llamafile.runner import spawn_detached
 
     read_fd, write_fd = os.pipe()
     # The secret travels in the environment, never on a command line (`ps`).
     env = {**os.environ, "WORKER_SECRET": secret}
-    argv = [sys.executable, "-m", "agent", "llamafile", "serve", entry.slug, *_before_extra(options),
-            "--ready-fd", str(write_fd), *_extra(options)]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "agent",
+        "llamafile",
+        "serve",
+        entry.slug,
+        *_before_extra(options),
+        "--ready-fd",
+        str(write_fd),
+        *_extra(options),
+    ]
     log = home.log_file(entry.slug)
     try:
         popen = spawn_detached(argv, log, pass_fds=(write_fd,), env=env)
@@ -526,16 +669,20 @@ def _serve_detached(home: Home, entry: Model, secret: str, options: list[str], a
     if not isinstance(info, dict):
         code = popen.poll()
         raise ServeError(
-            f"serve {entry.slug} " + (f"exited with code {code}" if code is not None else "did not become ready")
+            f"serve {entry.slug} "
+            + (f"exited with code {code}" if code is not None else "did not become ready")
             + f"; see `agent llamafile logs {entry.slug}`"
-        )  # fmt: skip
+        )
     if not info.get("ok"):
         error = LlamafileError(str(info.get("message")))
         error.kind = str(info.get("error", "error"))
         raise error
+    _emit(as_json, info, _ready_line(entry.slug, info))
+
+
+def _ready_line(slug: str, info: dict[str, Any]) -> str:
     link = "connected" if info["relay_connected"] else "NOT connected yet (still trying)"
-    _emit(as_json, info, f"{entry.slug} serving at {info['url']} (PID {info['pid']}); "
-                         f"relay {info['relay']}: {link}")  # fmt: skip
+    return f"{slug} serving at {info['url']} (PID {info['pid']}); relay {info['relay']}: {link}"
 
 
 def _before_extra(options: list[str]) -> list[str]:
@@ -551,8 +698,15 @@ def _extra(options: list[str]) -> list[str]:
 
 def _uptime(secs: float) -> str:
     secs = int(secs)
-    return f"{secs // 86400}d{secs // 3600 % 24:02d}h" if secs >= 86400 else (
-        f"{secs // 3600}h{secs // 60 % 60:02d}m" if secs >= 3600 else f"{secs // 60}m{secs % 60:02d}s")  # fmt: skip
+    return (
+        f"{secs // 86400}d{secs // 3600 % 24:02d}h"
+        if secs >= 86400
+        else (
+            f"{secs // 3600}h{secs // 60 % 60:02d}m"
+            if secs >= 3600
+            else f"{secs // 60}m{secs % 60:02d}s"
+        )
+    )
 
 
 def _health(url: str) -> str:
@@ -571,13 +725,21 @@ def status_command(as_json: JsonOption = False) -> None:
     home = _home()
     live, cleaned = live_states(home)
     rows = [
-        {**cattrs.unstructure(s), "url": s.url, "uptime_secs": int(s.uptime()), "health": _health(s.url)}
+        {
+            **cattrs.unstructure(s),
+            "url": s.url,
+            "uptime_secs": int(s.uptime()),
+            "health": _health(s.url),
+        }
         for s in live
-    ]  # fmt: skip
+    ]
     lines = [f"{'MODEL':28} {'KIND':5} {'PORT':>5} {'PID':>7} {'UPTIME':>7} {'HEALTH':7} RELAY"]
     for row in rows:
-        relay = "-" if row["kind"] == "run" else (
-            f"connected ({row['worker_id']})" if row["relay_connected"] else "disconnected")  # fmt: skip
+        relay = (
+            "-"
+            if row["kind"] == "run"
+            else (f"connected ({row['worker_id']})" if row["relay_connected"] else "disconnected")
+        )
         if row["relay_url"]:
             relay += f" {row['relay_url']}"
         lines.append(
@@ -594,7 +756,9 @@ def status_command(as_json: JsonOption = False) -> None:
 @_errors
 def logs_command(
     model: ModelArg,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new lines.")
+    ] = False,
     lines: Annotated[int, typer.Option("--lines", "-n", help="How many last lines.")] = 50,
     as_json: JsonOption = False,
 ) -> None:
@@ -650,9 +814,10 @@ def stop_command(
             raise NotRunning(f"{slug} is not running")
     done = [_stop_one(home, state, timeout) for state in targets]
     text = [
-        f"stopped {d['model']} (PID {d['pid']}" + (")" if d["clean"] else ", killed after the timeout)")
+        f"stopped {d['model']} (PID {d['pid']}"
+        + (")" if d["clean"] else ", killed after the timeout)")
         for d in done
-    ] or ["nothing running"]  # fmt: skip
+    ] or ["nothing running"]
     _emit(as_json, {"ok": True, "stopped": done}, text)
 
 
@@ -669,10 +834,10 @@ def restart_command(model: ModelArg, as_json: JsonOption = False) -> None:
     _stop_one(home, state, 30.0 + STOP_GRACE_SECS)
     args = list(state.args)
     if args and args[0] == "serve":
-        extra = args[args.index("--"):] if "--" in args else []
+        extra = args[args.index("--") :] if "--" in args else []
         args = [*(args[: args.index("--")] if extra else args), "--detach", *extra]
     if as_json:
-        extra_json = args[args.index("--"):] if "--" in args else []
+        extra_json = args[args.index("--") :] if "--" in args else []
         args = [*(args[: args.index("--")] if extra_json else args), "--json", *extra_json]
     done = subprocess.run([sys.executable, "-m", "agent", "llamafile", *args], check=False)
     raise typer.Exit(done.returncode)
@@ -680,7 +845,7 @@ def restart_command(model: ModelArg, as_json: JsonOption = False) -> None:
 
 @app.command("test")
 @_errors
-def test_command(
+def ask_command(
     model: ModelArg,
     prompt: Annotated[str, typer.Option(help="What to ask.")] = "Say hello in five words.",
     max_tokens: Annotated[int, typer.Option(help="Longest answer.")] = 32,
@@ -710,8 +875,12 @@ def test_command(
         key = api_key or _settings(home).get("api-key")
         if key:
             headers["Authorization"] = f"Bearer {key}"
-    body = {"model": slug, "messages": [{"role": "user", "content": prompt}],
-            "max_tokens": max_tokens, "temperature": 0}  # fmt: skip
+    body = {
+        "model": slug,
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+    }
     start = time.monotonic()
     try:
         reply = httpx.post(f"{base}/v1/chat/completions", json=body, headers=headers, timeout=300)
@@ -726,10 +895,21 @@ def test_command(
         tokens = int(doc.get("usage", {}).get("completion_tokens", 0))
     except (ValueError, KeyError, IndexError, TypeError):
         raise LlamafileError(f"{base} answered something that is not a chat completion") from None
-    data = {"ok": True, "model": slug, "via": "relay" if via_relay else "direct", "url": base,
-            "reply": text, "completion_tokens": tokens, "seconds": round(secs, 3)}  # fmt: skip
+    data = {
+        "ok": True,
+        "model": slug,
+        "via": "relay" if via_relay else "direct",
+        "url": base,
+        "reply": text,
+        "completion_tokens": tokens,
+        "seconds": round(secs, 3),
+    }
     rate = f", {tokens / secs:.1f} tokens/s" if secs > 0 and tokens else ""
-    _emit(as_json, data, [text.strip(), f"-- {tokens} tokens in {secs:.2f} s{rate} via {data['via']} ({base})"])
+    _emit(
+        as_json,
+        data,
+        [text.strip(), f"-- {tokens} tokens in {secs:.2f} s{rate} via {data['via']} ({base})"],
+    )
 
 
 # --- managing files ----------------------------------------------------------------
@@ -739,10 +919,14 @@ def test_command(
 @_errors
 def import_command(
     file: Annotated[Path, typer.Argument(help="A .llamafile (or a .gguf, with --binary).")],
-    slug: Annotated[str | None, typer.Option(help="Name to use [default: from the file name].")] = None,
+    slug: Annotated[
+        str | None, typer.Option(help="Name to use [default: from the file name].")
+    ] = None,
     tag: Annotated[list[str] | None, typer.Option(help="Tags (repeat) [default: chat].")] = None,
     ctx: Annotated[int, typer.Option(help="Context length.")] = 4096,
-    ram_gb: Annotated[float | None, typer.Option(help="RAM needed [default: file size + 20 %].")] = None,
+    ram_gb: Annotated[
+        float | None, typer.Option(help="RAM needed [default: file size + 20 %].")
+    ] = None,
     binary: BinaryOption = None,
     move: Annotated[bool, typer.Option(help="Move the file instead of copying it.")] = False,
     as_json: JsonOption = False,
@@ -760,12 +944,19 @@ def import_command(
     size = file.stat().st_size
     try:
         entry = Model(
-            slug=name, name=file.name, file=file.name, url=file.resolve().as_uri(),
-            size_bytes=size, ram_gb=ram_gb or round(size * 1.2 / 1024**3, 2) or 0.01,
-            context=ctx, licence="unknown", tags=tuple(tag or ["chat"]),
-            sha256=sha256_file(file).hexdigest(), binary=binary or "",
+            slug=name,
+            name=file.name,
+            file=file.name,
+            url=file.resolve().as_uri(),
+            size_bytes=size,
+            ram_gb=ram_gb or round(size * 1.2 / 1024**3, 2) or 0.01,
+            context=ctx,
+            licence="unknown",
+            tags=tuple(tag or ["chat"]),
+            sha256=sha256_file(file).hexdigest(),
+            binary=binary or "",
             notes=f"imported from {file}",
-        )  # fmt: skip
+        )
     except ValueError as exc:
         raise LlamafileError(f"cannot import {file}: {exc}") from None
     dest = home.models / entry.file
@@ -780,8 +971,11 @@ def import_command(
         raise NoPermission(f"not allowed to write {exc.filename}: {exc.strerror}") from None
     except OSError as exc:
         raise LlamafileError(f"cannot import {file}: {exc.strerror}") from None
-    _emit(as_json, {"ok": True, **_model_json(entry), "path": str(dest)},
-          f"imported {file} as {entry.slug} ({human_bytes(size)}): {dest}")  # fmt: skip
+    _emit(
+        as_json,
+        {"ok": True, **_model_json(entry), "path": str(dest)},
+        f"imported {file} as {entry.slug} ({human_bytes(size)}): {dest}",
+    )
 
 
 @app.command("rm")
@@ -800,7 +994,7 @@ def rm_command(
         if not force:
             raise ServeError(f"{entry.slug} is running: stop it first (or rm --force)")
         _stop_one(home, running, 30.0 + STOP_GRACE_SECS)
-    removed = []
+    removed: list[dict[str, Any]] = []
     for path in (home.models / entry.file, home.models / (entry.file + ".part")):
         with contextlib.suppress(FileNotFoundError):
             size = path.stat().st_size
@@ -808,8 +1002,11 @@ def rm_command(
             removed.append({"path": str(path), "size": size})
     if not removed:
         raise UnknownModel(f"{entry.slug} is not downloaded")
-    _emit(as_json, {"ok": True, "model": entry.slug, "removed": removed},
-          [f"removed {r['path']} ({human_bytes(r['size'])})" for r in removed])  # fmt: skip
+    _emit(
+        as_json,
+        {"ok": True, "model": entry.slug, "removed": removed},
+        [f"removed {r['path']} ({human_bytes(r['size'])})" for r in removed],
+    )
 
 
 DEFAULT_CATALOG_URL = (
@@ -820,7 +1017,9 @@ DEFAULT_CATALOG_URL = (
 @app.command("update-catalog")
 @_errors
 def update_catalog_command(
-    url: Annotated[str | None, typer.Option(help="Catalog URL [default: config catalog-url].")] = None,
+    url: Annotated[
+        str | None, typer.Option(help="Catalog URL [default: config catalog-url].")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Fetch a newer catalog (TOML); an invalid one is refused and the old one kept."""
@@ -834,17 +1033,23 @@ def update_catalog_command(
     try:
         with httpx.stream("GET", source, timeout=30, follow_redirects=True) as response:
             if response.status_code != 200:
-                raise CatalogError(f"{source} answered HTTP {response.status_code}; kept the current catalog")
+                raise CatalogError(
+                    f"{source} answered HTTP {response.status_code}; kept the current catalog"
+                )
             body = b""
             for chunk in response.iter_bytes():
                 body += chunk
                 if len(body) > catalog_mod.MAX_CATALOG_BYTES:
-                    raise CatalogError(f"{source} is larger than 1 MB: not a catalog; kept the current catalog")
+                    raise CatalogError(
+                        f"{source} is larger than 1 MB: not a catalog; kept the current catalog"
+                    )
             kind = response.headers.get("content-type", "")
     except httpx.HTTPError as exc:
         raise CatalogError(f"cannot fetch {source}: {exc}; kept the current catalog") from None
     if "html" in kind or body.lstrip()[:1] == b"<":
-        raise CatalogError(f"{source} is an HTML page, not a catalog (TOML); kept the current catalog")
+        raise CatalogError(
+            f"{source} is an HTML page, not a catalog (TOML); kept the current catalog"
+        )
     try:
         text = body.decode("utf-8")
         new = catalog_mod.parse_catalog(text, source)
@@ -861,11 +1066,22 @@ def update_catalog_command(
     except OSError as exc:
         raise NoPermission(f"cannot write {home.fetched_catalog}: {exc.strerror}") from None
     merged = _catalog(home)
-    note = "" if merged.revision == new.revision else (
-        f" (older than the shipped revision {merged.revision}: the shipped one stays in use)")  # fmt: skip
-    _emit(as_json, {"ok": True, "url": source, "revision": new.revision, "models": len(new.models),
-                    "in_use": merged.revision},  # fmt: skip
-          f"catalog revision {new.revision} with {len(new.models)} models from {source}{note}")
+    note = (
+        ""
+        if merged.revision == new.revision
+        else (f" (older than the shipped revision {merged.revision}: the shipped one stays in use)")
+    )
+    _emit(
+        as_json,
+        {
+            "ok": True,
+            "url": source,
+            "revision": new.revision,
+            "models": len(new.models),
+            "in_use": merged.revision,
+        },
+        f"catalog revision {new.revision} with {len(new.models)} models from {source}{note}",
+    )
 
 
 @app.command("doctor")
@@ -877,8 +1093,11 @@ def doctor_command(as_json: JsonOption = False) -> None:
     home = _home()
     checks = run_checks(home, _settings(home))
     failed = any(c.status == "fail" for c in checks)
-    _emit(as_json, {"ok": not failed, "checks": [attrs.asdict(c) for c in checks]},
-          [f"{c.status.upper():4}  {c.name:10} {c.detail}" for c in checks])  # fmt: skip
+    _emit(
+        as_json,
+        {"ok": not failed, "checks": [attrs.asdict(c) for c in checks]},
+        [f"{c.status.upper():4}  {c.name:10} {c.detail}" for c in checks],
+    )
     if failed:
         raise typer.Exit(1)
 
@@ -897,7 +1116,11 @@ def config_set(key: str, value: str, as_json: JsonOption = False) -> None:
         save_settings(home.config, settings)
     except OSError as exc:
         raise NoPermission(f"cannot write {home.config}: {exc.strerror}") from None
-    _emit(as_json, {"ok": True, "key": key, "value": shown(key, settings[key])}, f"{key} = {shown(key, settings[key])}")
+    _emit(
+        as_json,
+        {"ok": True, "key": key, "value": shown(key, settings[key])},
+        f"{key} = {shown(key, settings[key])}",
+    )
 
 
 @config_app.command("get")
@@ -920,7 +1143,11 @@ def config_unset(key: str, as_json: JsonOption = False) -> None:
     settings = _settings(home)
     existed = settings.pop(key, None) is not None
     save_settings(home.config, settings)
-    _emit(as_json, {"ok": True, "key": key, "removed": existed}, f"{key} unset" if existed else f"{key} was not set")
+    _emit(
+        as_json,
+        {"ok": True, "key": key, "removed": existed},
+        f"{key} unset" if existed else f"{key} was not set",
+    )
 
 
 @config_app.command("list")
@@ -929,10 +1156,14 @@ def config_list(as_json: JsonOption = False) -> None:
     """Every key: its value (secrets masked), or its meaning when unset."""
     settings = _settings(_home())
     rows = {key: shown(key, settings[key]) if key in settings else None for key in KEYS}
-    _emit(as_json, rows, [
-        f"{key:16} {rows[key] if rows[key] is not None else '(unset: ' + KEYS[key][1] + ')'}"
-        for key in KEYS
-    ])  # fmt: skip
+    _emit(
+        as_json,
+        rows,
+        [
+            f"{key:16} {rows[key] if rows[key] is not None else '(unset: ' + KEYS[key][1] + ')'}"
+            for key in KEYS
+        ],
+    )
 
 
 def validate_key(key: str) -> None:

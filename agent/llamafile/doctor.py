@@ -19,12 +19,12 @@ from urllib.parse import urlsplit
 import attrs
 
 from agent.llamafile.catalog import Catalog, load_catalog
-from agent.llamafile.download import human_bytes
 from agent.llamafile.errors import LlamafileError
 from agent.llamafile.hardware import Hardware, detect
 from agent.llamafile.paths import Home
 from agent.llamafile.settings import Settings
 from agent.llamafile.state import live_states
+from agent.llamafile.units import human_bytes
 
 __all__ = ["Check", "run_checks"]
 
@@ -61,7 +61,11 @@ def _disk(home: Home, catalog: Catalog | None) -> Check:
         return Check("disk_space", "fail", f"cannot measure free space: {exc.strerror}")
     smallest = min((m.size_bytes for m in catalog.models), default=0) if catalog else 0
     if smallest and free < smallest:
-        return Check("disk_space", "fail", f"{human_bytes(free)} free: less than the smallest model ({human_bytes(smallest)})")
+        return Check(
+            "disk_space",
+            "fail",
+            f"{human_bytes(free)} free: less than the smallest model ({human_bytes(smallest)})",
+        )
     if free < 5 * 10**9:
         return Check("disk_space", "warn", f"{human_bytes(free)} free: room for small models only")
     return Check("disk_space", "ok", f"{human_bytes(free)} free in {home.root}")
@@ -74,7 +78,11 @@ def _catalog(home: Home) -> tuple[Check, Catalog | None]:
         return Check("catalog", "fail", exc.message), None
     sources = sorted(set(catalog.sources.values()))
     return (
-        Check("catalog", "ok", f"{len(catalog.models)} models, revision {catalog.revision} ({', '.join(sources)})"),
+        Check(
+            "catalog",
+            "ok",
+            f"{len(catalog.models)} models, revision {catalog.revision} ({', '.join(sources)})",
+        ),
         catalog,
     )
 
@@ -87,15 +95,23 @@ def _hardware() -> tuple[Check, Hardware | None]:
     if hardware.ram_gb <= 0:
         return Check("hardware", "warn", "could not read the RAM size"), hardware
     gpus = ", ".join(f"{g.name} ({g.vram_gb:.1f} GB)" for g in hardware.gpus) or "no GPU: CPU only"
-    return Check("hardware", "ok", f"{hardware.ram_gb:.1f} GB RAM; {gpus} [{hardware.source}]"), hardware
+    return Check(
+        "hardware", "ok", f"{hardware.ram_gb:.1f} GB RAM; {gpus} [{hardware.source}]"
+    ), hardware
 
 
 def _gpu_tools(hardware: Hardware | None) -> Check:
     tools = [t for t in ("nvidia-smi", "rocm-smi") if shutil.which(t)]
     if hardware is not None and hardware.gpus:
-        return Check("gpu", "ok", f"{len(hardware.gpus)} GPU(s) usable ({', '.join(tools) or 'unified memory'})")
+        return Check(
+            "gpu",
+            "ok",
+            f"{len(hardware.gpus)} GPU(s) usable ({', '.join(tools) or 'unified memory'})",
+        )
     if tools:
-        return Check("gpu", "warn", f"{', '.join(tools)} found but reports no GPU: models run on the CPU")
+        return Check(
+            "gpu", "warn", f"{', '.join(tools)} found but reports no GPU: models run on the CPU"
+        )
     return Check("gpu", "ok", "no GPU tools (nvidia-smi, rocm-smi): models run on the CPU")
 
 
@@ -113,7 +129,9 @@ def _exec(home: Home) -> Check:
         finally:
             os.unlink(name)
     except PermissionError:
-        return Check("exec", "fail", f"{home.models} does not allow running programs (mounted noexec?)")
+        return Check(
+            "exec", "fail", f"{home.models} does not allow running programs (mounted noexec?)"
+        )
     except (OSError, subprocess.SubprocessError) as exc:
         return Check("exec", "fail", f"cannot run a program from {home.models}: {exc}")
     if code != 0:
@@ -127,12 +145,14 @@ def _ape(binfmt: Path = Path("/proc/sys/fs/binfmt_misc")) -> Check:
     if not sys.platform.startswith("linux"):
         return Check("ape", "ok", "not Linux: llamafiles run directly")
     hijackers = [
-        p.name for p in (binfmt.iterdir() if binfmt.is_dir() else ())
+        p.name
+        for p in (binfmt.iterdir() if binfmt.is_dir() else ())
         if p.name.lower() in ("wine", "wsl", "wslinterop", "windows", "windowsexe")
     ]
     if hijackers:
         return Check(
-            "ape", "warn",
+            "ape",
+            "warn",
             f"binfmt_misc entries {', '.join(hijackers)} may run llamafiles as Windows programs; "
             "see docs/llamafile.md (APE loader)",
         )
@@ -170,14 +190,18 @@ def _running(home: Home) -> Check:
 def _relay(settings: Settings, connect: Callable[[str, int], None]) -> Check:
     url = settings.get("relay-url")
     if not isinstance(url, str):
-        return Check("relay", "warn", "no relay-url configured (agent llamafile config set relay-url URL)")
+        return Check(
+            "relay", "warn", "no relay-url configured (agent llamafile config set relay-url URL)"
+        )
     parts = urlsplit(url)
     port = parts.port or (443 if parts.scheme in ("https", "wss") else 80)
     try:
         connect(parts.hostname or "", port)
     except OSError as exc:
         return Check("relay", "fail", f"{url} is unreachable: {exc.strerror or exc}")
-    secret = "set" if settings.get("worker-secret") or os.environ.get("WORKER_SECRET") else "NOT set"
+    secret = (
+        "set" if settings.get("worker-secret") or os.environ.get("WORKER_SECRET") else "NOT set"
+    )
     status = "ok" if secret == "set" else "warn"
     return Check("relay", status, f"{url} answers; worker secret {secret}")
 
@@ -199,7 +223,9 @@ def _tcp(host: str, port: int) -> None:
         pass
 
 
-def run_checks(home: Home, settings: Settings, connect: Callable[[str, int], None] = _tcp) -> list[Check]:
+def run_checks(
+    home: Home, settings: Settings, connect: Callable[[str, int], None] = _tcp
+) -> list[Check]:
     """Run every check, in order.
 
     Args:

@@ -32,20 +32,12 @@ from agent.llamafile.errors import (
     NoDiskSpace,
     NoPermission,
 )
+from agent.llamafile.units import human_bytes
 
 __all__ = ["DownloadResult", "Progress", "download", "human_bytes", "sha256_file"]
 
 _CHUNK = 1024 * 1024  # write in 1 MiB pieces: one thread hop per MiB, not per packet
 _HASH_BLOCK = 4 * 1024 * 1024
-
-
-def human_bytes(count: float) -> str:
-    """``1.2 GB`` style (powers of 1000, like download pages)."""
-    for unit in ("B", "kB", "MB", "GB"):
-        if abs(count) < 1000:
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1000
-    return f"{count:.1f} TB"
 
 
 def _clock(secs: float) -> str:
@@ -197,21 +189,23 @@ async def download(
         NoPermission: The directory is not writable.
     """
     progress = progress or Progress(enabled=False)
-    if dest.exists():
+    if await trio.Path(dest).exists():
         digest = await trio.to_thread.run_sync(sha256_file, dest)
         if sha256 is None or digest.hexdigest() == sha256:
-            size = dest.stat().st_size
+            size = (await trio.Path(dest).stat()).st_size
             return DownloadResult(dest, size, digest.hexdigest(), sha256 is not None, 0, True)
         raise ChecksumMismatch(
             f"{dest} exists but its sha256 is {digest.hexdigest()}, not {sha256}: "
             "remove it (agent llamafile rm) and download again"
         )
     part = dest.with_name(dest.name + ".part")
-    offset = part.stat().st_size if part.exists() else 0
+    offset = (await trio.Path(part).stat()).st_size if await trio.Path(part).exists() else 0
     headers = {"Range": f"bytes={offset}-"} if offset else {}
     # Hash what we already have while the request goes out? Keep it simple and
     # ordered: the part is read once here, then extended.
-    digest = await trio.to_thread.run_sync(sha256_file, part, offset) if offset else hashlib.sha256()
+    digest = (
+        await trio.to_thread.run_sync(sha256_file, part, offset) if offset else hashlib.sha256()
+    )
     resumed_from = 0
     try:
         async with client.stream("GET", url, headers=headers) as response:
@@ -233,7 +227,7 @@ async def download(
             else:
                 raise DownloadError(f"{url} answered HTTP {response.status_code}")
     except httpx.HTTPError as exc:
-        have = part.stat().st_size if part.exists() else 0
+        have = (await trio.Path(part).stat()).st_size if await trio.Path(part).exists() else 0
         raise DownloadInterrupted(
             f"download of {dest.name} interrupted after {human_bytes(have)} ({exc!s} "
             f"[{type(exc).__name__}]); run the same command again to resume"

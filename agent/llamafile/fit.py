@@ -1,7 +1,7 @@
 """The fit rule: will a model run on this box, and which model should it run?
 
 A model needs `Model.ram_gb` of memory. It **fits** a budget when the budget
-holds 1.2× that (20 % headroom for the context, the runtime and the OS), is
+holds 1.2x that (20 % headroom for the context, the runtime and the OS), is
 **tight** when the budget holds the need but not the headroom, and **won't
 fit** otherwise. The budget is the VRAM when there is a GPU (offloading every
 layer is the fast way), else the RAM; with unified memory (Apple Silicon) it is
@@ -90,9 +90,11 @@ def assess(model: Model, hardware: Hardware) -> Fit:
     options: list[Fit] = []
     if hardware.gpus:
         budget = hardware.ram_gb if hardware.unified else hardware.vram_gb
-        what = "unified memory" if hardware.unified else "VRAM (" + ", ".join(
-            g.name for g in hardware.gpus
-        ) + ")"
+        what = (
+            "unified memory"
+            if hardware.unified
+            else "VRAM (" + ", ".join(g.name for g in hardware.gpus) + ")"
+        )
         mark = _mark(need, budget)
         options.append(Fit(mark, "gpu", need, budget, _sentence(mark, need, budget, what)))
     if not hardware.unified:
@@ -150,8 +152,13 @@ def recommend(models: list[Model], hardware: Hardware, tags: tuple[str, ...] = T
         if fit.mark is Mark.NO:
             smallest = min(fits, key=lambda mf: mf[0].ram_gb)
             picks.append(
-                Pick(tag, None, None, f"nothing tagged {tag} fits: the smallest, "
-                     f"{smallest[0].slug}, {smallest[1].reason}")
+                Pick(
+                    tag,
+                    None,
+                    None,
+                    f"nothing tagged {tag} fits: the smallest, "
+                    f"{smallest[0].slug}, {smallest[1].reason}",
+                )
             )
             continue
         bigger = [m.slug for m, f in fits if m.ram_gb > model.ram_gb and f.mark is Mark.NO]
@@ -160,7 +167,8 @@ def recommend(models: list[Model], hardware: Hardware, tags: tuple[str, ...] = T
             for m, f in fits
             if m.ram_gb > model.ram_gb and f.mark is not Mark.NO and f.where != fit.where
         ]
-        why = f"{model.slug}: the largest {tag} model that {'fits' if fit.mark is Mark.FIT else 'is tight'}"
+        verb = "fits" if fit.mark is Mark.FIT else "is tight"
+        why = f"{model.slug}: the largest {tag} model that {verb}"
         why += f" on the {fit.where.upper()}; it {fit.reason}"
         if fit.mark is Mark.TIGHT:
             why += "; nothing fits with headroom"

@@ -73,9 +73,7 @@ class Hardware:
 
 def _run(argv: Sequence[str]) -> str | None:
     try:
-        done = subprocess.run(
-            list(argv), capture_output=True, text=True, timeout=10, check=False
-        )
+        done = subprocess.run(list(argv), capture_output=True, text=True, timeout=10, check=False)
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout if done.returncode == 0 else None
@@ -130,7 +128,7 @@ def _ram_bytes(run: Runner) -> int:
         import ctypes
 
         class _Status(ctypes.Structure):
-            _fields_ = [  # noqa: RUF012 - ctypes' own declaration style
+            _fields_ = [
                 ("dwLength", ctypes.c_ulong),
                 ("dwMemoryLoad", ctypes.c_ulong),
                 ("ullTotalPhys", ctypes.c_ulonglong),
@@ -170,7 +168,9 @@ def from_json(text: str, source: str = f"${HARDWARE_ENV}") -> Hardware:
     return hardware
 
 
-def detect(run: Runner = _run, *, system: str | None = None, machine: str | None = None) -> Hardware:
+def detect(
+    run: Runner = _run, *, system: str | None = None, machine: str | None = None
+) -> Hardware:
     """Find this box's RAM and GPUs (or read ``$MODELRELAY_HARDWARE`` when set).
 
     Args:

@@ -96,29 +96,53 @@ def server_argv(
 ) -> list[str]:
     """The model server's command line (see the module docstring)."""
     common = [
-        "--host", HOST, "--port", str(port), "-c", str(ctx), "-ngl", ngl,
-        "--alias", alias, "-np", str(parallel),
-    ]  # fmt: skip
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "-c",
+        str(ctx),
+        "-ngl",
+        ngl,
+        "--alias",
+        alias,
+        "-np",
+        str(parallel),
+    ]
     if binary:
         return [binary, "-m", str(model), *common, *extra]
     return [str(model), "--server", "--nobrowser", *common, *extra]
 
 
-def _popen(argv: list[str], log: Path, **kwargs: object) -> "subprocess.Popen[bytes]":
+def _popen(
+    argv: list[str], log: Path, pass_fds: tuple[int, ...], env: dict[str, str] | None
+) -> "subprocess.Popen[bytes]":
     with log.open("ab") as out:
-        try:
-            return subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, **kwargs  # type: ignore[call-overload]
-            )
-        except OSError as exc:
-            if exc.errno == errno.ENOEXEC and sys.platform != "win32":
+        for attempt in (argv, ["sh", *argv]):
+            try:
                 return subprocess.Popen(
-                    ["sh", *argv], stdin=subprocess.DEVNULL, stdout=out, stderr=out, **kwargs  # type: ignore[call-overload]
+                    attempt,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=out,
+                    start_new_session=True,
+                    pass_fds=pass_fds,
+                    env=env,
                 )
-            raise
+            except OSError as exc:
+                # ENOEXEC: an APE the kernel cannot exec; it runs as a shell script.
+                if exc.errno != errno.ENOEXEC or sys.platform == "win32" or attempt[0] == "sh":
+                    raise
+    raise AssertionError("unreachable")
 
 
-def spawn_detached(argv: list[str], log: Path, **kwargs: object) -> "subprocess.Popen[bytes]":
+def spawn_detached(
+    argv: list[str],
+    log: Path,
+    *,
+    pass_fds: tuple[int, ...] = (),
+    env: dict[str, str] | None = None,
+) -> "subprocess.Popen[bytes]":
     """Start `argv` in its own session, output appended to `log`.
 
     Raises:
@@ -126,7 +150,7 @@ def spawn_detached(argv: list[str], log: Path, **kwargs: object) -> "subprocess.
         ServeError: It cannot be started at all.
     """
     try:
-        return _popen(argv, log, start_new_session=True, **kwargs)
+        return _popen(argv, log, pass_fds, env)
     except PermissionError as exc:
         raise NoPermission(
             f"not allowed to run {argv[0]}: {exc.strerror} (is its file system mounted noexec?)"

@@ -97,7 +97,11 @@ async def _open_backend(argv: tuple[str, ...], log_path: Path) -> trio.Process:
         except OSError as exc:
             if exc.errno == 8:  # ENOEXEC: an APE the kernel cannot exec; run it with sh
                 return await trio.lowlevel.open_process(
-                    ["sh", *argv], stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, start_new_session=True
+                    ["sh", *argv],
+                    stdin=subprocess.DEVNULL,
+                    stdout=fd,
+                    stderr=fd,
+                    start_new_session=True,
                 )
             raise
     except PermissionError as exc:
@@ -132,9 +136,9 @@ class _Serve:
     daemon: Daemon | None = None
     failure: str | None = None
 
-    def _save(self, **changes: Any) -> None:
+    def _save(self, *, relay_connected: bool, worker_id: str | None) -> None:
         assert self.state is not None
-        new = attrs.evolve(self.state, **changes)
+        new = attrs.evolve(self.state, relay_connected=relay_connected, worker_id=worker_id)
         if new != self.state:
             self.state = new
             write_state(self.home, new)
@@ -155,13 +159,13 @@ class _Serve:
 
     async def _watch_backend(self, process: trio.Process, root: trio.CancelScope) -> None:
         code = await process.wait()
-        self.failure = f"the model server exited with code {code}; see `agent llamafile logs {self.plan.slug}`"
+        self.failure = (
+            f"the model server exited with code {code}; see `agent llamafile logs {self.plan.slug}`"
+        )
         log.error(self.failure)
         root.cancel()
 
-    async def _agent(
-        self, root: trio.CancelScope, *, task_status: trio.TaskStatus[Daemon]
-    ) -> None:
+    async def _agent(self, root: trio.CancelScope, *, task_status: trio.TaskStatus[Daemon]) -> None:
         # agent/daemon.py's own loop; our signal task calls Daemon.stop() for it.
         await run_agent(self.plan.config, handle_signals=False, task_status=task_status)
         root.cancel()  # drained and stopped: the model server goes next
@@ -211,7 +215,10 @@ class _Serve:
             process = await _open_backend(plan.argv, log_path)
             try:
                 url = f"http://{HOST}:{plan.port}"
-                log.info("model server starting", extra={"model": plan.slug, "url": url, "pid": process.pid})
+                log.info(
+                    "model server starting",
+                    extra={"model": plan.slug, "url": url, "pid": process.pid},
+                )
                 try:
                     with trio.fail_after(plan.startup_secs):
                         await wait_healthy(url, lambda: process.poll())
@@ -221,7 +228,9 @@ class _Serve:
                         f"{plan.startup_secs:.0f} s; see `agent llamafile logs {plan.slug}`"
                     ) from None
                 except ServeError as exc:
-                    raise ServeError(f"{exc.message}; see `agent llamafile logs {plan.slug}`") from None
+                    raise ServeError(
+                        f"{exc.message}; see `agent llamafile logs {plan.slug}`"
+                    ) from None
                 log.info("model server ready", extra={"model": plan.slug, "url": url})
                 self.state = RunState(
                     slug=plan.slug,
@@ -279,4 +288,3 @@ def _first(group: BaseExceptionGroup[LlamafileError]) -> LlamafileError:
         leaf = leaf.exceptions[0]
     assert isinstance(leaf, LlamafileError)
     return leaf
-

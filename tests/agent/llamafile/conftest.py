@@ -36,7 +36,7 @@ class Result:
     stdout: str
     stderr: str
 
-    def json(self) -> Any:
+    def json(self) -> Any:  # noqa: ANN401 - a JSON document, any shape
         return json.loads(self.stdout)
 
 
@@ -49,24 +49,38 @@ class Cli:
 
     def environment(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in _SCRUB}
-        return {**env, "MODELRELAY_LLAMAFILE_HOME": str(self.home), "PYTHONUNBUFFERED": "1",
-                **self.env, **(extra or {})}  # fmt: skip
+        return {
+            **env,
+            "MODELRELAY_LLAMAFILE_HOME": str(self.home),
+            "PYTHONUNBUFFERED": "1",
+            **self.env,
+            **(extra or {}),
+        }
 
-    def __call__(self, *args: str, env: dict[str, str] | None = None, timeout: float = 60) -> Result:
+    def __call__(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 60
+    ) -> Result:
         done = subprocess.run(
             [sys.executable, "-m", "agent", "llamafile", *args],
-            capture_output=True, text=True, timeout=timeout, env=self.environment(env),
-            cwd=ROOT, check=False,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=self.environment(env),
+            cwd=ROOT,
+            check=False,
+        )
         return Result(done.returncode, done.stdout, done.stderr)
 
     async def run(self, *args: str, env: dict[str, str] | None = None) -> Result:
         """The same, from a trio test (does not block the event loop)."""
         done = await trio.run_process(
             [sys.executable, "-m", "agent", "llamafile", *args],
-            capture_stdout=True, capture_stderr=True, env=self.environment(env),
-            cwd=ROOT, check=False,
-        )  # fmt: skip
+            capture_stdout=True,
+            capture_stderr=True,
+            env=self.environment(env),
+            cwd=ROOT,
+            check=False,
+        )
         return Result(done.returncode, done.stdout.decode(), done.stderr.decode())
 
 
@@ -93,7 +107,9 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def catalog_toml(entries: list[dict[str, Any]], *, version: int = 1, revision: str = "2099-01-01") -> str:
+def catalog_toml(
+    entries: list[dict[str, Any]], *, version: int = 1, revision: str = "2099-01-01"
+) -> str:
     """A catalog document (newer than the shipped one unless told otherwise)."""
     lines = [f"version = {version}", f'revision = "{revision}"']
     for entry in entries:
@@ -102,9 +118,17 @@ def catalog_toml(entries: list[dict[str, Any]], *, version: int = 1, revision: s
     return "\n".join(lines) + "\n"
 
 
-def entry(slug: str, url: str, data: bytes, **changes: Any) -> dict[str, Any]:
+def entry(slug: str, url: str, data: bytes, **changes: object) -> dict[str, Any]:
     return {
-        "slug": slug, "name": slug.title(), "file": f"{slug}.llamafile", "url": url,
-        "size_bytes": len(data), "ram_gb": 0.2, "context": 2048, "licence": "apache-2.0",
-        "tags": ["chat"], "sha256": sha256(data), **changes,
-    }  # fmt: skip
+        "slug": slug,
+        "name": slug.title(),
+        "file": f"{slug}.llamafile",
+        "url": url,
+        "size_bytes": len(data),
+        "ram_gb": 0.2,
+        "context": 2048,
+        "licence": "apache-2.0",
+        "tags": ["chat"],
+        "sha256": sha256(data),
+        **changes,
+    }

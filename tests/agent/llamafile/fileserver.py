@@ -74,7 +74,9 @@ class FileServer:
                     status = 206
                 part = body[start:]
                 self.send_response(status)
-                self.send_header("Content-Type", owner.content_type.get(path, "application/octet-stream"))
+                self.send_header(
+                    "Content-Type", owner.content_type.get(path, "application/octet-stream")
+                )
                 self.send_header("Content-Length", str(len(part)))
                 if status == 206:
                     self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")

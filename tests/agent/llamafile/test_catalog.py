@@ -30,7 +30,8 @@ def test_shipped_catalog_is_valid_and_covers_the_tags() -> None:
     tags = {tag for model in shipped.models for tag in model.tags}
     assert {"chat", "vision", "embedding", "code", "reasoning"} <= tags
     for model in shipped.models:
-        assert model.url.startswith("https://") and model.url.endswith(model.file)
+        assert model.url.startswith("https://")
+        assert model.url.endswith(model.file)
 
 
 def test_round_trip() -> None:
@@ -48,7 +49,7 @@ def test_round_trip() -> None:
         ({"file": "../../etc/passwd"}, "plain file name"),
         ({"slug": "Has Space"}, "slug 'Has Space'"),
         ({"size_bytes": "big"}, "models[0].size_bytes"),
-        ({"ram_gb": -1}, "ram_gb must be > 0"),
+        ({"ram_gb": -1}, "'ram_gb' must be > 0: -1"),
     ],
 )
 def test_invalid_entries_are_named(change: dict[str, object], message: str) -> None:
@@ -76,7 +77,9 @@ def test_unknown_keys_are_ignored() -> None:
 def test_layers_merge_by_slug(tmp_path: Path) -> None:
     fetched, user = tmp_path / "catalog.toml", tmp_path / "user-catalog.toml"
     fetched.write_text(catalog_toml([entry("a", "http://x/a", b"a")]))
-    user.write_text(catalog_toml([entry("a", "http://mine/a", b"a"), entry("b", "http://x/b", b"b")]))
+    user.write_text(
+        catalog_toml([entry("a", "http://mine/a", b"a"), entry("b", "http://x/b", b"b")])
+    )
     merged = load_catalog(fetched, user)
     assert [m.slug for m in merged.models] == ["a", "b"]
     assert merged.get("a").url == "http://mine/a"
@@ -96,7 +99,9 @@ def test_update_catalog_fetches_validates_and_keeps_the_old_one(
     files.files["/good.toml"] = good.encode()
     files.files["/page.html"] = b"<!doctype html><html>models!</html>"
     files.content_type["/page.html"] = "text/html"
-    files.files["/bad.toml"] = catalog_toml([entry("m", f"{files.url}/m", b"m", tags=["x"])]).encode()
+    files.files["/bad.toml"] = catalog_toml(
+        [entry("m", f"{files.url}/m", b"m", tags=["x"])]
+    ).encode()
     files.files["/future.toml"] = catalog_toml([], version=99).encode()
     ok = cli("update-catalog", "--url", f"{files.url}/good.toml", "--json")
     assert ok.code == 0, ok.stderr
@@ -110,7 +115,8 @@ def test_update_catalog_fetches_validates_and_keeps_the_old_one(
     ]:
         result = cli("update-catalog", "--url", f"{files.url}{path}")
         assert result.code == 1, path
-        assert message in result.stderr and "kept the current catalog" in result.stderr
+        assert message in result.stderr
+        assert "kept the current catalog" in result.stderr
         assert "Traceback" not in result.stderr
         assert (home / "catalog.toml").read_text() == good  # untouched
     listed = cli("list", "--json").json()

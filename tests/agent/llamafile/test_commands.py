@@ -19,8 +19,19 @@ if TYPE_CHECKING:
 
     from tests.agent.llamafile.conftest import Cli
 
-CHECKS = ["data_dir", "catalog", "disk_space", "hardware", "gpu", "exec", "ape", "models",
-          "running", "relay", "port"]  # fmt: skip
+CHECKS = [
+    "data_dir",
+    "catalog",
+    "disk_space",
+    "hardware",
+    "gpu",
+    "exec",
+    "ape",
+    "models",
+    "running",
+    "relay",
+    "port",
+]
 
 
 @pytest.fixture
@@ -43,7 +54,8 @@ def test_doctor_reports_each_check(cli: Cli, home: Path, listener: int) -> None:
     assert fresh.code == 0, fresh.stdout
     checks = {c["name"]: c for c in fresh.json()["checks"]}
     assert list(checks) == CHECKS
-    assert checks["data_dir"]["status"] == "ok" and str(home) in checks["data_dir"]["detail"]
+    assert checks["data_dir"]["status"] == "ok"
+    assert str(home) in checks["data_dir"]["detail"]
     assert checks["exec"]["status"] == "ok"
     assert checks["relay"]["status"] == "warn"  # not configured yet
     assert checks["catalog"]["detail"].startswith("7 models")
@@ -53,9 +65,11 @@ def test_doctor_reports_each_check(cli: Cli, home: Path, listener: int) -> None:
     broken = cli("doctor", "--json")
     assert broken.code == 1
     verdicts = {c["name"]: c["status"] for c in broken.json()["checks"]}
-    assert verdicts["relay"] == "fail" and verdicts["catalog"] == "fail"
+    assert verdicts["relay"] == "fail"
+    assert verdicts["catalog"] == "fail"
     text = cli("doctor")
-    assert "FAIL  relay" in text.stdout and "unreachable" in text.stdout
+    assert "FAIL  relay" in text.stdout
+    assert "unreachable" in text.stdout
 
     (home / "user-catalog.toml").unlink()
     assert cli("config", "set", "relay-url", f"http://127.0.0.1:{listener}").code == 0
@@ -63,8 +77,11 @@ def test_doctor_reports_each_check(cli: Cli, home: Path, listener: int) -> None:
     healthy = cli("doctor", "--json")
     assert healthy.code == 0
     relay = next(c for c in healthy.json()["checks"] if c["name"] == "relay")
-    assert relay == {"name": "relay", "status": "ok",
-                     "detail": f"http://127.0.0.1:{listener} answers; worker secret set"}  # fmt: skip
+    assert relay == {
+        "name": "relay",
+        "status": "ok",
+        "detail": f"http://127.0.0.1:{listener} answers; worker secret set",
+    }
 
 
 def test_config_set_get_unset_list(cli: Cli, home: Path) -> None:
@@ -80,9 +97,11 @@ def test_config_set_get_unset_list(cli: Cli, home: Path) -> None:
     assert cli("config", "unset", "port").code == 0
     assert cli("config", "get", "port").code == 1
     bad = cli("config", "set", "port", "http")
-    assert bad.code == 1 and "config port: 'http'" in bad.stderr
+    assert bad.code == 1
+    assert "config port: 'http'" in bad.stderr
     unknown = cli("config", "set", "colour", "blue")
-    assert unknown.code == 1 and "unknown config key 'colour'" in unknown.stderr
+    assert unknown.code == 1
+    assert "unknown config key 'colour'" in unknown.stderr
 
 
 def test_import_list_rm(cli: Cli, home: Path, tmp_path: Path) -> None:
@@ -95,15 +114,19 @@ def test_import_list_rm(cli: Cli, home: Path, tmp_path: Path) -> None:
     assert listed["my-model.q4"]["downloaded"] is True
     assert listed["my-model.q4"]["source"] == "user"
     again = cli("download", "my-model.q4", "--json")
-    assert again.json()["already"] is True and again.json()["verified"] is True
+    assert again.json()["already"] is True
+    assert again.json()["verified"] is True
     removed = cli("rm", "my-model.q4", "--json")
-    assert removed.code == 0 and removed.json()["removed"][0]["size"] == 1700
+    assert removed.code == 0
+    assert removed.json()["removed"][0]["size"] == 1700
     assert not (home / "models" / mine.name).exists()
     assert mine.exists()  # copied, not moved
     missing = cli("rm", "my-model.q4")
-    assert missing.code == 1 and "is not downloaded" in missing.stderr
+    assert missing.code == 1
+    assert "is not downloaded" in missing.stderr
     unknown = cli("download", "no-such-model")
-    assert unknown.code == 1 and unknown.stderr.startswith("agent: error: no model 'no-such-model'")
+    assert unknown.code == 1
+    assert unknown.stderr.startswith("agent: error: no model 'no-such-model'")
 
 
 def _dummy(cli: Cli, tmp_path: Path, body: str) -> None:
@@ -126,28 +149,44 @@ def test_port_busy_is_a_clear_error(cli: Cli, tmp_path: Path, listener: int) -> 
 def test_relay_unreachable_is_a_clear_error(cli: Cli, home: Path, tmp_path: Path) -> None:
     _dummy(cli, tmp_path, "#!/bin/sh\nsleep 60\n")
     port = closed_port()
-    result = cli("serve", "dummy", "--relay-url", f"http://127.0.0.1:{port}", "--worker-secret", "s")
+    result = cli(
+        "serve", "dummy", "--relay-url", f"http://127.0.0.1:{port}", "--worker-secret", "s"
+    )
     assert result.code == 1
     assert f"agent: error: the relay at http://127.0.0.1:{port} is unreachable" in result.stderr
     assert "Traceback" not in result.stderr
     assert list((home / "run").iterdir()) == []
     missing = cli("serve", "dummy", "--relay-url", f"http://127.0.0.1:{port}")
-    assert missing.code == 1 and "no worker secret" in missing.stderr
+    assert missing.code == 1
+    assert "no worker secret" in missing.stderr
 
 
-def test_a_model_server_that_dies_while_starting(cli: Cli, home: Path, tmp_path: Path, listener: int) -> None:
+def test_a_model_server_that_dies_while_starting(
+    cli: Cli, home: Path, tmp_path: Path, listener: int
+) -> None:
     _dummy(cli, tmp_path, "#!/bin/sh\necho 'cannot load the model' >&2\nexit 3\n")
-    result = cli("serve", "dummy", "--relay-url", f"http://127.0.0.1:{listener}", "--worker-secret", "s")
+    result = cli(
+        "serve", "dummy", "--relay-url", f"http://127.0.0.1:{listener}", "--worker-secret", "s"
+    )
     assert result.code == 1
     assert "the model server exited with code 3 while starting" in result.stderr
     assert "cannot load the model" in cli("logs", "dummy").stdout
     assert list((home / "run").iterdir()) == []
-    detached = cli("serve", "dummy", "--detach", "--json", "--relay-url",
-                   f"http://127.0.0.1:{listener}", "--worker-secret", "s")  # fmt: skip
+    detached = cli(
+        "serve",
+        "dummy",
+        "--detach",
+        "--json",
+        "--relay-url",
+        f"http://127.0.0.1:{listener}",
+        "--worker-secret",
+        "s",
+    )
     assert detached.code == 1
     assert detached.json()["error"] == "serve"
     ran = cli("run", "dummy")
-    assert ran.code == 1 and "dummy did not start" in ran.stderr
+    assert ran.code == 1
+    assert "dummy did not start" in ran.stderr
 
 
 def test_status_cleans_stale_state_and_orphans(cli: Cli, home: Path) -> None:
@@ -157,13 +196,17 @@ def test_status_cleans_stale_state_and_orphans(cli: Cli, home: Path) -> None:
     try:
         layout = Home(home)
         write_state(layout, RunState("gone", "run", dead.pid, dead.pid, 1, time.time(), "x"))
-        write_state(layout, RunState("orphaned", "serve", dead.pid, orphan.pid, 2, time.time(), "sleep"))
+        write_state(
+            layout, RunState("orphaned", "serve", dead.pid, orphan.pid, 2, time.time(), "sleep")
+        )
         result = cli("status", "--json")
         assert result.code == 0
         doc = result.json()
         assert doc["running"] == []
         assert any("gone: process" in note and "stale" in note for note in doc["cleaned"])
-        assert any(f"stopped its orphaned model server (PID {orphan.pid})" in n for n in doc["cleaned"])
+        assert any(
+            f"stopped its orphaned model server (PID {orphan.pid})" in n for n in doc["cleaned"]
+        )
         assert orphan.wait(10) is not None
         assert list((home / "run").iterdir()) == []
     finally:

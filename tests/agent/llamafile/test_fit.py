@@ -20,8 +20,17 @@ if TYPE_CHECKING:
 
 
 def model(slug: str, ram_gb: float, *tags: str) -> Model:
-    return Model(slug, slug, f"{slug}.llamafile", f"https://x/{slug}.llamafile", 1, ram_gb, 4096,
-                 "mit", tags or ("chat",))  # fmt: skip
+    return Model(
+        slug,
+        slug,
+        f"{slug}.llamafile",
+        f"https://x/{slug}.llamafile",
+        1,
+        ram_gb,
+        4096,
+        "mit",
+        tags or ("chat",),
+    )
 
 
 @pytest.mark.parametrize(
@@ -46,13 +55,19 @@ def test_gpu_budget_is_vram_and_cpu_is_the_fallback() -> None:
 
 
 def test_recommend_picks_the_largest_fit_per_tag_and_says_why() -> None:
-    models = [model("tiny", 1.0), model("mid", 5.0, "chat", "code"), model("huge", 40.0),
-              model("eyes", 30.0, "vision")]  # fmt: skip
+    models = [
+        model("tiny", 1.0),
+        model("mid", 5.0, "chat", "code"),
+        model("huge", 40.0),
+        model("eyes", 30.0, "vision"),
+    ]
     picks = {p.tag: p for p in recommend(models, Hardware(8.0))}
-    assert picks["chat"].model is not None and picks["chat"].model.slug == "mid"
+    assert picks["chat"].model is not None
+    assert picks["chat"].model.slug == "mid"
     assert "largest chat model that fits" in picks["chat"].why
     assert "huge" in picks["chat"].why  # named as too big
-    assert picks["code"].model is not None and picks["code"].model.slug == "mid"
+    assert picks["code"].model is not None
+    assert picks["code"].model.slug == "mid"
     assert picks["vision"].model is None
     assert "nothing tagged vision fits" in picks["vision"].why
     assert set(picks) == {"chat", "code", "vision"}  # no entry, no answer
@@ -62,36 +77,50 @@ def test_recommend_prefers_the_gpu_then_falls_back_to_tight() -> None:
     models = [model("small", 5.0), model("large", 12.0)]
     gpu_box = Hardware(64.0, (Gpu("nvidia", "RTX", 8.0),))
     pick = recommend(models, gpu_box, ("chat",))[0]
-    assert pick.model is not None and pick.model.slug == "small"
+    assert pick.model is not None
+    assert pick.model.slug == "small"
     assert "CPU only, much slower (large)" in pick.why
     tight = recommend(models, Hardware(5.5), ("chat",))[0]
-    assert tight.model is not None and tight.model.slug == "small"
-    assert tight.fit is not None and tight.fit.mark is Mark.TIGHT
+    assert tight.model is not None
+    assert tight.model.slug == "small"
+    assert tight.fit is not None
+    assert tight.fit.mark is Mark.TIGHT
 
 
 def test_recommend_command_uses_given_hardware(cli: Cli, home: Path) -> None:
     home.mkdir()
-    (home / "user-catalog.toml").write_text(catalog_toml([
-        entry("s", "https://x/s", b"s", ram_gb=2.0), entry("m", "https://x/m", b"m", ram_gb=6.2),
-        entry("l", "https://x/l", b"l", ram_gb=30.0),
-    ]))  # fmt: skip
+    (home / "user-catalog.toml").write_text(
+        catalog_toml(
+            [
+                entry("s", "https://x/s", b"s", ram_gb=2.0),
+                entry("m", "https://x/m", b"m", ram_gb=6.2),
+                entry("l", "https://x/l", b"l", ram_gb=30.0),
+            ]
+        )
+    )
     hardware = {"ram_gb": 64, "gpus": [{"vendor": "nvidia", "name": "T4", "vram_gb": 7.5}]}
-    result = cli("recommend", "--tag", "chat", "--json", env={"MODELRELAY_HARDWARE": json.dumps(hardware)})
+    result = cli(
+        "recommend", "--tag", "chat", "--json", env={"MODELRELAY_HARDWARE": json.dumps(hardware)}
+    )
     assert result.code == 0, result.stderr
     doc = result.json()
     assert doc["hardware"]["source"] == "$MODELRELAY_HARDWARE"
     (pick,) = doc["picks"]
     # m: 6.2 x 1.2 = 7.44 <= 7.5 GB VRAM; l fits the 64 GB RAM but only on the CPU.
     assert pick["model"] == "m"
-    assert pick["fit"]["where"] == "gpu" and pick["fit"]["mark"] == "fit"
+    assert pick["fit"]["where"] == "gpu"
+    assert pick["fit"]["mark"] == "fit"
     text = cli("recommend", "--tag", "chat", env={"MODELRELAY_HARDWARE": json.dumps(hardware)})
     assert "chat: m" in text.stdout
     bad = cli("recommend", env={"MODELRELAY_HARDWARE": "{}"})
-    assert bad.code == 1 and "MODELRELAY_HARDWARE must be JSON like" in bad.stderr
+    assert bad.code == 1
+    assert "MODELRELAY_HARDWARE must be JSON like" in bad.stderr
 
 
 NVIDIA = "NVIDIA GeForce RTX 4090, 24564\nNVIDIA GeForce RTX 3060, 12288\n"
-ROCM = json.dumps({"card0": {"VRAM Total Memory (B)": "17163091968", "Card Series": "Radeon RX 7800 XT"}})
+ROCM = json.dumps(
+    {"card0": {"VRAM Total Memory (B)": "17163091968", "Card Series": "Radeon RX 7800 XT"}}
+)
 
 
 def runner(outputs: dict[str, str]):
@@ -112,6 +141,8 @@ def test_probes_parse_the_tools_output(monkeypatch: pytest.MonkeyPatch) -> None:
     amd = detect(runner({"rocm-smi": ROCM}), system="Linux", machine="x86_64")
     assert amd.gpus == (Gpu("amd", "Radeon RX 7800 XT", 17163091968 / 1024**3),)
     cpu = detect(runner({}), system="Linux", machine="x86_64")
-    assert cpu.gpus == () and cpu.ram_gb > 0.1  # the real /proc/meminfo
+    assert cpu.gpus == ()
+    assert cpu.ram_gb > 0.1
     apple = detect(runner({}), system="Darwin", machine="arm64")
-    assert apple.unified and apple.gpus[0].vendor == "apple"
+    assert apple.unified
+    assert apple.gpus[0].vendor == "apple"

@@ -84,25 +84,36 @@ async def test_download_serve_test_status_logs_stop(
 
 async def _flow(cli: Cli, home: Path, relay: object, relay_url: str) -> None:
     served = await cli.run(
-        "serve", "smollm2", "--detach", "--relay-url", relay_url, "--json", "--", "--startup-timeout", "90",
+        "serve",
+        "smollm2",
+        "--detach",
+        "--relay-url",
+        relay_url,
+        "--json",
+        "--",
+        "--startup-timeout",
+        "90",
         env={"WORKER_SECRET": SECRET},
-    )  # fmt: skip
+    )
     assert served.code == 0, served.stderr + served.stdout
     info = served.json()
     assert info["relay_connected"] is True, info
     serve_pid, backend_pid = info["pid"], info["backend_pid"]
-    assert pid_alive(serve_pid) and pid_alive(backend_pid)
+    assert pid_alive(serve_pid)
+    assert pid_alive(backend_pid)
     # The secret never lands on a command line or in the state file.
-    assert SECRET.encode() not in open(f"/proc/{serve_pid}/cmdline", "rb").read()
+    assert SECRET.encode() not in await trio.Path(f"/proc/{serve_pid}/cmdline").read_bytes()
     assert SECRET not in (home / "run" / "smollm2.json").read_text()
 
     direct = await cli.run("test", "smollm2", "--max-tokens", "8", "--json")
     assert direct.code == 0, direct.stderr
-    assert direct.json()["via"] == "direct" and direct.json()["completion_tokens"] > 0
+    assert direct.json()["via"] == "direct"
+    assert direct.json()["completion_tokens"] > 0
 
     relayed = await cli.run("test", "smollm2", "--via-relay", "--max-tokens", "8", "--json")
     assert relayed.code == 0, relayed.stderr
-    assert relayed.json()["via"] == "relay" and relayed.json()["url"] == relay_url
+    assert relayed.json()["via"] == "relay"
+    assert relayed.json()["url"] == relay_url
     # The relay itself says it routed a request for the model to our worker.
     finished = await relay.wait_for(  # type: ignore[attr-defined]
         lambda line: line.get("event") == "request finished" and line.get("model") == "smollm2"
@@ -114,12 +125,19 @@ async def _flow(cli: Cli, home: Path, relay: object, relay_url: str) -> None:
 
     status = await cli.run("status", "--json")
     (row,) = status.json()["running"]
-    assert (row["slug"], row["kind"], row["pid"], row["health"]) == ("smollm2", "serve", serve_pid, "ok")
+    assert (row["slug"], row["kind"], row["pid"], row["health"]) == (
+        "smollm2",
+        "serve",
+        serve_pid,
+        "ok",
+    )
     assert row["port"] == int(info["url"].rsplit(":", 1)[1])
-    assert row["relay_connected"] is True and row["worker_id"]
+    assert row["relay_connected"] is True
+    assert row["worker_id"]
     assert row["uptime_secs"] >= 0
     text = await cli.run("status")
-    assert "smollm2" in text.stdout and "connected" in text.stdout
+    assert "smollm2" in text.stdout
+    assert "connected" in text.stdout
 
     logs = await cli.run("logs", "smollm2", "--lines", "400", "--json")
     lines = "\n".join(logs.json()["lines"])
@@ -129,11 +147,13 @@ async def _flow(cli: Cli, home: Path, relay: object, relay_url: str) -> None:
     stopped = await cli.run("stop", "smollm2", "--json")
     assert stopped.code == 0, stopped.stderr
     assert stopped.json()["stopped"][0]["clean"] is True
-    assert not pid_alive(serve_pid) and not pid_alive(backend_pid)
+    assert not pid_alive(serve_pid)
+    assert not pid_alive(backend_pid)
     assert not (home / "run" / "smollm2.json").exists()
     after = (home / "logs" / "smollm2.log").read_text()
     assert "draining the agent, then stopping the model" in after
     assert "agent stopped" in after
     assert (await cli.run("status", "--json")).json()["running"] == []
     gone = await cli.run("test", "smollm2")
-    assert gone.code == 1 and "smollm2 is not running" in gone.stderr
+    assert gone.code == 1
+    assert "smollm2 is not running" in gone.stderr
