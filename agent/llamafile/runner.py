@@ -60,6 +60,10 @@ def check_port(port: int) -> int:
     if port == 0:
         return free_port()
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        if sys.platform != "win32":
+            # Like any server: connections left in TIME_WAIT by the last run
+            # (restart) must not count as busy; a listener still does.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((HOST, port))
         except OSError as exc:

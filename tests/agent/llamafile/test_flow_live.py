@@ -157,3 +157,47 @@ async def _flow(cli: Cli, home: Path, relay: object, relay_url: str) -> None:
     gone = await cli.run("test", "smollm2")
     assert gone.code == 1
     assert "smollm2 is not running" in gone.stderr
+
+
+async def test_run_restart_stop(live: None, cli: Cli, files: FileServer, home: Path) -> None:
+    """`run` (no agent) in the background, `restart` with the same options, `stop`."""
+    program = fake_llamafile()
+    files.files["/smollm2.llamafile"] = program
+    files.files["/catalog.toml"] = catalog_toml(
+        [entry("smollm2", f"{files.url}/smollm2.llamafile", program, context=2048)]
+    ).encode()
+    with trio.fail_after(FLOW_TIMEOUT):
+        assert (await cli.run("update-catalog", "--url", f"{files.url}/catalog.toml")).code == 0
+        try:
+            # No separate download: run fetches what is missing.
+            ran = await cli.run("run", "smollm2", "--json", "--", "--startup-timeout", "90")
+            assert ran.code == 0, ran.stderr
+            first = ran.json()
+            twice = await cli.run("run", "smollm2")
+            assert twice.code == 1
+            assert "smollm2 is already running" in twice.stderr
+            (row,) = (await cli.run("status", "--json")).json()["running"]
+            assert (row["kind"], row["pid"], row["relay_url"]) == ("run", first["pid"], None)
+            answer = await cli.run("test", "smollm2", "--max-tokens", "4", "--json")
+            assert answer.code == 0, answer.stderr
+            no_relay = await cli.run("test", "smollm2", "--via-relay")
+            assert no_relay.code == 1
+            assert "no relay to ask through" in no_relay.stderr
+
+            again = await cli.run("restart", "smollm2", "--json")
+            assert again.code == 0, again.stderr + again.stdout
+            second = again.json()
+            assert second["port"] == first["port"]
+            assert second["pid"] != first["pid"]
+            assert not pid_alive(first["pid"])
+            assert (await cli.run("test", "smollm2", "--max-tokens", "4")).code == 0
+            log = await trio.Path(home / "logs" / "smollm2.log").read_text()
+            assert log.count("llama_backend: serving") == 2
+            # The extra arguments after `--` reached the server again.
+            cmdline = await trio.Path(f"/proc/{second['pid']}/cmdline").read_bytes()
+            assert b"--startup-timeout\x0090" in cmdline
+        finally:
+            stopped = await cli.run("stop", "all", "--json")
+        assert stopped.code == 0
+        assert [s["model"] for s in stopped.json()["stopped"]] == ["smollm2"]
+        assert (await cli.run("status", "--json")).json()["running"] == []
