@@ -667,10 +667,18 @@ def _serve_detached(
     except ValueError:
         info = None
     if not isinstance(info, dict):
+        # The pipe closed without a word: the child failed before it could
+        # report (its error line is in the log). Let it finish exiting.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            popen.wait(10)
         code = popen.poll()
+        if code is None:
+            popen.terminate()  # never ready: SIGTERM, so it stops its model server too
+        last = _last_line(log)
         raise ServeError(
             f"serve {entry.slug} "
             + (f"exited with code {code}" if code is not None else "did not become ready")
+            + (f" ({last})" if last else "")
             + f"; see `agent llamafile logs {entry.slug}`"
         )
     if not info.get("ok"):
@@ -678,6 +686,14 @@ def _serve_detached(
         error.kind = str(info.get("error", "error"))
         raise error
     _emit(as_json, info, _ready_line(entry.slug, info))
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return lines[-1].strip() if lines else ""
 
 
 def _ready_line(slug: str, info: dict[str, Any]) -> str:
@@ -1080,7 +1096,8 @@ def update_catalog_command(
             "models": len(new.models),
             "in_use": merged.revision,
         },
-        f"catalog revision {new.revision} with {len(new.models)} models from {source}{note}",
+        f"catalog revision {new.revision} with {len(new.models)} model"
+        f"{'' if len(new.models) == 1 else 's'} from {source}{note}",
     )
 
 

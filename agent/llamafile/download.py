@@ -260,6 +260,7 @@ async def _receive(
     if expected is not None:
         _check_space(part.parent, expected - offset)
     done = offset
+    progress.update(done, expected)  # the starting point: speed counts from here
     try:
         async with await trio.open_file(part, mode) as handle:
             buffer = bytearray()
