@@ -205,7 +205,7 @@ def list_command(
         state = "running" if row["running"] else "downloaded" if row["downloaded"] else ""
         lines.append(
             f"{row['slug']:28} {human_bytes(row['size_bytes']):>8} {row['ram_gb']:>4.1f}GB  "
-            f"{row['fit']['mark']:9} {','.join(row['tags']):22} {state}"
+            f"{row['fit']['mark']:9} {','.join(row['tags']):22} {state}".rstrip()
         )
     lines.append(_hardware_line(hw))
     _emit(

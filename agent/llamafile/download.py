@@ -79,7 +79,10 @@ class Progress:
             width = 24
             filled = width * done // total
             bar = "#" * filled + "-" * (width - filled)
-            eta = _clock((total - done) / speed) if speed > 0 and done < total else "0:00:00"
+            if done >= total:
+                eta = "0:00:00"
+            else:
+                eta = _clock((total - done) / speed) if speed > 0 else "-:--:--"
             text = (
                 f"[{bar}] {100 * done // total:3d}% {human_bytes(done)} / {human_bytes(total)}"
                 f"  {human_bytes(speed)}/s  ETA {eta}"
