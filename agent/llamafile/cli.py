@@ -631,6 +631,10 @@ def _serve_detached(
 ) -> None:
     from agent.llamafile.runner import spawn_detached
 
+    if sys.platform == "win32":  # pragma: no cover - Windows only
+        raise LlamafileError(
+            "--detach needs an inherited pipe (POSIX only): run serve in the foreground"
+        )
     read_fd, write_fd = os.pipe()
     # The secret travels in the environment, never on a command line (`ps`).
     env = {**os.environ, "WORKER_SECRET": secret}

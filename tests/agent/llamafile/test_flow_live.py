@@ -9,6 +9,7 @@ goes through the relay.
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import TYPE_CHECKING
 
@@ -201,3 +202,70 @@ async def test_run_restart_stop(live: None, cli: Cli, files: FileServer, home: P
         assert stopped.code == 0
         assert [s["model"] for s in stopped.json()["stopped"]] == ["smollm2"]
         assert (await cli.run("status", "--json")).json()["running"] == []
+
+
+async def test_stop_drains_a_request_in_flight(
+    live: None, cli: Cli, files: FileServer, home: Path
+) -> None:
+    """`stop` during a streamed completion: the stream still ends whole, then all stops."""
+    program = fake_llamafile()
+    files.files["/smollm2.llamafile"] = program
+    files.files["/catalog.toml"] = catalog_toml(
+        [entry("smollm2", f"{files.url}/smollm2.llamafile", program, context=2048)]
+    ).encode()
+    tokens = 160
+    with trio.fail_after(FLOW_TIMEOUT):
+        assert (await cli.run("update-catalog", "--url", f"{files.url}/catalog.toml")).code == 0
+        async with relay_process() as (relay, relay_url):
+            relay.wait_limit = FLOW_TIMEOUT
+            try:
+                served = await cli.run(
+                    "serve", "smollm2", "--detach", "--json", "--relay-url", relay_url,
+                    env={"WORKER_SECRET": SECRET},
+                )  # fmt: skip
+                assert served.code == 0, served.stderr + served.stdout
+                serve_pid = served.json()["pid"]
+                body = {
+                    "model": "smollm2",
+                    "stream": True,
+                    "max_tokens": tokens,
+                    "ignore_eos": True,
+                    "temperature": 0,
+                    "messages": [{"role": "user", "content": "Count to one hundred."}],
+                }
+                pieces, finish = 0, None
+                stopped: list[object] = []
+                async with (
+                    httpx.AsyncClient(timeout=FLOW_TIMEOUT) as client,
+                    client.stream("POST", f"{relay_url}/v1/chat/completions", json=body) as reply,
+                    trio.open_nursery() as nursery,
+                ):
+                    assert reply.status_code == 200
+                    async for line in reply.aiter_lines():
+                        if not line.startswith("data: ") or line == "data: [DONE]":
+                            continue
+                        choice = json.loads(line[6:])["choices"][0]
+                        pieces += bool(choice.get("delta", {}).get("content"))
+                        finish = choice.get("finish_reason") or finish
+                        if pieces == 1:  # the request is in flight: stop the model now
+                            nursery.start_soon(_stop, cli, stopped)
+                assert finish == "length"
+                assert pieces >= tokens - 2  # every token arrived (a few may share an event)
+                (done,) = stopped
+                assert done.code == 0, done.stderr  # type: ignore[attr-defined]
+                assert done.json()["stopped"][0]["clean"] is True  # type: ignore[attr-defined]
+                assert not pid_alive(serve_pid)
+                log = await trio.Path(home / "logs" / "smollm2.log").read_text()
+                # One process wrote both lines, in order: the drain began while the
+                # request was still running, and the request then finished whole.
+                began = log.index("SIGTERM received: draining the agent")
+                finished = log.index("request finished model=smollm2")
+                assert began < finished
+                assert "status=200" in log[finished:].splitlines()[0]
+                assert "drained: every in-flight request finished" in log[finished:]
+            finally:
+                await cli.run("stop", "all")
+
+
+async def _stop(cli: Cli, out: list[object]) -> None:
+    out.append(await cli.run("stop", "smollm2", "--json"))
