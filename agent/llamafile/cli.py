@@ -284,11 +284,6 @@ def download_command(
 # --- running ---------------------------------------------------------------------
 
 
-def _resolve_local(home: Home, name: str, binary: str | None) -> tuple[Model, Path]:
-    entry = _catalog(home).get(name)
-    return entry, home.models / entry.file
-
-
 def _server_plan(
     home: Home,
     entry: Model,
@@ -371,7 +366,7 @@ def run_command(
 
     home = _home()
     _ensure(home)
-    entry, _path = _resolve_local(home, model, binary)
+    entry = _catalog(home).get(model)
     _not_running_twice(home, entry.slug)
     _ensure_downloaded(home, entry, as_json)
     argv, actual = _server_plan(
@@ -462,13 +457,10 @@ def serve_command(
     as_json: JsonOption = False,
 ) -> None:
     """Start the model server, then the agent against it: the model is on the relay."""
-    from agent.config import AgentConfig
-    from agent.errors import ConfigError
-
     home = _home()
     _ensure(home)
     settings = _settings(home)
-    entry, _path = _resolve_local(home, model, binary)
+    entry = _catalog(home).get(model)
     relay = relay_url or settings.get("relay-url")
     if not relay:
         raise LlamafileError(
@@ -535,8 +527,6 @@ def serve_command(
         startup_timeout=startup_timeout,
         ready_fd=ready_fd,
         as_json=as_json,
-        config_factory=AgentConfig.create,
-        config_error=ConfigError,
     )
 
 
@@ -557,11 +547,11 @@ def _serve_foreground(
     startup_timeout: float,
     ready_fd: int | None,
     as_json: bool,
-    config_factory: Callable[..., Any],
-    config_error: type[Exception],
 ) -> None:
     import trio
 
+    from agent.config import AgentConfig
+    from agent.errors import ConfigError
     from agent.llamafile.serve import ServePlan, serve
     from agent.logging import configure_logging
 
@@ -590,15 +580,16 @@ def _serve_foreground(
             hw=_hardware(),
         )
         try:
-            config = config_factory(
+            config = AgentConfig.create(
                 proxy_url=relay,
                 worker_secret=secret,
                 backend_url=f"http://127.0.0.1:{actual}",
                 max_concurrency=concurrency,
                 **agent_options,
             )
-        except config_error as exc:
-            raise LlamafileError(f"{exc.option}: {exc.message}") from None  # type: ignore[attr-defined]
+        except ConfigError as exc:
+            option = "--relay-url" if exc.option == "--proxy-url" else exc.option
+            raise LlamafileError(f"{option}: {exc.message}") from None
         args = (
             "serve",
             entry.slug,
@@ -852,13 +843,11 @@ def restart_command(model: ModelArg, as_json: JsonOption = False) -> None:
     if state is None or all(s.slug != slug for s in live):
         raise NotRunning(f"{slug} is not running: nothing to restart")
     _stop_one(home, state, 30.0 + STOP_GRACE_SECS)
-    args = list(state.args)
-    if args and args[0] == "serve":
-        extra = args[args.index("--") :] if "--" in args else []
-        args = [*(args[: args.index("--")] if extra else args), "--detach", *extra]
-    if as_json:
-        extra_json = args[args.index("--") :] if "--" in args else []
-        args = [*(args[: args.index("--")] if extra_json else args), "--json", *extra_json]
+    flags = ["--detach"] if state.kind == "serve" else []
+    flags += ["--json"] if as_json else []
+    # Our flags go before any `--`: what follows it belongs to the model server.
+    args = [*_before_extra(list(state.args)), *flags, *_extra(list(state.args))]
+    # A serve finds its worker secret again in $WORKER_SECRET or `config` (never in state).
     done = subprocess.run([sys.executable, "-m", "agent", "llamafile", *args], check=False)
     raise typer.Exit(done.returncode)
 

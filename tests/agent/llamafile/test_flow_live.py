@@ -125,6 +125,16 @@ async def _flow(cli: Cli, home: Path, relay: object, relay_url: str) -> None:
         models = (await client.get(f"{relay_url}/v1/models")).json()
     assert [m["id"] for m in models["data"]] == ["smollm2"]
 
+    # restart: same options and port, a new process tree, connected again.
+    restarted = await cli.run("restart", "smollm2", "--json", env={"WORKER_SECRET": SECRET})
+    assert restarted.code == 0, restarted.stderr + restarted.stdout
+    again = restarted.json()
+    assert again["url"] == info["url"]
+    assert again["relay_connected"] is True
+    assert not pid_alive(serve_pid)
+    assert not pid_alive(backend_pid)
+    serve_pid, backend_pid = again["pid"], again["backend_pid"]
+
     status = await cli.run("status", "--json")
     (row,) = status.json()["running"]
     assert (row["slug"], row["kind"], row["pid"], row["health"]) == (
