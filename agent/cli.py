@@ -29,6 +29,7 @@ from typer._completion_shared import get_completion_script
 
 from agent.config import DEFAULT_BACKEND_URL, DEFAULT_PROXY_URL, AgentConfig
 from agent.errors import ConfigError
+from agent.llamafile.cli import app as llamafile_app
 from agent.logging import configure_logging
 
 __all__ = ["app", "main", "run_main", "worker_app"]
@@ -246,6 +247,7 @@ def _serve(config: AgentConfig) -> None:
 
 app.command("run")(run_command)
 worker_app.command()(run_command)
+app.add_typer(llamafile_app, name="llamafile")  # agent/llamafile/: pick, download, serve
 
 
 def _run(typer_app: typer.Typer, argv: Sequence[str] | None, prog_name: str) -> NoReturn:
