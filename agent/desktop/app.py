@@ -437,9 +437,12 @@ class DesktopApp(QObject):
         candidates: tuple[tuple[str, str], ...] = KNOWN_BACKENDS,
         autostart: AutostartTarget | None = None,
         debounce_secs: float = 10.0,
+        exit_app: Callable[[], None] | None = None,
     ) -> None:
         super().__init__()
         self.qapp = qapp
+        # What ends the program once the agent has drained (tests pass their own).
+        self.exit_app = exit_app or qapp.quit
         self.paths = paths
         self.store = store or SecretStore()
         self.env_secret = env_secret
@@ -550,9 +553,9 @@ class DesktopApp(QObject):
 
     def _on_event(self, event: RunnerEvent) -> None:
         if isinstance(event, Finished):
-            log.info("agent stopped")
             if self._quit_requested:
-                self.qapp.quit()
+                log.info("quit: the agent has stopped; exiting")
+                self.exit_app()
             return
         if self.model is None:
             return
@@ -597,6 +600,18 @@ class DesktopApp(QObject):
         self.pause_action.setText("Resume" if self.model.paused else "Pause")
 
     def _show(self, state: TrayState) -> None:
+        previous = getattr(self, "_state", None)
+        if previous is None or (previous.kind, previous.in_flight) != (state.kind, state.in_flight):
+            # One line per change: what an operator (and the Xvfb test) follows.
+            log.info(
+                "tray: %s",
+                state.kind.value,
+                extra={
+                    "state": state.kind.value,
+                    "in_flight": state.in_flight,
+                    "why": state.message,
+                },
+            )
         self._state = state
         self.tray.setIcon(state_icon(state))
         self.status_action.setText(state.message)
@@ -703,13 +718,13 @@ class DesktopApp(QObject):
         self.quitting.emit()
         log.info("quit: draining before exit")
         if self.runner is None or not self.runner.alive:
-            self.qapp.quit()
+            self.exit_app()
             return
         self.runner.quit()
         self._refresh()
         # The runner bounds the drain; this bounds a runner that would not end.
         bound = (self.config.drain_timeout if self.config else 30.0) + 15.0
-        QTimer.singleShot(int(bound * 1000), self.qapp.quit)
+        QTimer.singleShot(int(bound * 1000), self.exit_app)
 
     def _activated(self, reason: QSystemTrayIcon.ActivationReason) -> None:
         if reason == QSystemTrayIcon.ActivationReason.Trigger:
