@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
@@ -60,7 +60,7 @@ class Child:
         threading.Thread(target=self._pump, args=(self.process.stderr, True), daemon=True).start()
         threading.Thread(target=self._pump, args=(self.process.stdout, False), daemon=True).start()
 
-    def _pump(self, stream: Any, is_log: bool) -> None:
+    def _pump(self, stream: IO[bytes], is_log: bool) -> None:
         for raw in stream:
             text = raw.decode("utf-8", "replace").rstrip("\n")
             with self._changed:
