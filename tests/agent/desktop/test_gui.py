@@ -102,13 +102,13 @@ class _Request(threading.Thread):
             "fake": self.fake,
         }
         try:
-            with httpx.Client(timeout=60) as client:
-                with client.stream(
-                    "POST", f"{self.url}/v1/chat/completions", json=body
-                ) as response:
-                    self.status = response.status_code
-                    for chunk in response.iter_bytes():
-                        self.body += chunk
+            with (
+                httpx.Client(timeout=60) as client,
+                client.stream("POST", f"{self.url}/v1/chat/completions", json=body) as response,
+            ):
+                self.status = response.status_code
+                for chunk in response.iter_bytes():
+                    self.body += chunk
         except httpx.HTTPError as exc:
             self.error = exc
 
@@ -225,7 +225,8 @@ def test_quit_drains_an_in_flight_request(qtbot, harness: Harness, relay, backen
     qtbot.waitUntil(_kind(app, TrayKind.RELAYING), timeout=WAIT_MS)
     app.quit_action.trigger()
     qtbot.waitUntil(lambda: app in harness.exits, timeout=WAIT_MS)
-    assert app.runner is not None and not app.runner.alive
+    assert app.runner is not None
+    assert not app.runner.alive
     request.join(10)
     assert request.error is None
     assert request.status == 200
@@ -259,7 +260,8 @@ def test_pause_resume_settings_logs_and_updates(
     dialog.start_on_login.setChecked(True)
     dialog.save_button.click()
     assert dialog.error.text() == ""
-    assert app.config is not None and app.config.max_concurrency == 3
+    assert app.config is not None
+    assert app.config.max_concurrency == 3
     desktop_file = harness.tmp_path / "home/.config/autostart/modelrelay-desktop.desktop"
     assert desktop_file.exists()
     assert "max-concurrency = 3" in app.paths.agent_file.read_text()
