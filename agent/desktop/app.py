@@ -48,7 +48,7 @@ from PySide6.QtWidgets import (
 from agent.desktop.autostart import AutostartTarget, desktop_command, set_autostart, target_for
 from agent.desktop.detect import KNOWN_BACKENDS, RelayCheck
 from agent.desktop.diagnostics import diagnostics_text
-from agent.desktop.forms import BackendForm, RelayForm, WorkerForm, in_background
+from agent.desktop.forms import BackendForm, Mailbox, RelayForm, WorkerForm, in_background
 from agent.desktop.runner import AgentRunner, Finished, LogBuffer, Paused, RunnerEvent
 from agent.desktop.settings import (
     AGENT_FILE,
@@ -141,11 +141,9 @@ class Paths:
         return self.config_dir / DESKTOP_FILE
 
 
-class _Bridge(QObject):
-    """Signals the agent thread emits; Qt queues them to the GUI thread."""
-
-    agent_event = Signal(object)
-    log_line = Signal(str)
+@attrs.frozen
+class _LogLine:
+    text: str
 
 
 class SetupWizard(QWizard):
@@ -405,7 +403,7 @@ class LogWindow(QDialog):
         layout = QVBoxLayout(self)
         layout.addWidget(self.view)
         layout.addLayout(row)
-        app.bridge.log_line.connect(self.view.appendPlainText)
+        app.log_line.connect(self.view.appendPlainText)
 
     def copy_diagnostics(self) -> None:
         """Put the diagnostics report on the clipboard."""
@@ -426,6 +424,7 @@ class DesktopApp(QObject):
     """
 
     quitting = Signal()
+    log_line = Signal(str)  # on the GUI thread, for the log window
 
     def __init__(
         self,
@@ -461,10 +460,10 @@ class DesktopApp(QObject):
         self.update_box: QMessageBox | None = None
         self.last_update: UpdateInfo | Exception | None = None
         self._quit_requested = False
-        self.bridge = _Bridge()
-        self.bridge.agent_event.connect(self._on_event)
+        # Agent events and log lines come from other threads through the mailbox.
+        self.mailbox = Mailbox(self._deliver, self)
         self.logs = LogBuffer(_LOG_LINES)
-        self.logs.on_line = self.bridge.log_line.emit
+        self.logs.on_line = lambda line: self.mailbox.post(_LogLine(line))
         logging.getLogger().addHandler(self.logs)
         if logging.getLogger().level > logging.INFO or logging.getLogger().level == 0:
             logging.getLogger().setLevel(logging.INFO)
@@ -543,13 +542,19 @@ class DesktopApp(QObject):
             paused=paused,
         )
         if self.runner is None or not self.runner.alive:
-            self.runner = AgentRunner(config, self.bridge.agent_event.emit)
+            self.runner = AgentRunner(config, self.mailbox.post)
             self.runner.start()
         else:
             self.runner.reconfigure(config)
         self._refresh()
 
     # --- events from the agent ------------------------------------------------
+
+    def _deliver(self, item: object) -> None:
+        if isinstance(item, _LogLine):
+            self.log_line.emit(item.text)
+        else:
+            self._on_event(item)  # type: ignore[arg-type]  # the runner posts only its events
 
     def _on_event(self, event: RunnerEvent) -> None:
         if isinstance(event, Finished):
@@ -733,6 +738,7 @@ class DesktopApp(QObject):
     def close(self) -> None:
         """Detach from logging (tests build several apps in one process)."""
         logging.getLogger().removeHandler(self.logs)
+        self.mailbox.close()
         self.timer.stop()
         self.tray.hide()
 

@@ -4,16 +4,18 @@ The same three forms serve both windows: the backend (URL, detection, its
 models), the relay (URL, secret, a live test), the worker (name, models
 offered, concurrency). Network work (detection, the relay test) runs in a
 short-lived thread with `trio.run`; its result comes back through a Qt
-signal, so the GUI never blocks on the network.
+signal, so the GUI never blocks on the network. `Mailbox` is the one way back from
+any other thread (the agent's included) to the GUI thread.
 """
 
+import contextlib
+import queue
 import socket
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import trio
-from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtCore import QObject, QSocketNotifier, Qt, Signal
 from PySide6.QtWidgets import (
     QButtonGroup,
     QFormLayout,
@@ -33,39 +35,88 @@ from agent.config import DEFAULT_BACKEND_URL
 from agent.desktop.detect import FoundBackend, RelayCheck, check_relay, detect_backends, list_models
 from agent.events import FailureKind
 
-__all__ = ["BackendForm", "RelayForm", "WorkerForm", "in_background"]
+__all__ = ["BackendForm", "Mailbox", "RelayForm", "WorkerForm", "in_background"]
 
 
-class _Task(QObject):
-    done = Signal(object)
+class Mailbox(QObject):
+    """Owns the way from other threads into the GUI thread: a bounded queue and a wake-up socket.
+
+    Other threads never call Qt, not even a signal's ``emit``: the agent
+    thread stays pure Python (and PySide's cross-thread paths have had
+    reference-count bugs: 6.12.0 on Python 3.11 drifts ``None``'s count on
+    queued emissions). `post` puts the item in a bounded queue and writes one
+    byte to a socket; a `QSocketNotifier` on the GUI thread wakes up and
+    delivers the queue.
+    """
+
+    def __init__(
+        self, deliver: Callable[[object], None], parent: QObject | None = None, size: int = 10_000
+    ) -> None:
+        super().__init__(parent)
+        self._deliver = deliver
+        self._queue: queue.Queue[object] = queue.Queue(size)
+        self.dropped = 0
+        self._reader, self._writer = socket.socketpair()
+        self._reader.setblocking(False)
+        self._writer.setblocking(False)
+        self._notifier = QSocketNotifier(self._reader.fileno(), QSocketNotifier.Type.Read, self)
+        self._notifier.activated.connect(self._drain)
+
+    def post(self, item: object) -> None:
+        """Hand `item` to the GUI thread (any thread; never blocks; drops when full)."""
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            self.dropped += 1
+            return
+        # A full socket buffer or a closed mailbox: a wake-up is pending, or nobody listens.
+        with contextlib.suppress(OSError):
+            self._writer.send(b"\0")
+
+    def _drain(self) -> None:
+        with contextlib.suppress(OSError):
+            while self._reader.recv(4096):
+                pass
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            self._deliver(item)
+
+    def close(self) -> None:
+        """Stop delivering; later posts are dropped."""
+        self._notifier.setEnabled(False)
+        self._reader.close()
+        self._writer.close()
 
 
 def in_background(
     parent: QObject,
-    work: Callable[[], Any],
-    on_done: Callable[[Any], None],
+    work: Callable[[], object],
+    on_done: Callable[[object], None],
 ) -> None:
     """Run `work` on a thread; call `on_done(result or exception)` on the GUI thread.
 
     Args:
-        parent: Keeps the bridge alive until the result arrives.
+        parent: Owns the mailbox until the result arrives.
         work: Blocking work (e.g. ``lambda: trio.run(fn)``).
         on_done: Receives the result, or the exception `work` raised.
     """
-    task = _Task(parent)
 
-    def finish(result: object) -> None:
-        task.deleteLater()
+    def deliver(result: object) -> None:
+        mailbox.close()
+        mailbox.deleteLater()
         on_done(result)
 
-    task.done.connect(finish)
+    mailbox = Mailbox(deliver, parent, size=1)
 
     def body() -> None:
         try:
             result: object = work()
         except Exception as exc:
             result = exc
-        task.done.emit(result)  # queued to the GUI thread: `task` lives there
+        mailbox.post(result)
 
     threading.Thread(target=body, name="desktop-io", daemon=True).start()
 

@@ -86,9 +86,10 @@ def _write_settings(path: Path, relay_url: str, backend_url: str, **kw: object) 
 class _Request(threading.Thread):
     """One streamed chat request to the relay, on its own thread (the GUI thread must run)."""
 
-    def __init__(self, relay_url: str, fake: dict[str, object]) -> None:
+    def __init__(self, relay_url: str, fake: dict[str, object], model: str = "m1") -> None:
         super().__init__(daemon=True)
         self.url = relay_url
+        self.model = model
         self.fake = fake
         self.status: int | None = None
         self.body = b""
@@ -96,7 +97,7 @@ class _Request(threading.Thread):
 
     def run(self) -> None:
         body = {
-            "model": "m1",
+            "model": self.model,
             "stream": True,
             "messages": [{"role": "user", "content": "hi"}],
             "fake": self.fake,
@@ -307,3 +308,18 @@ def test_pause_resume_settings_logs_and_updates(
         assert "pip install --upgrade" in app.update_box.text()
     finally:
         server.stop()
+
+
+def test_qt_keeps_none_alive(qapp: QApplication) -> None:
+    """The pinned PySide6 does not drop references to None (6.12.0 on Python 3.11 does,
+    once per call of a method returning nothing, until the interpreter aborts)."""
+    import sys
+
+    from PySide6.QtWidgets import QLabel
+
+    label = QLabel()
+    before = sys.getrefcount(None)
+    for _ in range(1000):
+        label.setText("x")
+        qapp.processEvents()
+    assert sys.getrefcount(None) > before - 100
