@@ -52,9 +52,11 @@ def shoot(tmp: Path, relay_url: str, backend_url: str) -> None:
     from agent.desktop.app import DesktopApp, Paths
     from agent.desktop.autostart import target_for
     from agent.desktop.state import TrayKind
+    from agent.logging import configure_logging
     from tests.agent.desktop.file_keyring import FileKeyring
     from tests.agent.desktop.test_gui import _Request
 
+    configure_logging("info", "text")  # as `agent desktop` does: quiet httpx
     keyring.set_keyring(FileKeyring(tmp / "keyring.json"))
     qapp = QApplication([])
     qapp.setQuitOnLastWindowClosed(False)

@@ -263,6 +263,7 @@ class SettingsDialog(QDialog):
         secret: str,
         prefs: DesktopPrefs,
         autostart: AutostartTarget,
+        available: tuple[str, ...] = (),
         parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
@@ -272,6 +273,7 @@ class SettingsDialog(QDialog):
         self._secret = secret
         self.backend = BackendForm(())
         self.backend.url.setText(settings.backend_url)
+        self.backend.found_label.hide()
         self.backend.found.hide()
         self.backend.detect_button.hide()
         self.backend.status.setText("")
@@ -281,7 +283,7 @@ class SettingsDialog(QDialog):
         self.worker = WorkerForm()
         self.worker.name.setText(settings.worker_name)
         self.worker.concurrency.setValue(settings.max_concurrency)
-        self.worker.set_models(settings.models, settings.models)
+        self.worker.set_models(available, settings.models)
         self.backend.models_listed.connect(
             lambda models: self.worker.set_models(models or (), self.worker.chosen_models())
         )
@@ -673,6 +675,7 @@ class DesktopApp(QObject):
             self.config.worker_secret,
             self.prefs,
             self.autostart,
+            self.state.models,
         )
         self.settings_dialog.saved.connect(self._settings_saved)
         self.settings_dialog.show()
