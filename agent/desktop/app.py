@@ -16,7 +16,6 @@ import collections
 import logging
 import os
 import signal
-import socket
 import sys
 import time
 from typing import TYPE_CHECKING
@@ -49,7 +48,7 @@ from agent.desktop.autostart import AutostartTarget, desktop_command, set_autost
 from agent.desktop.detect import KNOWN_BACKENDS, RelayCheck
 from agent.desktop.diagnostics import diagnostics_text
 from agent.desktop.forms import BackendForm, Mailbox, RelayForm, WorkerForm, in_background
-from agent.desktop.runner import AgentRunner, Finished, LogBuffer, Paused, RunnerEvent
+from agent.desktop.runner import AgentRunner, Finished, LogBuffer, Paused, RunnerEvent, SignalInbox
 from agent.desktop.settings import (
     AGENT_FILE,
     DESKTOP_FILE,
@@ -746,46 +745,34 @@ class DesktopApp(QObject):
         self.tray.hide()
 
 
-def _install_signal_quit(qapp: QApplication, on_signal: Callable[[int], None]) -> QSocketNotifier:
-    """SIGTERM/SIGINT → `on_signal` on Qt's loop (Python handlers cannot run inside Qt's C++ loop
-    otherwise); a second signal exits at once."""
-    reader, writer = socket.socketpair()
-    reader.setblocking(False)
-    writer.setblocking(False)
-    signal.set_wakeup_fd(writer.fileno())
-    received: list[int] = []
-
-    def handler(signum: int, _frame: object) -> None:
-        received.append(signum)
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-    notifier = QSocketNotifier(reader.fileno(), QSocketNotifier.Type.Read, qapp)
+def _watch_signals(
+    qapp: QApplication, inbox: SignalInbox, on_signal: Callable[[int], None]
+) -> QSocketNotifier:
+    """Deliver the inbox's signals to `on_signal` on Qt's loop."""
+    notifier = QSocketNotifier(inbox.reader.fileno(), QSocketNotifier.Type.Read, qapp)
 
     def wake() -> None:
-        try:
-            reader.recv(64)
-        except BlockingIOError:
-            return
-        while received:
-            signum = received.pop(0)
+        for signum in inbox.take():
             on_signal(signum)
 
     notifier.activated.connect(wake)
-    notifier._keep = (reader, writer)  # type: ignore[attr-defined]  # lifetime of the sockets
+    # A signal that came while the app was starting: its byte is waiting already.
+    QTimer.singleShot(0, wake)
     return notifier
 
 
-def run_desktop(config_file: Path | None = None) -> int:
+def run_desktop(config_file: Path | None = None, inbox: SignalInbox | None = None) -> int:
     """The ``agent desktop`` program.
 
     Args:
         config_file: An ``agent run --config`` file to start straight into the
             tray with (the secret from ``WORKER_SECRET`` when set).
+        inbox: SIGTERM/SIGINT, caught since the command started (made here if None).
 
     Returns:
         The exit code.
     """
+    inbox = inbox or SignalInbox()
     qapp = QApplication.instance() or QApplication(sys.argv[:1])
     assert isinstance(qapp, QApplication)
     qapp.setApplicationName("ModelRelay Desktop")
@@ -795,8 +782,6 @@ def run_desktop(config_file: Path | None = None) -> int:
         return 2
     paths = Paths.default(config_file)
     app = DesktopApp(qapp, paths, env_secret=os.environ.get("WORKER_SECRET") or None)
-    if not QSystemTrayIcon.isSystemTrayAvailable():
-        log.warning("no system tray on this desktop: use the log window and the menu's windows")
     signals_seen: list[int] = []
 
     def on_signal(signum: int) -> None:
@@ -807,9 +792,15 @@ def run_desktop(config_file: Path | None = None) -> int:
         else:
             qapp.exit(0)
 
-    notifier = _install_signal_quit(qapp, on_signal)
+    notifier = _watch_signals(qapp, inbox, on_signal)
     app.start()
+    if not QSystemTrayIcon.isSystemTrayAvailable():
+        # Nothing to click: the log window stands in, and closing it quits (after the drain).
+        log.warning("no system tray on this desktop: showing the log window instead")
+        app.open_logs()
+        qapp.lastWindowClosed.connect(app.quit)
     code = qapp.exec()
     notifier.setEnabled(False)
     app.close()
+    inbox.close()
     return code

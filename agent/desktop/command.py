@@ -33,8 +33,11 @@ def desktop_command(
     log_format: Annotated[str, typer.Option(envvar="LOG_FORMAT", help="text or json.")] = "text",
 ) -> None:
     """Run the agent in the system tray (first run: a setup wizard)."""
+    from agent.desktop.runner import SignalInbox
     from agent.logging import configure_logging
 
+    # Before Qt loads (seconds on a busy machine): SIGTERM from here on quits cleanly.
+    inbox = SignalInbox()
     try:
         configure_logging(log_level, log_format)
     except ValueError as exc:
@@ -52,7 +55,7 @@ def desktop_command(
         raise typer.Exit(2) from None
     from agent.desktop.app import run_desktop
 
-    raise typer.Exit(run_desktop(config))
+    raise typer.Exit(run_desktop(config, inbox))
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:

@@ -25,6 +25,8 @@ Task tree (all on the agent thread)::
 import collections
 import contextlib
 import logging
+import signal
+import socket
 import threading
 from collections.abc import Callable
 from functools import partial
@@ -37,7 +39,7 @@ from agent.daemon import Daemon, run_agent
 from agent.events import AgentEvent
 from agent.logging import TextFormatter
 
-__all__ = ["AgentRunner", "Finished", "LogBuffer", "Paused", "RunnerEvent"]
+__all__ = ["AgentRunner", "Finished", "LogBuffer", "Paused", "RunnerEvent", "SignalInbox"]
 
 log = logging.getLogger(__name__)
 
@@ -212,3 +214,43 @@ class LogBuffer(logging.Handler):
         callback = self.on_line
         if callback is not None:
             callback(line)
+
+
+class SignalInbox:
+    """Owns SIGTERM and SIGINT for the desktop app, from before Qt is even imported.
+
+    Python runs signal handlers only between bytecodes of the main thread,
+    and the main thread spends its life inside Qt's C++ loop; so the handler
+    only records the signal, and `signal.set_wakeup_fd` writes a byte to a
+    socket that the GUI watches (`reader`). Installed first thing, so a
+    signal that arrives while the app is still starting is not lost (and
+    does not kill the process): the GUI finds it waiting.
+    """
+
+    def __init__(self) -> None:
+        self.reader, self._writer = socket.socketpair()
+        self.reader.setblocking(False)
+        self._writer.setblocking(False)
+        self._received: list[int] = []
+        signal.set_wakeup_fd(self._writer.fileno())
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._handler)
+
+    def _handler(self, signum: int, _frame: object) -> None:
+        self._received.append(signum)
+
+    def take(self) -> list[int]:
+        """The signals received since the last call (empties the wake-up socket)."""
+        with contextlib.suppress(OSError):
+            while self.reader.recv(64):
+                pass
+        taken, self._received = self._received, []
+        return taken
+
+    def close(self) -> None:
+        """Give the signals back to their default handling."""
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        self.reader.close()
+        self._writer.close()
