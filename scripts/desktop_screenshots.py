@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.agent.desktop.conftest import SECRET, Child, start_relay  # noqa: E402
+from tests.agent.desktop.conftest import SECRET, ChatRequest, Child, start_relay  # noqa: E402
 from tests.agent.desktop.xdisplay import open_display  # noqa: E402
 
 OUT = ROOT / "docs" / "images"
@@ -54,7 +54,6 @@ def shoot(tmp: Path, relay_url: str, backend_url: str) -> None:
     from agent.desktop.state import TrayKind
     from agent.logging import configure_logging
     from tests.agent.desktop.file_keyring import FileKeyring
-    from tests.agent.desktop.test_gui import _Request
 
     configure_logging("info", "text")  # as `agent desktop` does: quiet httpx
     keyring.set_keyring(FileKeyring(tmp / "keyring.json"))
@@ -105,7 +104,7 @@ def shoot(tmp: Path, relay_url: str, backend_url: str) -> None:
     wizard.accept()
     wait(lambda: app.state.kind is TrayKind.CONNECTED, "connected")
 
-    request = _Request(relay_url, {"chunks": 40, "delay": 0.25}, model="llama3.1:8b")
+    request = ChatRequest(relay_url, {"chunks": 40, "delay": 0.25}, model="llama3.1:8b")
     request.start()
     wait(lambda: app.state.kind is TrayKind.RELAYING, "relaying")
     geometry = app.tray.geometry()

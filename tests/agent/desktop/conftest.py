@@ -17,6 +17,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import IO, Any
 
+import httpx
 import pytest
 
 # Before any QApplication exists: Qt renders widgets without a display.
@@ -121,6 +122,37 @@ class Child:
         for stream in (self.process.stdout, self.process.stderr):
             if stream is not None:
                 stream.close()
+
+
+class ChatRequest(threading.Thread):
+    """One streamed chat request to the relay, on its own thread (the GUI thread must run)."""
+
+    def __init__(self, relay_url: str, fake: dict[str, object], model: str = "m1") -> None:
+        super().__init__(daemon=True)
+        self.url = relay_url
+        self.model = model
+        self.fake = fake
+        self.status: int | None = None
+        self.body = b""
+        self.error: Exception | None = None
+
+    def run(self) -> None:
+        body = {
+            "model": self.model,
+            "stream": True,
+            "messages": [{"role": "user", "content": "hi"}],
+            "fake": self.fake,
+        }
+        try:
+            with (
+                httpx.Client(timeout=60) as client,
+                client.stream("POST", f"{self.url}/v1/chat/completions", json=body) as response,
+            ):
+                self.status = response.status_code
+                for chunk in response.iter_bytes():
+                    self.body += chunk
+        except httpx.HTTPError as exc:
+            self.error = exc
 
 
 def start_relay(listen: str = "127.0.0.1:0") -> tuple[Child, str]:

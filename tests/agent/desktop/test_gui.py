@@ -5,14 +5,13 @@ wait is for a condition (`qtbot.waitUntil`), never for a fixed time.
 """
 
 import json
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.agent.desktop.conftest import SECRET, Child, need, start_relay
+from tests.agent.desktop.conftest import SECRET, ChatRequest, Child, need, start_relay
 
 need("PySide6", "the desktop GUI")
 need("keyring", "the OS keyring client")
@@ -81,37 +80,6 @@ def harness(qapp: QApplication, tmp_path: Path, file_keyring: Path) -> Iterator[
 
 def _write_settings(path: Path, relay_url: str, backend_url: str, **kw: object) -> None:
     save_agent_file(path, AgentSettings(proxy_url=relay_url, backend_url=backend_url, **kw))  # type: ignore[arg-type]
-
-
-class _Request(threading.Thread):
-    """One streamed chat request to the relay, on its own thread (the GUI thread must run)."""
-
-    def __init__(self, relay_url: str, fake: dict[str, object], model: str = "m1") -> None:
-        super().__init__(daemon=True)
-        self.url = relay_url
-        self.model = model
-        self.fake = fake
-        self.status: int | None = None
-        self.body = b""
-        self.error: Exception | None = None
-
-    def run(self) -> None:
-        body = {
-            "model": self.model,
-            "stream": True,
-            "messages": [{"role": "user", "content": "hi"}],
-            "fake": self.fake,
-        }
-        try:
-            with (
-                httpx.Client(timeout=60) as client,
-                client.stream("POST", f"{self.url}/v1/chat/completions", json=body) as response,
-            ):
-                self.status = response.status_code
-                for chunk in response.iter_bytes():
-                    self.body += chunk
-        except httpx.HTTPError as exc:
-            self.error = exc
 
 
 def _kind(app: DesktopApp, kind: TrayKind) -> Callable[[], bool]:
@@ -189,7 +157,7 @@ def test_tray_follows_connect_relaying_loss_and_recovery(
         app.start()
         qtbot.waitUntil(_kind(app, TrayKind.CONNECTED), timeout=WAIT_MS)
         qtbot.waitUntil(lambda: app.state.models == ("m1", "m2"), timeout=WAIT_MS)  # live list
-        request = _Request(relay_url, {"stall": True})
+        request = ChatRequest(relay_url, {"stall": True})
         request.start()
         qtbot.waitUntil(_kind(app, TrayKind.RELAYING), timeout=WAIT_MS)
         assert app.state.in_flight == 1
@@ -221,7 +189,7 @@ def test_quit_drains_an_in_flight_request(qtbot, harness: Harness, relay, backen
     app = harness.make(env_secret=SECRET)
     app.start()
     qtbot.waitUntil(_kind(app, TrayKind.CONNECTED), timeout=WAIT_MS)
-    request = _Request(relay_url, {"chunks": 8, "delay": 0.25})
+    request = ChatRequest(relay_url, {"chunks": 8, "delay": 0.25})
     request.start()
     qtbot.waitUntil(_kind(app, TrayKind.RELAYING), timeout=WAIT_MS)
     app.quit_action.trigger()

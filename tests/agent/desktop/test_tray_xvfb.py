@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.agent.desktop.conftest import SECRET, WAIT, Child, need
-from tests.agent.desktop.test_gui import _Request
+from tests.agent.desktop.conftest import SECRET, WAIT, ChatRequest, Child, need
 from tests.agent.desktop.xdisplay import Display, missing_tools, open_display
 
 need("PySide6", "the desktop GUI")
@@ -77,7 +76,7 @@ def test_real_tray_icon_follows_the_agent(tmp_path: Path, relay, backend_url) ->
             app.wait_for(lambda line: line.get("event") == "tray: connected")
             assert not any("no system tray" in str(line.get("event")) for line in app.lines)
             _until(lambda: _pixels(display, TrayKind.CONNECTED) >= _ICON_PIXELS, "a green icon")
-            request = _Request(relay_url, {"chunks": 6, "delay": 0.3})
+            request = ChatRequest(relay_url, {"chunks": 6, "delay": 0.3})
             request.start()
             app.wait_for(lambda line: line.get("event") == "tray: relaying")
             _until(lambda: _pixels(display, TrayKind.RELAYING) >= _ICON_PIXELS, "a blue icon")
