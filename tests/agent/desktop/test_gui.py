@@ -291,3 +291,26 @@ def test_qt_keeps_none_alive(qapp: QApplication) -> None:
         label.setText("x")
         qapp.processEvents()
     assert sys.getrefcount(None) > before - 100
+
+
+def test_quit_is_bounded_when_a_request_never_ends(
+    qtbot, harness: Harness, relay, backend_url
+) -> None:
+    _relay_proc, relay_url = relay
+    _write_settings(
+        harness.tmp_path / "config" / "agent.toml",
+        relay_url,
+        backend_url,
+        other={"drain_timeout": 0.5},
+    )
+    app = harness.make(env_secret=SECRET)
+    app.start()
+    qtbot.waitUntil(_kind(app, TrayKind.CONNECTED), timeout=WAIT_MS)
+    request = ChatRequest(relay_url, {"stall": True})
+    request.start()
+    qtbot.waitUntil(_kind(app, TrayKind.RELAYING), timeout=WAIT_MS)
+    app.quit()
+    # The drain deadline (0.5 s) abandons the stalled request; the app exits anyway.
+    qtbot.waitUntil(lambda: app in harness.exits, timeout=WAIT_MS)
+    assert any("abandoned" in line for line in app.logs.problems)
+    assert request.is_alive()  # the app did not wait for it (the relay requeues it)
