@@ -331,6 +331,7 @@ class SettingsDialog(QDialog):
         )
         if relay_changed and not self.relay.ok:
             self.error.setText("Testing the relay and secret before saving…")
+            self.save_button.setEnabled(False)  # one test at a time
             self.relay.checked.connect(self._after_check)
             self.relay.test()
             return
@@ -338,6 +339,7 @@ class SettingsDialog(QDialog):
 
     def _after_check(self, result: RelayCheck | None) -> None:
         self.relay.checked.disconnect(self._after_check)
+        self.save_button.setEnabled(True)
         if result is not None and result.ok:
             self._commit()
         elif result is not None:
@@ -562,6 +564,9 @@ class DesktopApp(QObject):
             if self._quit_requested:
                 log.info("quit: the agent has stopped; exiting")
                 self.exit_app()
+            else:  # the agent thread crashed: its traceback is in the log
+                self.model = None
+                self._show(TrayState(TrayKind.ERROR, message="The agent stopped: see Logs."))
             return
         if self.model is None:
             return
