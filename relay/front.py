@@ -59,6 +59,7 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 from hypercorn.utils import parse_socket_addr, repr_socket_addr, wrap_app
 
+from mrcommon import sockio
 from relay import wsframes
 from relay.http_api import HANGUP_EXTENSION, SEND_NOW_EXTENSION
 from relay.worker_hub import Sent
@@ -83,8 +84,6 @@ _MAX_HEAD = 16 * 1024
 _MAX_PIPELINED = 64 * 1024
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
 _BROKEN = (trio.BrokenResourceError, trio.ClosedResourceError)
-# os.write()/os.read() work on a socket's descriptor on POSIX, not on Windows.
-_DIRECT_IO = os.name == "posix"
 # Reads from an agent served straight from the kernel in a row before one checkpoint.
 _DIRECT_READS = 16
 _WORKER_TARGET = b"/v1/worker/connect"
@@ -167,72 +166,6 @@ def _route(request: h11.Request) -> str | None:
             if name == b"upgrade" and value.lower() == b"websocket":
                 return _WORKER
     return None
-
-
-async def _send_all(stream: trio.SocketStream, data: bytes) -> None:
-    """`stream.send_all`, minus a trip through trio's scheduler when the kernel takes it all.
-
-    trio's ``send_all`` yields to the run loop even when the socket accepts
-    every byte at once (a checkpoint: one more loop iteration, one more
-    ``epoll_wait``); on this path that was a fifth of the iterations a
-    request costs at concurrency 1. The write is tried directly on the
-    non-blocking descriptor; whatever the kernel does not take (a full
-    buffer, a large body) goes through ``send_all`` as before. Callers are
-    the only writer of their socket (one task, or under a lock).
-    """
-    if _DIRECT_IO:
-        try:
-            sent = os.write(stream.socket.fileno(), data)
-        except BlockingIOError:
-            sent = 0
-        except OSError as exc:  # EPIPE, ECONNRESET, EBADF: as send_all would say
-            raise trio.BrokenResourceError(str(exc)) from exc
-        if sent == len(data):
-            return
-        data = data[sent:]
-    await stream.send_all(data)
-
-
-def _read_now(stream: trio.SocketStream) -> bytes | None:
-    """Bytes already waiting in the socket (``b""`` at EOF), or None; never yields."""
-    if not _DIRECT_IO:
-        return None
-    try:
-        return os.read(stream.socket.fileno(), _MAX_RECV)
-    except BlockingIOError:
-        return None
-    except OSError as exc:  # ECONNRESET, EBADF: as receive_some would say
-        raise trio.BrokenResourceError(str(exc)) from exc
-
-
-async def _read_when_ready(stream: trio.SocketStream) -> bytes:
-    """Wait until the socket is readable, then read (a checkpoint, like `receive_some`).
-
-    After `_read_now` found nothing, `receive_some` would try the read again
-    before waiting: one failing syscall and a context manager per wait.
-    """
-    if _DIRECT_IO:
-        fd = stream.socket.fileno()
-        if fd < 0:
-            raise trio.ClosedResourceError("the socket was closed")
-        await trio.lowlevel.wait_readable(fd)
-        data = _read_now(stream)
-        if data is not None:
-            return data
-    return await stream.receive_some(_MAX_RECV)
-
-
-async def _receive_some(stream: trio.SocketStream) -> bytes:
-    """`stream.receive_some`, minus the scheduler trip when bytes are already waiting.
-
-    A keep-alive client often has its next request in the socket by the time
-    the previous one is logged; trio would still yield once before returning
-    it. Nothing waiting: wait for the socket, which parks the task.
-    """
-    data = _read_now(stream)
-    if data is None:
-        data = await _read_when_ready(stream)
-    return data
 
 
 def _head_lines(status: int, headers: Iterable[tuple[bytes, bytes]], date: bytes) -> list[bytes]:
@@ -421,7 +354,7 @@ class _Exchange:
         happen). `Sent.NONE` means nothing was written.
         """
         if (
-            not _DIRECT_IO
+            not sockio.DIRECT_IO
             or self._backlog
             or not self.started
             or self.done
@@ -477,7 +410,7 @@ class _Exchange:
 
     async def _write(self, data: bytes) -> None:
         try:
-            await _send_all(self.stream, data)
+            await sockio.send_all(self.stream, data)
         except _BROKEN:
             # The client is gone: closing the socket wakes the task waiting
             # in `receive()`, which answers http.disconnect.
@@ -609,10 +542,10 @@ class _WebSocketExchange:
         waiting, but through a checkpoint at least every `_DIRECT_READS` reads,
         so that an agent that never pauses cannot keep the loop from its other
         tasks (the hub's reader does not otherwise yield between frames)."""
-        data = _read_now(self.stream)
+        data = sockio.read_now(self.stream, _MAX_RECV)
         if data is None:
             self._direct_reads = 0
-            return await _read_when_ready(self.stream)
+            return await sockio.read_when_ready(self.stream, _MAX_RECV)
         self._direct_reads += 1
         if self._direct_reads >= _DIRECT_READS:
             self._direct_reads = 0
@@ -639,7 +572,7 @@ class _WebSocketExchange:
         except trio.WouldBlock:
             await self._lock.acquire()
         try:
-            await _send_all(self.stream, data)
+            await sockio.send_all(self.stream, data)
         except _BROKEN:
             self.gone = True
         finally:
@@ -731,7 +664,9 @@ class Front:
                         break
                     if event is not h11.NEED_DATA:
                         break
-                    data = await _receive_some(stream)
+                    data = sockio.read_now(stream, _MAX_RECV)
+                    if data is None:
+                        data = await sockio.read_when_ready(stream, _MAX_RECV)
                     if stream not in idle:
                         return False  # reaped while the bytes were on their way
                     raw += data

@@ -13,7 +13,7 @@ import trio.testing
 import trio_websocket
 
 from agent.errors import AuthRefused, RelayClosed, RelayUnreachable, VersionRejected
-from agent.sockio import DIRECT_IO
+from mrcommon.sockio import DIRECT_IO
 from agent.transport import (
     _DIRECT_READS,
     _DirectStream,

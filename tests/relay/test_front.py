@@ -38,6 +38,9 @@ if TYPE_CHECKING:
     from tests.relay.conftest import RunningRelay
 
 
+# Every test runs with direct socket I/O and without it (the portable branch).
+pytestmark = pytest.mark.usefixtures("direct_io")
+
 CHAT = {"model": "m1", "messages": [{"role": "user", "content": "hi"}]}
 BODY = json.dumps(CHAT).encode()
 
@@ -579,11 +582,11 @@ async def test_hangup_watch_calls_back_once_and_never_after_unwatch(nursery) -> 
 
 
 async def test_send_now_writes_what_the_socket_takes_and_the_rest_goes_first_after(
-    nursery,
+    nursery, direct_io
 ) -> None:
     """A stream's piece written from another task: partly, when the socket is
     full; the next send writes the rest first, so the client sees one intact
-    stream in order."""
+    stream in order. Without direct I/O it never writes (the usual send does)."""
     ours, theirs = trio.socket.socketpair()
     ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     conn = h11.Connection(h11.SERVER)
@@ -593,6 +596,11 @@ async def test_send_now_writes_what_the_socket_takes_and_the_rest_goes_first_aft
     assert exchange.send_now(b"early") is Sent.NONE  # no response started yet
     await exchange.send({"type": "http.response.start", "status": 200, "headers": []})
     await exchange.send({"type": "http.response.body", "body": b"a", "more_body": True})
+    if not direct_io:
+        assert exchange.send_now(b"b") is Sent.NONE
+        ours.close()
+        theirs.close()
+        return
     big = b"x" * 200_000  # more than the socket buffers take at once
     assert exchange.send_now(big) is Sent.PART
     assert exchange.send_now(b"y") is Sent.NONE  # never past the unwritten rest
@@ -626,9 +634,9 @@ async def test_send_now_writes_what_the_socket_takes_and_the_rest_goes_first_aft
     theirs.close()
 
 
-@pytest.mark.skipif(not front_module._DIRECT_IO, reason="no direct socket I/O on this platform")
-async def test_an_agent_that_never_pauses_still_lets_the_relay_checkpoint() -> None:
-    """Frames already waiting are read straight from the kernel, but not forever."""
+async def test_an_agent_that_never_pauses_still_lets_the_relay_checkpoint(direct_io) -> None:
+    """Frames already waiting are read straight from the kernel, but not forever
+    (without direct I/O, every read is a checkpoint)."""
     ours, theirs = trio.socket.socketpair()
     with ours, theirs:
         request = h11.Request(method="GET", target="/v1/worker/connect", headers=[("host", "r")])
@@ -638,7 +646,11 @@ async def test_an_agent_that_never_pauses_still_lets_the_relay_checkpoint() -> N
         for _ in range(2):
             for _ in range(front_module._DIRECT_READS - 1):
                 await theirs.send(b"frame")  # waiting before each read
-                with trio.testing.assert_no_checkpoints():
+                with (
+                    trio.testing.assert_no_checkpoints()
+                    if direct_io
+                    else trio.testing.assert_checkpoints()
+                ):
                     assert await exchange._read() == b"frame"
             await theirs.send(b"frame")
             with trio.testing.assert_checkpoints():

@@ -2,12 +2,18 @@
 
 trio yields to its run loop after every socket operation, also one that
 completed without waiting (a checkpoint: one more loop iteration, one more
-``epoll_wait``). On the agent's hot path (a request to the backend, a frame
-to the relay) the kernel almost always takes or has the bytes at once, so
-these try the non-blocking descriptor directly and go through trio only for
-what it could not do. relay/front.py does the same on the relay's side (the
-two daemons are deployed apart, and `wire` does no I/O).
+``epoll_wait``). On both daemons' hot paths (the relay's client and worker
+sockets, the agent's requests to its backend and frames to the relay) the
+kernel almost always takes or has the bytes at once, so these try the
+non-blocking descriptor directly and go through trio only for what it could
+not do.
+
+`DIRECT_IO` is read at every call (as ``sockio.DIRECT_IO``), so a test can
+turn it off to run the portable branch (trio's own ``send_all`` and
+``receive_some``) on Linux too.
 """
+
+from __future__ import annotations
 
 import os
 
