@@ -28,8 +28,9 @@ from wsproto.events import (
 from wsproto.events import Request as WsRequest
 
 import wire
-from relay import front as front_module
-from relay.front import HangupWatch, _Exchange
+from relay.front.hangup import HangupWatch
+from relay.front.http1 import Exchange
+from relay.front.websocket import DIRECT_READS, WebSocketExchange
 from relay.worker_hub import Sent
 from tests.relay.conftest import SECRET
 from tests.relay.fake_worker import connect_worker, next_ws_event, open_raw_ws
@@ -592,7 +593,7 @@ async def test_send_now_writes_what_the_socket_takes_and_the_rest_goes_first_aft
     conn = h11.Connection(h11.SERVER)
     conn.receive_data(b"POST /v1/x HTTP/1.1\r\nhost: r\r\ncontent-length: 0\r\n\r\n")
     assert type(conn.next_event()) is h11.Request
-    exchange = _Exchange(trio.SocketStream(ours), conn, b"today")
+    exchange = Exchange(trio.SocketStream(ours), conn, b"today")
     assert exchange.send_now(b"early") is Sent.NONE  # no response started yet
     await exchange.send({"type": "http.response.start", "status": 200, "headers": []})
     await exchange.send({"type": "http.response.body", "body": b"a", "more_body": True})
@@ -640,11 +641,11 @@ async def test_an_agent_that_never_pauses_still_lets_the_relay_checkpoint(direct
     ours, theirs = trio.socket.socketpair()
     with ours, theirs:
         request = h11.Request(method="GET", target="/v1/worker/connect", headers=[("host", "r")])
-        exchange = front_module._WebSocketExchange(
+        exchange = WebSocketExchange(
             trio.SocketStream(ours), request, b"", 1 << 20, b"today"
         )
         for _ in range(2):
-            for _ in range(front_module._DIRECT_READS - 1):
+            for _ in range(DIRECT_READS - 1):
                 await theirs.send(b"frame")  # waiting before each read
                 with (
                     trio.testing.assert_no_checkpoints()
