@@ -39,6 +39,7 @@ from relay.front.hypercorn import HandOff
 from relay.front.lifespan import Lifespan
 from relay.front.websocket import WebSocketExchange, handshake_refusal
 from relay.http_api import HANGUP_EXTENSION, SEND_NOW_EXTENSION
+from relay.worker_socket import peer_host
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -181,7 +182,7 @@ class Front:
                 await self.hand_off.serve(stream, bytes(raw))
                 return True
             if route is _WORKER:
-                await self._worker_socket(stream, event, conn.trailing_data[0], client, server)
+                await self._worker_socket(stream, event, conn.trailing_data[0], client)
                 return False
             del raw
             exchange = Exchange(stream, conn, self._date.now())
@@ -212,29 +213,28 @@ class Front:
         request: h11.Request,
         leftover: bytes,
         client: tuple[str, int] | None,
-        server: tuple[str, int] | None,
     ) -> None:
-        """An agent's upgrade: the relay's worker-socket app, framed here."""
+        """An agent's upgrade: judged by `WorkerSocket`, then its session on this socket."""
         exchange = WebSocketExchange(
             stream, request, leftover, self.config.websocket_max_message_size, self._date.now()
         )
-        refusal = handshake_refusal(request)
-        if refusal is not None:
-            status, message = refusal
+        invalid = handshake_refusal(request)
+        if invalid is not None:
+            status, message = invalid
             body = json.dumps({"error": {"message": message, "code": status}}).encode()
             headers = [(b"content-type", b"application/json")]
             if status == 426:
                 headers.append((b"sec-websocket-version", b"13"))
             await exchange.refuse(status, headers, body)
             return
-        scope = http_scope(request, client, server)
-        scope.update(
-            type="websocket",
-            scheme="ws",
-            subprotocols=[],
-            extensions={"websocket.http.response": {}},
-        )
-        await self.app.worker_socket(scope, exchange.receive, exchange.send)
+        worker_socket = self.app.worker_socket
+        peer = peer_host(client)
+        refusal = worker_socket.judge(request.headers, request.target.partition(b"?")[2], peer)
+        if refusal is not None:
+            await exchange.refuse(refusal.status, refusal.headers(), refusal.body())
+            return
+        await exchange.accept()
+        await worker_socket.serve(exchange, peer)
 
 
 async def serve(

@@ -1,24 +1,24 @@
-"""The worker socket on the builtin front: RFC 6455 over the raw socket.
+"""The worker socket on the builtin front: RFC 6455 over the raw socket, as the hub's `Transport`.
 
 `relay.wsframes` parses and builds the frames (no I/O); this module owns the
 socket: the handshake's checks and answer, reading frames straight from the
-kernel, answering pings and close frames, and one lock for writes.
+kernel, answering pings and close frames, and one lock for writes. Who may
+connect, and what a connection does, is `relay.worker_socket.WorkerSocket`'s.
 """
 
 from __future__ import annotations
 
 import base64
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import trio
 
 from mrcommon import closecodes, sockio
 from relay import wsframes
 from relay.front.http1 import MAX_RECV, head_lines
+from relay.worker_hub import TransportClosed
 
 if TYPE_CHECKING:
-    from collections.abc import MutableMapping
-
     import h11
 
 __all__ = ["DIRECT_READS", "WebSocketExchange", "handshake_refusal"]
@@ -49,13 +49,19 @@ def handshake_refusal(request: h11.Request) -> tuple[int, str] | None:
 
 
 class WebSocketExchange:
-    """The worker socket as an ASGI websocket, framed by `relay.wsframes` on the raw socket.
+    """One worker's socket: the hub's `Transport`, framed by `relay.wsframes` on the raw socket.
 
-    ``receive()`` is called by one task (the hub's session reader) and
-    answers pings and close frames itself; ``send()`` by the session's
-    writer. Both write under one lock, so frames never interleave. A frame
-    that breaks RFC 6455 closes the socket with the code it calls for (1002,
-    1007, or 1009 past `max_message`), as Hypercorn did.
+    The hub's session calls it directly (no ASGI messages, no task or channel
+    between the socket and the hub's reader). `receive` is called by one task
+    (the session's reader) and answers pings and close frames itself; `send`
+    by the session's writer. Both write under one lock, so frames never
+    interleave. A frame that breaks RFC 6455 closes the socket with the code
+    it calls for (1002, 1007, or 1009 past `max_message`).
+
+    It is the one place that holds the connection's state: `gone` (the
+    agent left, broke the framing, or a write failed) and `closed` (our close
+    frame, or an HTTP answer, went out). After either, `send` raises
+    `TransportClosed` and `aclose` does nothing.
     """
 
     def __init__(
@@ -70,20 +76,48 @@ class WebSocketExchange:
         self.request = request
         self.reader = wsframes.FrameReader(max_message)
         self.date = date
-        self.connected = False  # websocket.connect was given to the app
-        self.accepted = False
-        self.closed = False  # our close frame (or an HTTP answer) went out
+        self.closed = False
         self.gone = False
         self._leftover = leftover
         self._pending: list[wsframes.Message | wsframes.Ping | wsframes.Close] = []
         self._lock = trio.Lock()
-        self._refusal: tuple[int, list[tuple[bytes, bytes]]] | None = None
         self._direct_reads = 0  # reads in a row that did not checkpoint
 
-    async def receive(self) -> dict[str, Any]:
-        if not self.connected:
-            self.connected = True
-            return {"type": "websocket.connect"}
+    async def accept(self) -> None:
+        """Answer the upgrade with 101 Switching Protocols."""
+        key = dict(self.request.headers)[b"sec-websocket-key"]
+        await self._write(
+            b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n"
+            b"connection: Upgrade\r\nsec-websocket-accept: %b\r\ndate: %b\r\n\r\n"
+            % (wsframes.accept_key(key), self.date)
+        )
+
+    async def refuse(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        """Answer the upgrade with a plain HTTP response, and end the connection."""
+        lines = head_lines(status, headers, self.date)
+        lines.append(b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body))
+        self.closed = True
+        await self._write(b"".join(lines) + body)
+
+    async def send(self, text: str) -> None:
+        """One text frame to the agent.
+
+        Raises:
+            TransportClosed: The connection is gone or closed, or the write failed.
+        """
+        if self.gone or self.closed:
+            raise TransportClosed
+        await self._write(wsframes.frame(wsframes.TEXT, text.encode("utf-8")))
+        if self.gone:
+            raise TransportClosed
+
+    async def receive(self) -> str | bytes:
+        """The agent's next whole message, text or binary.
+
+        Raises:
+            TransportClosed: The agent closed, left, or broke the framing (then
+                our close frame with the code it calls for has gone out).
+        """
         while not self.gone:
             if not self._pending:
                 data, self._leftover = self._leftover, b""
@@ -98,54 +132,27 @@ class WebSocketExchange:
                     self._pending = self.reader.feed(data)
                 except wsframes.FrameError as exc:
                     await self._close(exc.code, exc.reason)
-                    self.gone = True
-                    return {"type": "websocket.disconnect", "code": exc.code}
+                    break
                 self._pending.reverse()
                 continue
             event = self._pending.pop()
             if type(event) is wsframes.Message:
-                if type(event.data) is str:
-                    return {"type": "websocket.receive", "text": event.data}
-                return {"type": "websocket.receive", "bytes": event.data}
+                return event.data
             if type(event) is wsframes.Ping:
                 await self._write(wsframes.frame(wsframes.PONG, event.payload))
             elif type(event) is wsframes.Close:
                 # Answer the peer's close with its code (1000 if it gave none).
-                code = 1000 if event.code == wsframes.NO_STATUS else event.code
+                code = closecodes.NORMAL if event.code == closecodes.NO_STATUS else event.code
                 await self._close(code, "")
-                self.gone = True
-                return {"type": "websocket.disconnect", "code": event.code}
+                break
+        # Nothing follows: a later receive() must not wait for bytes that never come.
         self.gone = True
-        return {"type": "websocket.disconnect", "code": closecodes.ABNORMAL}
+        raise TransportClosed
 
-    async def send(self, message: MutableMapping[str, Any]) -> None:
-        kind = message["type"]
-        if self.gone or self.closed:
-            return
-        if kind == "websocket.send":
-            text: str | None = message.get("text")
-            if text is not None:
-                await self._write(wsframes.frame(wsframes.TEXT, text.encode("utf-8")))
-            else:
-                await self._write(wsframes.frame(wsframes.BINARY, message.get("bytes") or b""))
-        elif kind == "websocket.accept":
-            self.accepted = True
-            key = dict(self.request.headers)[b"sec-websocket-key"]
-            await self._write(
-                b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n"
-                b"connection: Upgrade\r\nsec-websocket-accept: %b\r\ndate: %b\r\n\r\n"
-                % (wsframes.accept_key(key), self.date)
-            )
-        elif kind == "websocket.close":
-            if self.accepted:
-                await self._close(int(message.get("code", 1000)), message.get("reason") or "")
-            else:
-                await self.refuse(403, [], b"")
-        elif kind == "websocket.http.response.start" and not self.accepted:
-            self._refusal = (int(message["status"]), list(message.get("headers", ())))
-        elif kind == "websocket.http.response.body" and self._refusal is not None:
-            status, headers = self._refusal
-            await self.refuse(status, headers, message.get("body", b""))
+    async def aclose(self, code: int, reason: str) -> None:
+        """Our close frame, unless the connection is already gone or closed."""
+        if not self.gone:
+            await self._close(code, reason)
 
     async def _read(self) -> bytes:
         """The next bytes from the agent: straight from the kernel when they are
@@ -162,15 +169,9 @@ class WebSocketExchange:
             await trio.lowlevel.checkpoint()
         return data
 
-    async def refuse(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-        """Answer the upgrade with a plain HTTP response, and end the connection."""
-        lines = head_lines(status, headers, self.date)
-        lines.append(b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body))
-        await self._write(b"".join(lines) + body)
-        self.closed = True
-
     async def _close(self, code: int, reason: str) -> None:
         if not self.closed:
+            # Set first: a close cancelled mid-write has still happened.
             self.closed = True
             await self._write(wsframes.close_frame(code, reason))
 
