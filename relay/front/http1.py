@@ -118,6 +118,7 @@ class Exchange:
         self.started = False  # the response head was written
         self.done = False  # the whole response was written
         self.keep_alive = conn.their_http_version == b"1.1"
+        self.head_only = False  # a HEAD request: the head is sent, never a body
         self._chunked = False
         self._no_body = False
         self._body_done = False
@@ -246,11 +247,15 @@ class Exchange:
             lines.append(b"content-length: %b\r\n" % length)
         elif not more:
             lines.append(b"content-length: %d\r\n" % len(body))
+        elif self.head_only:
+            pass  # no body follows, so no framing for one
         elif self.keep_alive:
             self._chunked = True
             lines.append(b"transfer-encoding: chunked\r\n")
         else:
             self.keep_alive = False  # HTTP/1.0: the body ends with the connection
+        if self.head_only:
+            self._no_body = True
         if not self.keep_alive:
             lines.append(b"connection: close\r\n")
         lines.append(b"\r\n")
@@ -258,11 +263,17 @@ class Exchange:
 
     async def bad_request(self) -> None:
         """Answer a body h11 could not frame with a plain 400 (the proxy saw a disconnect)."""
-        body = json.dumps(
-            {"error": {"message": "malformed HTTP/1.1 request body", "code": 400}}
-        ).encode()
+        await self._plain(400, "malformed HTTP/1.1 request body")
+
+    async def internal_error(self) -> None:
+        """Answer a request whose app failed before it started a response."""
+        await self._plain(500, "internal relay error; see the relay's log")
+
+    async def _plain(self, status: int, message: str) -> None:
+        body = json.dumps({"error": {"message": message, "code": status}}).encode()
         self.keep_alive = False
-        out = self._start(400, [(b"content-type", b"application/json")], body, False)
+        out = self._start(status, [(b"content-type", b"application/json")], body, False)
+        self.done = True
         await self._write(out + body)
 
     async def _write(self, data: bytes) -> None:

@@ -2,11 +2,15 @@
 
 Every connection starts here. Its request heads are parsed with h11; a
 ``POST /v1/...`` is served straight into the proxy (`RelayApp.proxy_request`,
-a plain ASGI callable, through `relay.front.http1.Exchange`), and an agent's
-WebSocket upgrade to ``/v1/worker/connect`` is served by
-`relay.front.websocket`. Anything else (a GET, another upgrade, an HTTP/2
-preface, a head h11 cannot parse) hands the connection, with every byte read
-so far, to Hypercorn (`relay.front.hypercorn`), which owns it from then on.
+a plain ASGI callable, through `relay.front.http1.Exchange`) with the
+hang-up watch and ``send_now``; an agent's WebSocket upgrade to
+``/v1/worker/connect`` is served by `relay.front.websocket`; any other
+request h11 parses (models, health, metrics, admin) goes to the same app
+through the same `Exchange`, so a keep-alive connection stays here whatever
+it asks first. Only what this front does not speak (another upgrade, an
+HTTP/2 preface, ``CONNECT``, a head h11 cannot parse) is handed, with every
+byte read so far, to Hypercorn (`relay.front.hypercorn`), which owns the
+connection from then on.
 
 Why: measured on this 2-core machine, Hypercorn spends ~1 ms of CPU on every
 request before the app runs (task per request, idle-timer task restarted per
@@ -56,6 +60,9 @@ _BROKEN = (trio.BrokenResourceError, trio.ClosedResourceError)
 _WORKER_TARGET = b"/v1/worker/connect"
 _PROXY = "proxy"
 _WORKER = "worker"
+_APP = "app"
+# Request body bytes read and dropped after an app answered without reading them.
+_MAX_DISCARD = 1024 * 1024
 
 
 def _address(family: int, address: tuple[Any, ...]) -> tuple[str, int] | None:
@@ -71,21 +78,34 @@ def _url(family: int, address: tuple[Any, ...]) -> str:
 
 
 def _route(request: h11.Request) -> str | None:
-    """What serves `request` here: the proxy, the worker socket, or None (Hypercorn)."""
-    if request.method == b"POST":
-        if request.target.startswith(b"/v1/") and all(
-            name != b"upgrade" for name, _ in request.headers
-        ):
-            return _PROXY
-    elif request.method == b"GET" and request.target.partition(b"?")[0] == _WORKER_TARGET:
-        for name, value in request.headers:
-            if name == b"upgrade" and value.lower() == b"websocket":
+    """What serves `request` here: the proxy, the worker socket, the app, or None (Hypercorn).
+
+    Hypercorn gets only what this front does not speak: another upgrade
+    (h2c, a WebSocket elsewhere), ``CONNECT``, and HTTP/2's preface (which
+    h11 parses as a ``PRI * HTTP/2.0`` request).
+    """
+    method = request.method
+    if method == b"POST" and request.target.startswith(b"/v1/"):
+        for name, _ in request.headers:
+            if name == b"upgrade":
+                return None
+        return _PROXY
+    for name, value in request.headers:
+        if name == b"upgrade":
+            if (
+                method == b"GET"
+                and value.lower() == b"websocket"
+                and request.target.partition(b"?")[0] == _WORKER_TARGET
+            ):
                 return _WORKER
-    return None
+            return None
+    if method == b"CONNECT" or request.http_version not in (b"1.1", b"1.0"):
+        return None
+    return _APP
 
 
 class Front:
-    """Serves connections: POST /v1/* here, everything else through Hypercorn.
+    """Serves connections: every HTTP/1.x request and the worker socket; the rest via Hypercorn.
 
     Attributes:
         app: The relay's ASGI app; `RelayApp.proxy_request` serves our requests.
@@ -189,16 +209,22 @@ class Front:
             if asks_to_close(event):
                 exchange.keep_alive = False
             scope = http_scope(event, client, server)
-            scope["extensions"][SEND_NOW_EXTENSION] = exchange.send_now
-            if self.hangups is not None:
-                scope["extensions"][HANGUP_EXTENSION] = partial(self.hangups.watch, sock.fileno())
-            await self.app.proxy_request(scope, exchange.receive, exchange.send)
+            if route is _PROXY:
+                scope["extensions"][SEND_NOW_EXTENSION] = exchange.send_now
+                if self.hangups is not None:
+                    watch = partial(self.hangups.watch, sock.fileno())
+                    scope["extensions"][HANGUP_EXTENSION] = watch
+                await self.app.proxy_request(scope, exchange.receive, exchange.send)
+            else:
+                await self._app_request(scope, exchange, event.method == b"HEAD")
             if exchange.malformed and not exchange.started:
                 await exchange.bad_request()
                 return False
             if exchange.gone or not exchange.done or not exchange.keep_alive:
                 return False  # cut short, or the last response on this connection
-            if conn.their_state is not h11.DONE:
+            if conn.their_state is not h11.DONE and (
+                route is _PROXY or not await self._discard_body(stream, conn)
+            ):
                 return False  # the body was not read (e.g. 413): no reuse
             # h11 saw only the request side: a fresh one takes what was pipelined.
             leftover = conn.trailing_data[0]
@@ -206,6 +232,46 @@ class Front:
             if leftover:
                 conn.receive_data(leftover)
         return False
+
+    async def _discard_body(self, stream: trio.SocketStream, conn: h11.Connection) -> bool:
+        """Read and drop what the app left of a request body (a 401 before
+        reading it, say), so the connection can serve the next request, as
+        Hypercorn does; at most `_MAX_DISCARD` bytes, within the keep-alive
+        timeout. False when the connection cannot be reused."""
+        left = _MAX_DISCARD
+        idle = self._idle
+        idle[stream] = trio.current_time()
+        try:
+            while True:
+                event = conn.next_event()
+                if type(event) is h11.EndOfMessage:
+                    return True
+                if event is h11.NEED_DATA:
+                    data = await sockio.read_when_ready(stream, MAX_RECV)
+                    left -= len(data)
+                    if not data or left < 0 or stream not in idle:
+                        return False
+                    conn.receive_data(data)
+                elif type(event) is not h11.Data:
+                    return False
+        except (h11.RemoteProtocolError, *_BROKEN):
+            return False
+        finally:
+            idle.pop(stream, None)
+
+    async def _app_request(self, scope: dict[str, Any], exchange: Exchange, head: bool) -> None:
+        """Any other request (models, health, metrics, admin, the dashboard): the Quart app."""
+        scope["state"] = self.state.copy()
+        exchange.head_only = head
+        try:
+            await self.app(scope, exchange.receive, exchange.send)
+        except Exception:
+            # Quart answers its own errors; this is a bug below it. One
+            # traceback in our log, a plain 500 if nothing was sent yet.
+            log.exception("internal error in the app", extra={"path": scope["path"]})
+            exchange.keep_alive = False
+            if not exchange.started:
+                await exchange.internal_error()
 
     async def _worker_socket(
         self,
