@@ -85,6 +85,11 @@ class LogFormat(enum.Enum):
     JSON = "json"
 
 
+class HttpFront(enum.Enum):
+    BUILTIN = "builtin"
+    HYPERCORN = "hypercorn"
+
+
 class Shell(enum.Enum):
     BASH = "bash"
     ZSH = "zsh"
@@ -172,6 +177,14 @@ def serve(
         str,
         typer.Option(envvar="MAX_RESPONSE_BYTES", help="Largest response relayed for one request."),
     ] = "1GiB",
+    http_front: Annotated[
+        HttpFront,
+        typer.Option(
+            envvar="HTTP_FRONT",
+            help="builtin (h11 on the socket, Hypercorn only for HTTP/2 and other upgrades) "
+            "or hypercorn (every connection on Hypercorn + Quart-Trio).",
+        ),
+    ] = HttpFront.BUILTIN,
     config: Annotated[
         Path | None,
         typer.Option(
@@ -230,6 +243,7 @@ def serve(
         max_body_bytes=sizes["max-body-bytes"],
         max_frame_bytes=sizes["max-frame-bytes"],
         max_response_bytes=sizes["max-response-bytes"],
+        http_front=http_front.value,
     )
     from relay.keys import KeyStoreError
     from relay.server import run_relay

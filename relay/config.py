@@ -66,6 +66,9 @@ class RelayConfig:
     max_body_bytes: int = 32 * MiB
     max_frame_bytes: int = limits.DEFAULT_MAX_RECEIVE_FRAME_BYTES
     max_response_bytes: int = 1024 * MiB
+    http_front: str = attrs.field(
+        default="builtin", validator=attrs.validators.in_(("builtin", "hypercorn"))
+    )
     # Not flags: policy the spec fixes, kept here so tests can shorten them.
     max_requeues: int = 3
     model_grace: float = 60.0
@@ -75,6 +78,7 @@ class RelayConfig:
     auth_failure_limit: int = 10
     auth_failure_window: float = 60.0
     max_worker_concurrency: int = 65536
+    keep_alive_timeout: float = 30.0
 
     @property
     def listen(self) -> str:

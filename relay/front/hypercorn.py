@@ -1,4 +1,12 @@
-"""Hypercorn's part in the relay: the connections the builtin front hands over.
+"""Hypercorn's part in the relay: the whole front (`serve`), or what the builtin one hands over.
+
+``relay serve --http-front hypercorn`` serves every connection with
+`hypercorn.trio.serve` (Hypercorn's documented entry point) and the
+Quart-Trio app, exactly as a plain Quart deployment would: the proxy is
+reached through `RelayApp.__call__`, notices a client leaving with a
+watcher task on ``receive()`` (no hang-up watch, no ``send_now``), and the
+worker socket is the ASGI `relay.worker_socket.WorkerSocket`. It is the
+reference the builtin front is measured and checked against.
 
 The builtin front (`relay.front.listener`) serves every request h11 can
 parse. What it cannot serve (an HTTP/2 preface, a head h11 rejects, a
@@ -27,17 +35,39 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import trio
+from hypercorn.trio import serve as hypercorn_serve
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 from hypercorn.utils import wrap_app
 
 if TYPE_CHECKING:
-    import hypercorn.config
+    from collections.abc import Awaitable, Callable
+
+    from hypercorn.config import Config
 
     from relay.app import RelayApp
 
-__all__ = ["HandOff"]
+__all__ = ["HandOff", "serve"]
+
+
+async def serve(
+    app: RelayApp,
+    config: Config,
+    *,
+    shutdown_trigger: Callable[[], Awaitable[None]],
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve `app` on `config.bind` with Hypercorn alone until `shutdown_trigger` returns."""
+    if config.ssl_enabled:
+        raise ValueError("the relay does not terminate TLS itself; see contrib/nginx")
+    await hypercorn_serve(
+        app,  # type: ignore[arg-type]
+        config,
+        shutdown_trigger=shutdown_trigger,
+        task_status=task_status,
+        mode="asgi",
+    )
 
 
 class _Replay(trio.abc.HalfCloseableStream):
@@ -74,9 +104,7 @@ class _Replay(trio.abc.HalfCloseableStream):
 class HandOff:
     """Gives connections to Hypercorn's connection server, the bytes read so far first."""
 
-    def __init__(
-        self, app: RelayApp, config: hypercorn.config.Config, state: dict[str, Any]
-    ) -> None:
+    def __init__(self, app: RelayApp, config: Config, state: dict[str, Any]) -> None:
         self.app = wrap_app(app, config.wsgi_max_body_size, "asgi")  # type: ignore[arg-type]
         self.config = config
         self.state = state

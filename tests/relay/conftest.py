@@ -70,3 +70,14 @@ async def start_relay(
 @pytest.fixture
 async def relay(start_relay: Callable[..., object]) -> RunningRelay:
     return await start_relay()  # type: ignore[misc,no-any-return]
+
+
+FRONTS = ["builtin", "hypercorn"]
+
+
+@pytest.fixture(params=FRONTS)
+async def any_front_relay(
+    request: pytest.FixtureRequest, start_relay: Callable[..., object]
+) -> RunningRelay:
+    """A relay on each `--http-front`: the builtin one, and Hypercorn for everything."""
+    return await start_relay(http_front=request.param)  # type: ignore[misc,no-any-return]

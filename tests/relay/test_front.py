@@ -641,9 +641,7 @@ async def test_an_agent_that_never_pauses_still_lets_the_relay_checkpoint(direct
     ours, theirs = trio.socket.socketpair()
     with ours, theirs:
         request = h11.Request(method="GET", target="/v1/worker/connect", headers=[("host", "r")])
-        exchange = WebSocketExchange(
-            trio.SocketStream(ours), request, b"", 1 << 20, b"today"
-        )
+        exchange = WebSocketExchange(trio.SocketStream(ours), request, b"", 1 << 20, b"today")
         for _ in range(2):
             for _ in range(DIRECT_READS - 1):
                 await theirs.send(b"frame")  # waiting before each read

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
 import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
@@ -9,7 +11,16 @@ from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_
 import wire
 from tests.relay.fake_worker import connect_worker
 
+if TYPE_CHECKING:
+    from tests.relay.conftest import RunningRelay
+
 CHAT = {"model": "m1", "messages": []}
+
+
+@pytest.fixture
+def relay(any_front_relay: RunningRelay) -> RunningRelay:
+    """Every test here runs on both fronts (the worker socket is framed by each)."""
+    return any_front_relay
 
 
 async def _rejected(url: str, secret: str | None) -> ConnectionRejected:
