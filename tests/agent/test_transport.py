@@ -13,7 +13,6 @@ import trio.testing
 import trio_websocket
 
 from agent.errors import AuthRefused, RelayClosed, RelayUnreachable, VersionRejected
-from mrcommon.sockio import DIRECT_IO
 from agent.transport import (
     _DIRECT_READS,
     _DirectStream,
@@ -22,6 +21,7 @@ from agent.transport import (
     closed_error,
     open_relay_transport,
 )
+from mrcommon.sockio import DIRECT_IO
 from tests.agent.fakes import fast_config
 
 
