@@ -108,7 +108,8 @@ class Front:
     """Serves connections: every HTTP/1.x request and the worker socket; the rest via Hypercorn.
 
     Attributes:
-        app: The relay's ASGI app; `RelayApp.proxy_request` serves our requests.
+        app: The relay's app: `proxy_request` serves POST /v1/*, `worker_socket`
+            the agents, and the app itself (ASGI) every other request.
         config: Hypercorn's configuration (timeouts, limits), also for hand-offs.
         hand_off: Where connections go that this front does not serve.
         state: The lifespan state each request scope gets a copy of.
