@@ -19,10 +19,30 @@ import os
 
 import trio
 
-__all__ = ["DIRECT_IO", "read_now", "read_when_ready", "send_all"]
+__all__ = ["DIRECT_IO", "read_now", "read_when_ready", "send_all", "write_now"]
 
 DIRECT_IO = os.name == "posix"
 """os.write()/os.read() work on a socket's descriptor on POSIX, not on Windows."""
+
+
+def write_now(stream: trio.SocketStream, data: bytes | bytearray | memoryview) -> int:
+    """Write what the kernel takes of `data` at once; how many bytes that was.
+
+    Never blocks and never yields: 0 when the socket's buffer is full, or
+    always without direct I/O. The caller must be the socket's only writer
+    at that moment.
+
+    Raises:
+        trio.BrokenResourceError: The peer is gone (EPIPE, ECONNRESET, EBADF).
+    """
+    if not DIRECT_IO:
+        return 0
+    try:
+        return os.write(stream.socket.fileno(), data)
+    except BlockingIOError:
+        return 0
+    except OSError as exc:  # EPIPE, ECONNRESET, EBADF: as send_all would say
+        raise trio.BrokenResourceError(str(exc)) from exc
 
 
 async def send_all(stream: trio.SocketStream, data: bytes | bytearray | memoryview) -> None:
@@ -35,15 +55,11 @@ async def send_all(stream: trio.SocketStream, data: bytes | bytearray | memoryvi
         trio.BrokenResourceError: The peer is gone (EPIPE, ECONNRESET, EBADF).
     """
     if DIRECT_IO:
-        try:
-            sent = os.write(stream.socket.fileno(), data)
-        except BlockingIOError:
-            sent = 0
-        except OSError as exc:  # EPIPE, ECONNRESET, EBADF: as send_all would say
-            raise trio.BrokenResourceError(str(exc)) from exc
+        sent = write_now(stream, data)
         if sent == len(data):
             return
-        data = memoryview(data)[sent:]
+        if sent:
+            data = memoryview(data)[sent:]
     await stream.send_all(data)
 
 

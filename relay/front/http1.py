@@ -14,7 +14,6 @@ from __future__ import annotations
 import email.utils
 import http
 import json
-import os
 import re
 import time
 from typing import TYPE_CHECKING, Any
@@ -223,11 +222,13 @@ class Exchange:
             return Sent.NONE
         data = b"%x\r\n%b\r\n" % (len(body), body) if self._chunked else body
         try:
-            sent = os.write(self.stream.socket.fileno(), data)
-        except OSError:  # full (EAGAIN), or gone: the usual send finds out which
+            sent = sockio.write_now(self.stream, data)
+        except trio.BrokenResourceError:  # gone: the usual send finds out
             return Sent.NONE
         if sent == len(data):
             return Sent.ALL
+        if not sent:  # full: the usual send waits for room
+            return Sent.NONE
         self._backlog = data[sent:]
         return Sent.PART
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 import trio
 import trio.testing
@@ -42,6 +44,25 @@ async def test_send_all_to_a_gone_peer_is_broken_resource() -> None:
     with pytest.raises(trio.BrokenResourceError):  # noqa: PT012 - the first writes may be taken
         for _ in range(10):
             await sockio.send_all(stream, b"x" * 65536)
+    await stream.aclose()
+
+
+async def test_write_now_takes_what_fits_and_never_waits(direct_io) -> None:
+    stream, theirs = await _pair()
+    stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    big = b"x" * 1_000_000
+    with trio.testing.assert_no_checkpoints():
+        first = sockio.write_now(stream, big)
+        second = sockio.write_now(stream, big)  # nobody read: the buffer is full
+    if direct_io:
+        assert 0 < first < len(big)
+        assert second == 0
+    else:
+        assert first == second == 0  # only trio writes without direct I/O
+    theirs.close()
+    if direct_io:
+        with pytest.raises(trio.BrokenResourceError):
+            sockio.write_now(stream, b"y")
     await stream.aclose()
 
 
