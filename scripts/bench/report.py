@@ -14,6 +14,7 @@ COLUMNS = [
     ("nginx", "nginx"),
     ("litellm", "LiteLLM"),
     ("relay1", "relay + 1 agent"),
+    ("relay1h", "relay + 1 agent, Hypercorn front"),
     ("relay4", "relay + 4 agents"),
 ]
 BEGIN = "<!-- bench:results:begin (written by scripts/bench/run.py) -->"

@@ -270,6 +270,7 @@ class Relay(Setup):
         max_concurrency: int = 64,
         suffix: str = "",
         cprofile_dir: Path | None = None,
+        http_front: str = "builtin",
     ) -> None:
         super().__init__()
 
@@ -285,6 +286,8 @@ class Relay(Setup):
 
         self.name = f"relay{agents}{suffix}"
         self.label = f"relay + {agents} agent{'s' if agents > 1 else ''}"
+        if http_front != "builtin":
+            self.label += f", {http_front} front"
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         relay = Child(
@@ -298,9 +301,11 @@ class Relay(Setup):
                 SECRET,
                 "--log-level",
                 "warning",
+                "--http-front",
+                http_front,
             ],
             log_dir,
-            env={"WORKER_SECRET": "", "LOG_LEVEL": ""},
+            env={"WORKER_SECRET": "", "LOG_LEVEL": "", "HTTP_FRONT": ""},
         )
         self.front = [relay]
         wait_until(lambda: http("GET", self.url + "/health"), 30, "waiting for the relay", relay)
@@ -348,6 +353,8 @@ def start(name: str, backend: Backend, log_dir: Path, *, install_litellm: bool =
         return LiteLLM(backend, log_dir, install=install_litellm)
     if name == "relay1":
         return Relay(backend, log_dir, 1)
+    if name == "relay1h":  # the same relay with every connection on Hypercorn
+        return Relay(backend, log_dir, 1, suffix="h", http_front="hypercorn")
     if name == "relay4":
         return Relay(backend, log_dir, 4)
     if name == "relay1w":
