@@ -16,7 +16,6 @@ import logging
 import sys
 import tomllib
 from collections.abc import Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -30,6 +29,7 @@ from typer._completion_shared import get_completion_script
 from agent.config import DEFAULT_BACKEND_URL, DEFAULT_PROXY_URL, AgentConfig
 from agent.errors import ConfigError
 from agent.logging import configure_logging
+from mrcommon.meta import distribution_version
 
 __all__ = ["app", "main", "run_main", "worker_app"]
 
@@ -55,10 +55,7 @@ worker_app = typer.Typer(
 
 
 def _version() -> str:
-    try:
-        return metadata.version("modelrelay")
-    except metadata.PackageNotFoundError:  # running from a source tree
-        return "0+unknown"
+    return distribution_version()
 
 
 def _version_callback(ctx: typer.Context, _param: typer.CallbackParam, value: bool) -> None:
