@@ -37,7 +37,7 @@ MAKEFLAGS += --no-print-directory
 PIP_NOISE := ^WARNING: Location '[^']*' is ignored: it is neither a file nor a directory\.$$
 QUIET_PIP = 2> >(grep -Ev "$(PIP_NOISE)" >&2)
 
-.PHONY: help venv run test test-live check bench deps-system completions lock clean distclean
+.PHONY: help venv run test test-live check bench deps-system completions cli-docs lock clean distclean
 
 help:
 	@echo "make run          start relay + agent + SmolLM2 on llama.cpp (PORT=$(PORT)); Ctrl-C stops"
@@ -47,6 +47,7 @@ help:
 	@echo "make bench        the benchmark harness"
 	@echo "make deps-system  apt packages some tests and tools use: $(SYSTEM_PACKAGES)"
 	@echo "make completions  shell completion scripts into contrib/completions/"
+	@echo "make cli-docs     regenerate docs/cli.md from the programs (tests check it)"
 	@echo "make lock         regenerate requirements.lock from pyproject.toml"
 	@echo "make clean        caches and .run/;  make distclean: also $(VENV)/"
 
@@ -139,6 +140,13 @@ completions: $(RUN_STAMP)
 	  $(BIN)/$$prog --completions $$sh > contrib/completions/$$prog.$$sh; \
 	  echo "wrote contrib/completions/$$prog.$$sh"; \
 	done; done
+
+# --------------------------------------------------------------- cli-docs
+
+# docs/cli.md is generated from the Typer apps; tests/test_cli_docs.py fails
+# when it is stale. Run this after adding or changing a flag.
+cli-docs: $(RUN_STAMP)
+	@$(BIN)/python scripts/cli_docs.py
 
 # ------------------------------------------------------------------- lock
 
