@@ -16,6 +16,8 @@ from typing import Annotated
 
 import trio
 import typer
+# Typer's shell-completion machinery (what its own --show-completion uses).
+from typer._completion_classes import completion_init
 from typer._completion_shared import get_completion_script
 
 from relay import __version__
@@ -281,6 +283,9 @@ serve_app.command()(serve)
 
 def _run(typer_app: typer.Typer, prog: str) -> None:
     command = typer.main.get_command(typer_app)
+    # Registers Typer's bash/zsh/fish/powershell classes, without which the
+    # completion scripts' requests answer "Shell bash not supported".
+    completion_init()
     try:
         code = command.main(prog_name=prog, standalone_mode=False)
     except typer.Exit as exc:
