@@ -14,10 +14,9 @@ after a second signal), 2 bad usage or configuration, 1 anything else.
 
 import logging
 import sys
-import tomllib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, NoReturn
 
 import trio
 import typer
@@ -29,6 +28,7 @@ from typer._completion_shared import get_completion_script
 from agent.config import DEFAULT_BACKEND_URL, DEFAULT_PROXY_URL, AgentConfig
 from agent.errors import ConfigError
 from agent.logging import configure_logging
+from mrcommon.configfile import META_KEY, ConfigFileError, from_file_message, read_settings
 from mrcommon.meta import distribution_version
 
 __all__ = ["app", "main", "run_main", "worker_app"]
@@ -112,33 +112,18 @@ def _load_config_file(
     """Eager callback: load the TOML file into ``ctx.default_map`` (below env and flags)."""
     if value is None or ctx.resilient_parsing:
         return value
+    known = {p.name for p in ctx.command.params if p.name and p.expose_value} - {"config"}
     try:
-        data = tomllib.loads(value.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise typer.BadParameter(f"cannot read {str(value)!r}: {exc.strerror}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise typer.BadParameter(f"{str(value)!r} is not valid TOML: {exc}") from None
-    section = data.get("agent")
-    entries = {k: v for k, v in data.items() if k != "agent" or not isinstance(v, dict)}
-    if isinstance(section, dict):
-        entries.update(section)
-    known = {p.name for p in ctx.command.params if p.name and p.expose_value}
-    known.discard("config")
-    defaults: dict[str, Any] = {}
-    for key, item in entries.items():
-        name = key.replace("-", "_")
-        if name not in known:
-            raise typer.BadParameter(f"unknown key {key!r} in {str(value)!r}")
-        if isinstance(item, list):
-            item = ",".join(str(part) for part in item)
-        elif isinstance(item, dict):
-            raise typer.BadParameter(f"key {key!r} in {str(value)!r} must not be a table")
-        defaults[name] = item
-    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+        values, keys = read_settings(value, "agent", known)
+    except ConfigFileError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    ctx.meta[META_KEY] = (value, keys)
+    ctx.default_map = {**(ctx.default_map or {}), **values}
     return value
 
 
 def run_command(
+    ctx: typer.Context,
     proxy_url: Annotated[
         str, typer.Option(envvar="PROXY_URL", help="The relay (http/https; ws/wss derived).")
     ] = DEFAULT_PROXY_URL,
@@ -227,7 +212,14 @@ def run_command(
             log_format=log_format,
         )
     except ConfigError as exc:
-        raise typer.BadParameter(exc.message, param_hint=f"'{exc.option}'") from None
+        name = exc.option.lstrip("-").replace("-", "_")
+        param = next((p for p in ctx.command.params if p.name == name), None)
+        raise typer.BadParameter(
+            exc.message,
+            ctx=ctx,
+            param=param,  # type: ignore[arg-type]  # Typer's annotation names its subclass
+            param_hint=f"'{exc.option}'",
+        ) from None
     _serve(agent_config)
 
 
@@ -255,7 +247,7 @@ def _run(typer_app: typer.Typer, argv: Sequence[str] | None, prog_name: str) -> 
             standalone_mode=False,
         )
     except typer.TyperException as exc:  # click's ClickException family, usage errors included
-        message = " ".join(exc.format_message().split())
+        message = " ".join((from_file_message(exc) or exc.format_message()).split())
         print(f"{prog_name}: error: {message}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except typer.Abort:

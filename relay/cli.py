@@ -10,16 +10,17 @@ from __future__ import annotations
 import enum
 import re
 import sys
-import tomllib
 from pathlib import Path  # noqa: TC003 - Typer reads the annotations at run time
 from typing import Annotated
 
 import trio
 import typer
+
 # Typer's shell-completion machinery (what its own --show-completion uses).
 from typer._completion_classes import completion_init
 from typer._completion_shared import get_completion_script
 
+from mrcommon.configfile import META_KEY, ConfigFileError, from_file_message, read_settings
 from relay import __version__
 from relay.config import RelayConfig, default_data_dir, parse_listen
 from relay.logging import configure_logging
@@ -42,16 +43,27 @@ def parse_size(text: str) -> int:
 
 
 def _load_config_file(ctx: typer.Context, _param: typer.CallbackParam, value: Path | None) -> None:
-    if value is None:
+    """Eager: the file's settings become click's default_map (below env and flags).
+
+    Unknown keys are refused (a typo must not start the relay on defaults).
+    """
+    if value is None or ctx.resilient_parsing:
         return
+    known = {p.name for p in ctx.command.params if p.name and p.expose_value} - {"config"}
     try:
-        doc = tomllib.loads(value.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise typer.BadParameter(f"cannot read {value}: {exc}") from None
-    section = doc.get("relay", doc)
-    if not isinstance(section, dict):
-        raise typer.BadParameter(f"{value}: expected a table of settings")
-    ctx.default_map = {str(k).replace("-", "_"): v for k, v in section.items()}
+        values, keys = read_settings(value, "relay", known)
+    except ConfigFileError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    ctx.meta[META_KEY] = (value, keys)
+    ctx.default_map = {**(ctx.default_map or {}), **values}
+
+
+def _bad(ctx: typer.Context, name: str, message: str) -> typer.BadParameter:
+    """A usage error for option `name`, naming the file key when the value came from there."""
+    param = next((p for p in ctx.command.params if p.name == name), None)
+    flag = "--" + name.replace("_", "-")
+    # Typer's annotations name its own Parameter subclass; these are those objects.
+    return typer.BadParameter(message, ctx=ctx, param=param, param_hint=f"'{flag}'")  # type: ignore[arg-type]
 
 
 def _size_option(value: str | int) -> int:
@@ -96,6 +108,7 @@ class Shell(enum.Enum):
 
 
 def serve(
+    ctx: typer.Context,
     worker_secret: Annotated[
         str, typer.Option(envvar="WORKER_SECRET", help="Secret agents present.", show_default=False)
     ],
@@ -190,14 +203,11 @@ def serve(
     try:
         host, port = parse_listen(listen)
     except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="'--listen'") from None
+        raise _bad(ctx, "listen", str(exc)) from None
     if not worker_secret:
-        raise typer.BadParameter("must not be empty", param_hint="'--worker-secret'")
+        raise _bad(ctx, "worker_secret", "must not be empty")
     if database_url and not database_url.startswith(("postgresql://", "postgres://")):
-        raise typer.BadParameter(
-            "expected a PostgreSQL URL like postgresql://user@host/db",
-            param_hint="'--database-url'",
-        )
+        raise _bad(ctx, "database_url", "expected a PostgreSQL URL like postgresql://user@host/db")
     sizes = {}
     for name, value in (
         ("max-body-bytes", max_body_bytes),
@@ -207,11 +217,11 @@ def serve(
         try:
             sizes[name] = _size_option(value)
         except typer.BadParameter as exc:
-            raise typer.BadParameter(exc.message, param_hint=f"'--{name}'") from None
+            raise _bad(ctx, name.replace("-", "_"), exc.message) from None
     try:
         configure_logging(log_level, log_format.value)
     except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="'--log-level'") from None
+        raise _bad(ctx, "log_level", str(exc)) from None
     cfg = RelayConfig(
         worker_secret=worker_secret,
         listen_host=host,
@@ -294,7 +304,9 @@ def _run(typer_app: typer.Typer, prog: str) -> None:
         code = 1
     except typer.TyperException as exc:
         # One clear line naming the flag, never a traceback (cli.md).
-        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        message = from_file_message(exc) or (
+            exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        )
         typer.echo(f"{prog}: error: {message}", err=True)
         code = getattr(exc, "exit_code", 2)
     sys.exit(code or 0)
