@@ -21,6 +21,7 @@ from typer._completion_classes import completion_init
 from typer._completion_shared import get_completion_script
 
 from mrcommon.configfile import META_KEY, ConfigFileError, from_file_message, read_settings
+from mrcommon.startup import describe_os_error, leaf_errors
 from relay import __version__
 from relay.config import RelayConfig, default_data_dir, parse_listen
 from relay.logging import configure_logging
@@ -248,16 +249,13 @@ def serve(
 
     try:
         code = trio.run(run_relay, cfg, strict_exception_groups=True)
-    except* OSError as group:  # e.g. the port is taken
-        first = group.exceptions[0]
-        reason = getattr(first, "strerror", None) or first
-        typer.echo(f"relay: error: cannot listen on {cfg.listen}: {reason}", err=True)
+    except* OSError as group:  # the port is taken, a permission, a file
+        # One line for the operator, not "Exceptions from Trio nursery".
+        first = next(e for e in leaf_errors(group) if isinstance(e, OSError))
+        typer.echo(f"relay: error: {describe_os_error(first, listen=cfg.listen)}", err=True)
         raise typer.Exit(1) from None
     except* KeyStoreError as group:  # the key database cannot be opened
-        leaf: BaseException = group
-        while isinstance(leaf, BaseExceptionGroup):
-            leaf = leaf.exceptions[0]
-        typer.echo(f"relay: error: {leaf}", err=True)
+        typer.echo(f"relay: error: {leaf_errors(group)[0]}", err=True)
         raise typer.Exit(1) from None
     raise typer.Exit(code)
 
