@@ -25,6 +25,7 @@ from mrcommon.startup import describe_os_error, leaf_errors
 from relay import __version__
 from relay.config import RelayConfig, default_data_dir, parse_listen
 from relay.logging import configure_logging
+from relay.proxies import TrustedProxies
 
 __all__ = ["app", "main", "parse_size", "serve_main"]
 
@@ -188,6 +189,14 @@ def serve(
         str,
         typer.Option(envvar="MAX_RESPONSE_BYTES", help="Largest response relayed for one request."),
     ] = "1GiB",
+    trusted_proxies: Annotated[
+        str | None,
+        typer.Option(
+            envvar="TRUSTED_PROXIES",
+            help="Comma list of proxy addresses/CIDRs whose X-Forwarded-For/-Proto to believe.",
+            show_default=False,
+        ),
+    ] = None,
     config: Annotated[
         Path | None,
         typer.Option(
@@ -209,6 +218,10 @@ def serve(
         raise _bad(ctx, "worker_secret", "must not be empty")
     if database_url and not database_url.startswith(("postgresql://", "postgres://")):
         raise _bad(ctx, "database_url", "expected a PostgreSQL URL like postgresql://user@host/db")
+    try:
+        proxies = TrustedProxies.parse(trusted_proxies)
+    except ValueError as exc:
+        raise _bad(ctx, "trusted_proxies", str(exc)) from None
     sizes = {}
     for name, value in (
         ("max-body-bytes", max_body_bytes),
@@ -243,6 +256,7 @@ def serve(
         max_body_bytes=sizes["max-body-bytes"],
         max_frame_bytes=sizes["max-frame-bytes"],
         max_response_bytes=sizes["max-response-bytes"],
+        trusted_proxies=proxies,
     )
     from relay.keys import KeyStoreError
     from relay.server import run_relay

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import attrs
 
+from relay.proxies import TrustedProxies
 from wire import limits
 
 __all__ = ["RelayConfig", "default_data_dir", "parse_listen"]
@@ -66,6 +67,8 @@ class RelayConfig:
     max_body_bytes: int = 32 * MiB
     max_frame_bytes: int = limits.DEFAULT_MAX_RECEIVE_FRAME_BYTES
     max_response_bytes: int = 1024 * MiB
+    # --trusted-proxies: whose X-Forwarded-For/-Proto to believe (relay/proxies.py).
+    trusted_proxies: TrustedProxies = attrs.field(factory=TrustedProxies)
     # Not flags: policy the spec fixes, kept here so tests can shorten them.
     max_requeues: int = 3
     model_grace: float = 60.0

@@ -13,7 +13,7 @@ import logging
 import resource
 import signal
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import attrs
 import hypercorn.config
@@ -23,8 +23,10 @@ import wire
 from relay import front
 from relay.app import create_app
 from relay.core import Relay
+from relay.proxies import ClientApp, install_client_log_filter
 
 if TYPE_CHECKING:
+    from relay.app import RelayApp
     from relay.config import RelayConfig
 
 __all__ = ["RelayServer", "raise_open_file_limit", "run_relay"]
@@ -78,7 +80,9 @@ class RelayServer:
     async def run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until `drain()` finishes; `task_status.started(url)` once listening."""
         files = raise_open_file_limit()
-        app = create_app(self.relay)
+        # The real client (--trusted-proxies) and its user agent, for every route and log.
+        app = cast("RelayApp", ClientApp(create_app(self.relay), self.config.trusted_proxies))
+        install_client_log_filter()
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await nursery.start(self._run_services)
