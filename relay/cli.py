@@ -8,8 +8,10 @@ click consults the command line, then `envvar`, then `ctx.default_map`
 from __future__ import annotations
 
 import enum
+import json
 import re
 import sys
+from functools import partial
 from pathlib import Path  # noqa: TC003 - Typer reads the annotations at run time
 from typing import Annotated
 
@@ -274,6 +276,82 @@ def serve(
     raise typer.Exit(code)
 
 
+def loadtest(
+    url: Annotated[str, typer.Option(help="The relay's base URL, http:// or https://.")],
+    model: Annotated[str, typer.Option(help="Model to ask for.")],
+    requests: Annotated[
+        int | None,
+        typer.Option(
+            "-n",
+            "--requests",
+            min=1,
+            help="Requests in all [default: 100, or unlimited with --duration].",
+        ),
+    ] = None,
+    concurrency: Annotated[
+        int, typer.Option("-c", "--concurrency", min=1, max=10000, help="Requests at once.")
+    ] = 8,
+    stream: Annotated[bool, typer.Option("--stream", help="Stream the answers (SSE).")] = False,
+    duration: Annotated[
+        float | None,
+        typer.Option(min=0.1, help="Stop starting requests after this many seconds."),
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="MODELRELAY_API_KEY", help="Client API key (mr-...).", show_default=False
+        ),
+    ] = None,
+    prompt: Annotated[str, typer.Option(help="The user message sent.")] = (
+        "Say hello in one short sentence."
+    ),
+    max_tokens: Annotated[int, typer.Option(min=1, help="max_tokens of each request.")] = 64,
+    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds one request may take.")] = 120,
+    ca_file: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="CA bundle for a private https relay."),
+    ] = None,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="Do not verify the relay's certificate.")
+    ] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Load-test a relay: latency and first-token percentiles, tokens/s, errors."""
+    from relay.loadtest import LoadTest, progress_printer, render_text, run_loadtest
+
+    if not url.startswith(("http://", "https://")):
+        raise typer.BadParameter(
+            f"expected http://... or https://..., got {url!r}", param_hint="'--url'"
+        )
+    config = LoadTest(
+        url=url,
+        model=model,
+        requests=requests if requests is not None else (None if duration else 100),
+        concurrency=concurrency,
+        stream=stream,
+        duration=duration,
+        api_key=api_key,
+        prompt=prompt,
+        max_tokens=max_tokens,
+        timeout=timeout,
+        verify=False if insecure else (str(ca_file) if ca_file else True),
+    )
+    report = trio.run(partial(run_loadtest, config, on_progress=progress_printer()))
+    summary = report.summary()
+    if json_output:
+        typer.echo(json.dumps(summary, indent=2))
+    elif summary["succeeded"]:
+        typer.echo(render_text(summary))
+    if not summary["succeeded"]:
+        # Percentiles of failures would describe error paths, not the relay.
+        errors = ", ".join(f"{k} {v}" for k, v in summary["errors"].items()) or "none sent"
+        typer.echo(
+            f"relay loadtest: error: every request failed ({errors}): no percentiles to report",
+            err=True,
+        )
+        raise typer.Exit(1)
+
+
 def _root(
     version: Annotated[
         bool,
@@ -298,6 +376,7 @@ def _root(
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
 app.callback()(_root)
 app.command("serve")(serve)
+app.command("loadtest")(loadtest)
 
 serve_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
 serve_app.command()(serve)
