@@ -28,6 +28,7 @@ from typer._completion_shared import get_completion_script
 from agent.config import DEFAULT_BACKEND_URL, DEFAULT_PROXY_URL, AgentConfig
 from agent.errors import ConfigError
 from agent.logging import configure_logging
+from mrcommon.clihelp import PanelCommand
 from mrcommon.configfile import META_KEY, ConfigFileError, from_file_message, read_settings
 from mrcommon.meta import distribution_version
 
@@ -125,16 +126,32 @@ def _load_config_file(
 def run_command(
     ctx: typer.Context,
     proxy_url: Annotated[
-        str, typer.Option(envvar="PROXY_URL", help="The relay (http/https; ws/wss derived).")
+        str,
+        typer.Option(
+            envvar="PROXY_URL",
+            help="The relay (http/https; ws/wss derived).",
+            metavar="URL",
+            rich_help_panel="Relay connection",
+        ),
     ] = DEFAULT_PROXY_URL,
     worker_secret: Annotated[
         str | None,
         typer.Option(
-            envvar="WORKER_SECRET", help="Secret for the relay (required).", show_default=False
+            envvar="WORKER_SECRET",
+            help="Secret for the relay (required).",
+            show_default=False,
+            metavar="SECRET",
+            rich_help_panel="Relay connection",
         ),
     ] = None,
     backend_url: Annotated[
-        str, typer.Option(envvar="BACKEND_URL", help="Local OpenAI-compatible backend.")
+        str,
+        typer.Option(
+            envvar="BACKEND_URL",
+            help="Local OpenAI-compatible backend.",
+            metavar="URL",
+            rich_help_panel="Backend",
+        ),
     ] = DEFAULT_BACKEND_URL,
     backend_api_key: Annotated[
         str | None,
@@ -142,45 +159,91 @@ def run_command(
             envvar="BACKEND_API_KEY",
             help="Credential the agent adds for its backend.",
             show_default=False,
+            metavar="KEY",
+            rich_help_panel="Backend",
         ),
     ] = None,
     models: Annotated[
-        str, typer.Option(envvar="MODELS", help="Comma list; '*' = discover from the backend.")
+        str,
+        typer.Option(
+            envvar="MODELS",
+            help="Comma list; '*' = discover from the backend.",
+            metavar="LIST",
+            rich_help_panel="Backend",
+        ),
     ] = "*",
     models_poll_interval: Annotated[
         float,
-        typer.Option(envvar="MODELS_POLL_SECS", help="Seconds between discovery checks."),
+        typer.Option(
+            envvar="MODELS_POLL_SECS",
+            help="Seconds between discovery checks.",
+            metavar="SECONDS",
+            rich_help_panel="Backend",
+        ),
     ] = 30.0,
     provider: Annotated[
-        str, typer.Option(envvar="PROVIDER_NAME", help="Provider to register under.")
+        str,
+        typer.Option(
+            envvar="PROVIDER_NAME",
+            help="Provider to register under.",
+            metavar="NAME",
+            rich_help_panel="Relay connection",
+        ),
     ] = "local",
     worker_name: Annotated[
         str | None,
         typer.Option(
-            envvar="WORKER_NAME", help="Name shown on the dashboard [default: host name]."
+            envvar="WORKER_NAME",
+            help="Name the relay shows in /admin/workers [default: host name].",
+            metavar="NAME",
+            rich_help_panel="Relay connection",
         ),
     ] = None,
     max_concurrency: Annotated[
-        int, typer.Option(envvar="MAX_CONCURRENCY", help="Requests at once.")
+        int,
+        typer.Option(
+            envvar="MAX_CONCURRENCY",
+            help="Requests at once.",
+            metavar="N",
+            rich_help_panel="Limits and timeouts",
+        ),
     ] = 1,
     backend_dialect: Annotated[
         str,
         typer.Option(
             envvar="BACKEND_DIALECT",
             help="anthropic: the backend serves /v1/messages; openai: translate; auto: probe.",
+            metavar="auto|anthropic|openai",
+            rich_help_panel="Backend",
         ),
     ] = "auto",
     drain_timeout: Annotated[
         float,
-        typer.Option(envvar="DRAIN_TIMEOUT_SECS", help="Seconds SIGTERM waits for in-flight work."),
+        typer.Option(
+            envvar="DRAIN_TIMEOUT_SECS",
+            help="Seconds SIGTERM waits for in-flight work.",
+            metavar="SECONDS",
+            rich_help_panel="Limits and timeouts",
+        ),
     ] = 30.0,
     log_level: Annotated[
         str,
         typer.Option(
-            envvar=["LOG_LEVEL", "RUST_LOG"], help="e.g. debug, or agent=debug,httpx=warning."
+            envvar=["LOG_LEVEL", "RUST_LOG"],
+            help="e.g. debug, or agent=debug,httpx=warning.",
+            metavar="SPEC",
+            rich_help_panel="Logging",
         ),
     ] = "info",
-    log_format: Annotated[str, typer.Option(envvar="LOG_FORMAT", help="text or json.")] = "text",
+    log_format: Annotated[
+        str,
+        typer.Option(
+            envvar="LOG_FORMAT",
+            help="text or json.",
+            metavar="text|json",
+            rich_help_panel="Logging",
+        ),
+    ] = "text",
     config: Annotated[
         Path | None,
         typer.Option(
@@ -189,6 +252,7 @@ def run_command(
             is_eager=True,
             callback=_load_config_file,
             help="TOML file with option values (flags and environment override it).",
+            rich_help_panel="Configuration",
         ),
     ] = None,
     version: VersionOption = False,
@@ -233,8 +297,8 @@ def _serve(config: AgentConfig) -> None:
     trio.run(run_agent, config)
 
 
-app.command("run")(run_command)
-worker_app.command()(run_command)
+app.command("run", cls=PanelCommand)(run_command)
+worker_app.command(cls=PanelCommand)(run_command)
 
 
 def _run(typer_app: typer.Typer, argv: Sequence[str] | None, prog_name: str) -> NoReturn:

@@ -22,6 +22,7 @@ import typer
 from typer._completion_classes import completion_init
 from typer._completion_shared import get_completion_script
 
+from mrcommon.clihelp import PanelCommand
 from mrcommon.configfile import META_KEY, ConfigFileError, from_file_message, read_settings
 from mrcommon.startup import describe_os_error, leaf_errors
 from relay import __version__
@@ -114,18 +115,41 @@ class Shell(enum.Enum):
 def serve(
     ctx: typer.Context,
     worker_secret: Annotated[
-        str, typer.Option(envvar="WORKER_SECRET", help="Secret agents present.", show_default=False)
+        str,
+        typer.Option(
+            envvar="WORKER_SECRET",
+            help="Secret agents present.",
+            show_default=False,
+            metavar="SECRET",
+            rich_help_panel="Workers",
+        ),
     ],
     listen: Annotated[
-        str, typer.Option(envvar="LISTEN_ADDR", help="Address to listen on, HOST:PORT.")
+        str,
+        typer.Option(
+            envvar="LISTEN_ADDR",
+            help="Address to listen on, HOST:PORT.",
+            metavar="HOST:PORT",
+            rich_help_panel="Listening",
+        ),
     ] = "127.0.0.1:8080",
     provider: Annotated[
-        str, typer.Option(envvar="PROVIDER_NAME", help="Provider agents register under.")
+        str,
+        typer.Option(
+            envvar="PROVIDER_NAME",
+            help="Provider agents register under.",
+            metavar="NAME",
+            rich_help_panel="Workers",
+        ),
     ] = "local",
     max_queue_len: Annotated[
         int,
         typer.Option(
-            envvar="MAX_QUEUE_LEN", min=0, help="Queued requests at most (0 = unlimited)."
+            envvar="MAX_QUEUE_LEN",
+            min=0,
+            help="Queued requests at most (0 = unlimited).",
+            metavar="N",
+            rich_help_panel="Limits and timeouts",
         ),
     ] = 100,
     queue_timeout: Annotated[
@@ -134,6 +158,8 @@ def serve(
             envvar="QUEUE_TIMEOUT_SECS",
             callback=_seconds,
             help="Seconds a request may wait queued (0 = none).",
+            metavar="SECONDS",
+            rich_help_panel="Limits and timeouts",
         ),
     ] = 30,
     request_timeout: Annotated[
@@ -142,35 +168,75 @@ def serve(
             envvar="REQUEST_TIMEOUT_SECS",
             callback=_seconds,
             help="Seconds a request may be in flight (0 = none).",
+            metavar="SECONDS",
+            rich_help_panel="Limits and timeouts",
         ),
     ] = 300,
     log_level: Annotated[
-        str, typer.Option(envvar="LOG_LEVEL", help="e.g. debug, relay=debug.")
+        str,
+        typer.Option(
+            envvar="LOG_LEVEL",
+            help="e.g. debug, relay=debug.",
+            metavar="SPEC",
+            rich_help_panel="Logging",
+        ),
     ] = "info",
-    log_format: Annotated[LogFormat, typer.Option(envvar="LOG_FORMAT")] = LogFormat.TEXT,
+    log_format: Annotated[
+        LogFormat, typer.Option(envvar="LOG_FORMAT", metavar="text|json", rich_help_panel="Logging")
+    ] = LogFormat.TEXT,
     admin_token: Annotated[
-        str | None, typer.Option(envvar="MODELRELAY_ADMIN_TOKEN", help="Bearer token for /admin/*.")
+        str | None,
+        typer.Option(
+            envvar="MODELRELAY_ADMIN_TOKEN",
+            help="Bearer token for /admin/*.",
+            metavar="TOKEN",
+            rich_help_panel="Keys and admin",
+        ),
     ] = None,
     require_api_keys: Annotated[
         bool,
         typer.Option(
-            envvar="MODELRELAY_REQUIRE_API_KEYS", help="Inference needs a client API key."
+            envvar="MODELRELAY_REQUIRE_API_KEYS",
+            help="Inference needs a client API key.",
+            rich_help_panel="Keys and admin",
         ),
     ] = False,
     data_dir: Annotated[
-        Path | None, typer.Option(envvar="MODELRELAY_DATA_DIR", help="Where the key store lives.")
+        Path | None,
+        typer.Option(
+            envvar="MODELRELAY_DATA_DIR",
+            help="Where the key store lives.",
+            metavar="DIR",
+            rich_help_panel="Keys and admin",
+        ),
     ] = None,
     database_url: Annotated[
-        str | None, typer.Option(envvar="DATABASE_URL", help="PostgreSQL URL for the key store.")
+        str | None,
+        typer.Option(
+            envvar="DATABASE_URL",
+            help="PostgreSQL URL for the key store.",
+            metavar="URL",
+            rich_help_panel="Keys and admin",
+        ),
     ] = None,
     heartbeat_interval: Annotated[
         float,
-        typer.Option(envvar="HEARTBEAT_INTERVAL_SECS", min=0.01, help="Ping period, seconds."),
+        typer.Option(
+            envvar="HEARTBEAT_INTERVAL_SECS",
+            min=0.01,
+            help="Ping period, seconds.",
+            metavar="SECONDS",
+            rich_help_panel="Workers",
+        ),
     ] = 15,
     heartbeat_timeout: Annotated[
         float,
         typer.Option(
-            envvar="HEARTBEAT_TIMEOUT_SECS", min=0.01, help="Silence before a worker is gone."
+            envvar="HEARTBEAT_TIMEOUT_SECS",
+            min=0.01,
+            help="Silence before a worker is gone.",
+            metavar="SECONDS",
+            rich_help_panel="Workers",
         ),
     ] = 45,
     drain_timeout: Annotated[
@@ -179,17 +245,36 @@ def serve(
             envvar="DRAIN_TIMEOUT_SECS",
             callback=_seconds,
             help="How long shutdown waits for in-flight work.",
+            metavar="SECONDS",
+            rich_help_panel="Limits and timeouts",
         ),
     ] = 30,
     max_body_bytes: Annotated[
-        str, typer.Option(envvar="MAX_BODY_BYTES", help="Largest client body accepted.")
+        str,
+        typer.Option(
+            envvar="MAX_BODY_BYTES",
+            help="Largest client body accepted.",
+            metavar="SIZE",
+            rich_help_panel="Limits and timeouts",
+        ),
     ] = "32MiB",
     max_frame_bytes: Annotated[
-        str, typer.Option(envvar="MAX_FRAME_BYTES", help="Largest WebSocket frame from an agent.")
+        str,
+        typer.Option(
+            envvar="MAX_FRAME_BYTES",
+            help="Largest WebSocket frame from an agent.",
+            metavar="SIZE",
+            rich_help_panel="Limits and timeouts",
+        ),
     ] = "64MiB",
     max_response_bytes: Annotated[
         str,
-        typer.Option(envvar="MAX_RESPONSE_BYTES", help="Largest response relayed for one request."),
+        typer.Option(
+            envvar="MAX_RESPONSE_BYTES",
+            help="Largest response relayed for one request.",
+            metavar="SIZE",
+            rich_help_panel="Limits and timeouts",
+        ),
     ] = "1GiB",
     trusted_proxies: Annotated[
         str | None,
@@ -197,6 +282,8 @@ def serve(
             envvar="TRUSTED_PROXIES",
             help="Comma list of proxy addresses/CIDRs whose X-Forwarded-For/-Proto to believe.",
             show_default=False,
+            metavar="CIDR,...",
+            rich_help_panel="Listening",
         ),
     ] = None,
     config: Annotated[
@@ -208,6 +295,8 @@ def serve(
             exists=True,
             dir_okay=False,
             help="TOML file of settings (flag > env > file > default).",
+            metavar="FILE",
+            rich_help_panel="Configuration",
         ),
     ] = None,
 ) -> None:
@@ -277,8 +366,17 @@ def serve(
 
 
 def loadtest(
-    url: Annotated[str, typer.Option(help="The relay's base URL, http:// or https://.")],
-    model: Annotated[str, typer.Option(help="Model to ask for.")],
+    url: Annotated[
+        str,
+        typer.Option(
+            help="The relay's base URL, http:// or https://.",
+            metavar="URL",
+            rich_help_panel="Target",
+        ),
+    ],
+    model: Annotated[
+        str, typer.Option(help="Model to ask for.", metavar="NAME", rich_help_panel="Target")
+    ],
     requests: Annotated[
         int | None,
         typer.Option(
@@ -286,35 +384,81 @@ def loadtest(
             "--requests",
             min=1,
             help="Requests in all [default: 100, or unlimited with --duration].",
+            metavar="N",
+            rich_help_panel="Requests",
         ),
     ] = None,
     concurrency: Annotated[
-        int, typer.Option("-c", "--concurrency", min=1, max=10000, help="Requests at once.")
+        int,
+        typer.Option(
+            "-c",
+            "--concurrency",
+            min=1,
+            max=10000,
+            help="Requests at once.",
+            metavar="N",
+            rich_help_panel="Requests",
+        ),
     ] = 8,
-    stream: Annotated[bool, typer.Option("--stream", help="Stream the answers (SSE).")] = False,
+    stream: Annotated[
+        bool, typer.Option("--stream", help="Stream the answers (SSE).", rich_help_panel="Requests")
+    ] = False,
     duration: Annotated[
         float | None,
-        typer.Option(min=0.1, help="Stop starting requests after this many seconds."),
+        typer.Option(
+            min=0.1,
+            help="Stop starting requests after this many seconds.",
+            metavar="SECONDS",
+            rich_help_panel="Requests",
+        ),
     ] = None,
     api_key: Annotated[
         str | None,
         typer.Option(
-            envvar="MODELRELAY_API_KEY", help="Client API key (mr-...).", show_default=False
+            envvar="MODELRELAY_API_KEY",
+            help="Client API key (mr-...).",
+            show_default=False,
+            metavar="KEY",
+            rich_help_panel="Target",
         ),
     ] = None,
-    prompt: Annotated[str, typer.Option(help="The user message sent.")] = (
-        "Say hello in one short sentence."
-    ),
-    max_tokens: Annotated[int, typer.Option(min=1, help="max_tokens of each request.")] = 64,
-    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds one request may take.")] = 120,
+    prompt: Annotated[
+        str, typer.Option(help="The user message sent.", metavar="TEXT", rich_help_panel="Requests")
+    ] = ("Say hello in one short sentence."),
+    max_tokens: Annotated[
+        int,
+        typer.Option(
+            min=1, help="max_tokens of each request.", metavar="N", rich_help_panel="Requests"
+        ),
+    ] = 64,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            min=0.1,
+            help="Seconds one request may take.",
+            metavar="SECONDS",
+            rich_help_panel="Requests",
+        ),
+    ] = 120,
     ca_file: Annotated[
         Path | None,
-        typer.Option(exists=True, dir_okay=False, help="CA bundle for a private https relay."),
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="CA bundle for a private https relay.",
+            metavar="FILE",
+            rich_help_panel="Target",
+        ),
     ] = None,
     insecure: Annotated[
-        bool, typer.Option("--insecure", help="Do not verify the relay's certificate.")
+        bool,
+        typer.Option(
+            "--insecure", help="Do not verify the relay's certificate.", rich_help_panel="Target"
+        ),
     ] = False,
-    json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the report as JSON.", rich_help_panel="Output")
+    ] = False,
 ) -> None:
     """Load-test a relay: latency and first-token percentiles, tokens/s, errors."""
     from relay.loadtest import LoadTest, progress_printer, render_text, run_loadtest
@@ -375,11 +519,11 @@ def _root(
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
 app.callback()(_root)
-app.command("serve")(serve)
-app.command("loadtest")(loadtest)
+app.command("serve", cls=PanelCommand)(serve)
+app.command("loadtest", cls=PanelCommand)(loadtest)
 
 serve_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
-serve_app.command()(serve)
+serve_app.command(cls=PanelCommand)(serve)
 
 
 def _run(typer_app: typer.Typer, prog: str) -> None:

@@ -93,7 +93,10 @@ def _command_section(prog: str, command: Command) -> list[str]:
             continue
         panel = getattr(param, "rich_help_panel", None) or "Options"
         panels.setdefault(panel, []).append(param)
-    for panel, params in panels.items():
+    from mrcommon.clihelp import ordered_panels
+
+    for panel in ordered_panels(list(panels)):
+        params = panels[panel]
         if len(panels) > 1:
             out += [f"### {panel}", ""]
         out += ["| option | environment | default | meaning |", "|---|---|---|---|"]
