@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, NoReturn
 
+import attrs
 import trio
 import typer
 
@@ -28,6 +29,7 @@ from typer._completion_shared import get_completion_script
 from agent.config import DEFAULT_BACKEND_URL, DEFAULT_PROXY_URL, AgentConfig
 from agent.errors import ConfigError
 from agent.logging import configure_logging
+from agent.tls import check_ca_file
 from mrcommon.clihelp import PanelCommand
 from mrcommon.configfile import META_KEY, ConfigFileError, from_file_message, read_settings
 from mrcommon.meta import distribution_version
@@ -244,6 +246,16 @@ def run_command(
             rich_help_panel="Logging",
         ),
     ] = "text",
+    ca_file: Annotated[
+        str | None,
+        typer.Option(
+            envvar="MODELRELAY_CA_FILE",
+            help="PEM file of extra CA certificates for an https relay (a private CA).",
+            show_default=False,
+            metavar="FILE",
+            rich_help_panel="Relay connection",
+        ),
+    ] = None,
     config: Annotated[
         Path | None,
         typer.Option(
@@ -275,6 +287,8 @@ def run_command(
             log_level=log_level,
             log_format=log_format,
         )
+        if ca_file:
+            agent_config = attrs.evolve(agent_config, ca_file=check_ca_file(ca_file))
     except ConfigError as exc:
         name = exc.option.lstrip("-").replace("-", "_")
         param = next((p for p in ctx.command.params if p.name == name), None)

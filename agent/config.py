@@ -214,6 +214,8 @@ class AgentConfig:
     log_format: LogFormat
     backoff: Backoff = Backoff()
     timeouts: Timeouts = Timeouts()
+    # --ca-file: extra CA certificates for wss:// to the relay (agent/tls.py).
+    ca_file: str | None = None
 
     @property
     def discover_models(self) -> bool:

@@ -18,7 +18,6 @@ spares two more trips per frame inside trio-websocket itself.
 """
 
 import email.utils
-import ssl
 import time
 import urllib.parse
 from collections.abc import AsyncIterator
@@ -38,6 +37,7 @@ from agent.errors import (
     VersionRejected,
 )
 from agent.sockio import read_now, read_when_ready, send_all
+from agent.tls import relay_tls_context
 from wire import DEFAULT_MAX_RECEIVE_FRAME_BYTES
 
 __all__ = ["Transport", "WebSocketTransport", "closed_error", "open_relay_transport"]
@@ -294,7 +294,10 @@ async def _connect(
     try:
         if tls:
             stream = trio.SSLStream(
-                stream, ssl.create_default_context(), server_hostname=host, https_compatible=True
+                stream,
+                relay_tls_context(config.ca_file),  # system CAs + --ca-file
+                server_hostname=host,
+                https_compatible=True,
             )
             await stream.do_handshake()
         ws = await trio_websocket.wrap_client_stream(

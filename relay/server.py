@@ -21,6 +21,7 @@ import trio
 
 import wire
 from relay import front
+from relay.announce import announce_settings
 from relay.app import create_app
 from relay.core import Relay
 from relay.proxies import ClientApp, install_client_log_filter
@@ -104,6 +105,7 @@ class RelayServer:
                     "open_files_limit": files,
                 },
             )
+            announce_settings(self.config)
             task_status.started(self.url)
 
     async def _run_services(

@@ -74,3 +74,10 @@ def test_images_copy_everything_the_build_needs() -> None:
         text = (ROOT / "contrib" / "docker" / name).read_text()
         for needed in ("mrcommon/", "README.md", "LICENSE", "wire/", "relay/", "agent/"):
             assert needed in text, f"{name} does not COPY {needed}"
+
+
+def test_nginx_uses_the_http2_directive() -> None:
+    conf = (ROOT / "contrib" / "nginx" / "modelrelay.conf").read_text()
+    assert re.search(r"^\s*http2 on;", conf, re.M)
+    # `listen ... http2` is deprecated since nginx 1.25.1 (warns on every reload).
+    assert not re.search(r"^\s*listen [^;#]*http2", conf, re.M)
