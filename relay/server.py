@@ -10,7 +10,6 @@ in-flight work until `drain_timeout`, cancel what is left with reason
 from __future__ import annotations
 
 import logging
-import resource
 import signal
 from functools import partial
 from typing import TYPE_CHECKING, cast
@@ -39,7 +38,12 @@ def raise_open_file_limit() -> int:
     """Raise the soft RLIMIT_NOFILE to the hard limit; return the new soft limit.
 
     Each stream holds a client socket in the relay (STACK-NOTES trap 9).
+    Returns 0 where there is no such limit (Windows).
     """
+    try:
+        import resource  # POSIX only: imported here so the relay starts on Windows
+    except ImportError:
+        return 0
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY:
         hard = max(soft, 1 << 20)
