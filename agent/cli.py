@@ -29,10 +29,12 @@ from typer._completion_shared import get_completion_script
 from agent.config import DEFAULT_BACKEND_URL, DEFAULT_PROXY_URL, AgentConfig
 from agent.errors import ConfigError
 from agent.logging import configure_logging
+from agent.metrics import parse_metrics_listen
 from agent.tls import check_ca_file
 from mrcommon.clihelp import PanelCommand
 from mrcommon.configfile import META_KEY, ConfigFileError, from_file_message, read_settings
 from mrcommon.meta import distribution_version
+from mrcommon.startup import describe_os_error, leaf_errors
 
 __all__ = ["app", "main", "run_main", "worker_app"]
 
@@ -256,6 +258,16 @@ def run_command(
             rich_help_panel="Relay connection",
         ),
     ] = None,
+    metrics_listen: Annotated[
+        str | None,
+        typer.Option(
+            envvar="METRICS_LISTEN",
+            help="Serve this agent's Prometheus /metrics on HOST:PORT (off when unset).",
+            show_default=False,
+            metavar="HOST:PORT",
+            rich_help_panel="Metrics",
+        ),
+    ] = None,
     config: Annotated[
         Path | None,
         typer.Option(
@@ -289,6 +301,12 @@ def run_command(
         )
         if ca_file:
             agent_config = attrs.evolve(agent_config, ca_file=check_ca_file(ca_file))
+        if metrics_listen:
+            try:
+                parse_metrics_listen(metrics_listen)
+            except ValueError as exc:
+                raise ConfigError("--metrics-listen", str(exc)) from None
+            agent_config = attrs.evolve(agent_config, metrics_listen=metrics_listen)
     except ConfigError as exc:
         name = exc.option.lstrip("-").replace("-", "_")
         param = next((p for p in ctx.command.params if p.name == name), None)
@@ -306,9 +324,16 @@ def _serve(config: AgentConfig) -> None:
     # Imported here so that --version, --help and usage errors skip loading
     # the networking stack.
     from agent.daemon import run_agent
+    from agent.metrics import run_with_metrics
 
     configure_logging(config.log_level, config.log_format)
-    trio.run(run_agent, config)
+    try:
+        trio.run(run_with_metrics, config, run_agent)
+    except* OSError as group:  # e.g. the --metrics-listen port is taken
+        first = next(e for e in leaf_errors(group) if isinstance(e, OSError))
+        where = f"{config.metrics_listen} (--metrics-listen)"
+        print(f"agent: error: {describe_os_error(first, listen=where)}", file=sys.stderr)
+        sys.exit(1)
 
 
 app.command("run", cls=PanelCommand)(run_command)

@@ -30,6 +30,7 @@ from typing import Any
 import attrs
 import trio
 
+from agent import metrics as agent_metrics
 from agent import translate
 from agent.backend import Backend, BackendResponse
 from agent.config import BackendDialect, redact_url
@@ -136,6 +137,7 @@ async def run_job(job: Job, *, backend: Backend, outbox: Outbox) -> None:
     """
     request = job.request
     meter = _Meter()
+    agent_metrics.job_started()
     with bind_log_context(request_id=request.request_id):
         try:
             with job.cancel_scope:
@@ -206,6 +208,9 @@ async def _fail(
 
 
 def _log_finished(job: Job, meter: _Meter) -> None:
+    agent_metrics.job_finished(  # --metrics-listen (agent/metrics.py); a no-op without it
+        job.request.model, meter.status, meter.error, trio.current_time() - job.started_at
+    )
     if not log.isEnabledFor(logging.INFO if meter.completed else logging.WARNING):
         return  # e.g. --log-level warning: not even the fields are built
     request = job.request

@@ -12,7 +12,7 @@ import errno
 __all__ = ["describe_os_error", "leaf_errors"]
 
 _HINTS = {
-    errno.EADDRINUSE: "another program is using that address (choose another with --listen)",
+    errno.EADDRINUSE: "another program is using that address",
     errno.EACCES: "permission denied",
     errno.EADDRNOTAVAIL: "no interface on this machine has that address",
 }

@@ -28,7 +28,7 @@ from mrcommon.startup import describe_os_error, leaf_errors
 from relay import __version__
 from relay.config import RelayConfig, default_data_dir, parse_listen
 from relay.logging import configure_logging
-from relay.proxies import TrustedProxies
+from relay.trusted import TrustedProxies
 
 __all__ = ["app", "main", "parse_size", "serve_main"]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import attrs
 
-from relay.proxies import TrustedProxies
+from relay.trusted import TrustedProxies
 from wire import limits
 
 __all__ = ["RelayConfig", "default_data_dir", "parse_listen"]

@@ -16,12 +16,13 @@ import attrs
 import trio
 from prometheus_client.registry import CollectorRegistry
 
-from relay import __version__
+from relay import __version__, telemetry
 from relay.errors import Unauthorized
 from relay.inflight import InFlight
 from relay.keys import KEY_PREFIX, KeyStore
 from relay.metrics import build_registry
 from relay.stats import Stats
+from relay.telemetry import Telemetry
 from relay.worker_hub import Hub
 from wire.limits import filter_headers
 
@@ -56,6 +57,8 @@ class Relay:
     # wall clock minus trio's clock, captured once: turns trio times into dates
     wall_offset: float = attrs.field(factory=lambda: time.time() - trio.current_time())
     version: str = __version__
+    # Client-side figures for /metrics (relay/telemetry.py).
+    telemetry: Telemetry = attrs.field(factory=Telemetry)
 
     @classmethod
     def from_config(cls, config: RelayConfig) -> Relay:
@@ -72,6 +75,7 @@ class Relay:
             keys = KeyStore.from_config(config)
         relay = cls(config=config, hub=Hub(config), keys=keys)
         relay.registry = build_registry(relay)
+        telemetry.register(relay.telemetry, relay.registry)
         return relay
 
     async def run_services(
@@ -170,6 +174,7 @@ class Relay:
         key_id: str | None = None,
     ) -> None:
         self.stats.rejected(exc.status, key_id)
+        self.telemetry.rejected(path, exc.status)
         log.info(
             "request rejected",
             extra={
@@ -203,4 +208,6 @@ class Relay:
             tokens_in=tokens_in,
             tokens_out=tokens_out,
         )
+        worker = self.hub.workers.get(summary.get("worker_id") or "")
+        self.telemetry.finished(summary, worker.name if worker is not None else None)
         log.info("request finished", extra=summary)

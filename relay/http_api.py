@@ -113,6 +113,7 @@ class _Call:
     started: bool = False  # response status sent to the client
     status: int = 0
     first_byte_at: float | None = None
+    dispatched_at: float | None = None  # first hand-off to a worker (queue wait ends)
     worker_id: str | None = None
     token_counts: wire.TokenCounts | None = None
     key_id: str | None = None  # the client API key's id, never the key
@@ -250,6 +251,8 @@ class Proxy:
                     lease = await self.hub.acquire(ticket)
                     call.queued = False
                     call.worker_id = lease.worker.id
+                    if call.dispatched_at is None:
+                        call.dispatched_at = trio.current_time()
                     if request_deadline == math.inf and cfg.request_timeout > 0:
                         request_deadline = trio.current_time() + cfg.request_timeout
                     scope.deadline = request_deadline
@@ -453,6 +456,9 @@ def call_summary(call: _Call, now: float) -> dict[str, Any]:
         "duration_ms": round((now - call.start) * 1000, 2),
         "ttfb_ms": (
             round((call.first_byte_at - call.start) * 1000, 2) if call.first_byte_at else None
+        ),
+        "queue_ms": (
+            round((call.dispatched_at - call.start) * 1000, 2) if call.dispatched_at else None
         ),
         "cancelled": call.tracked.reason is not None and not call.completed,
         "cancel_reason": (

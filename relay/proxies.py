@@ -21,7 +21,9 @@ import ipaddress
 import logging
 from typing import TYPE_CHECKING, Any
 
-import attrs
+from relay.http_api import SEND_NOW_EXTENSION
+from relay.telemetry import start_view
+from relay.trusted import TrustedProxies
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, MutableMapping
@@ -45,47 +47,6 @@ _MAX_FORWARDED = 2048
 
 _client_ip: contextvars.ContextVar[str | None] = contextvars.ContextVar("client_ip", default=None)
 _user_agent: contextvars.ContextVar[str | None] = contextvars.ContextVar("user_agent", default=None)
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-@attrs.frozen
-class TrustedProxies:
-    """The networks whose forwarding headers the relay believes (empty: none)."""
-
-    networks: tuple[Network, ...] = ()
-
-    @classmethod
-    def parse(cls, text: str | None) -> TrustedProxies:
-        """`127.0.0.1,10.0.0.0/8,::1` -> networks.
-
-        Raises:
-            ValueError: an entry is not an address or CIDR, with the entry named.
-        """
-        networks = []
-        for part in filter(None, (p.strip() for p in (text or "").split(","))):
-            try:
-                networks.append(ipaddress.ip_network(part, strict=False))
-            except ValueError:
-                raise ValueError(
-                    f"{part!r} is not an IP address or CIDR (e.g. 127.0.0.1 or 10.0.0.0/8)"
-                ) from None
-        return cls(tuple(networks))
-
-    def __bool__(self) -> bool:
-        return bool(self.networks)
-
-    def trusts(self, host: str | None) -> bool:
-        """Whether `host` (an address as text) is one of the trusted proxies."""
-        if not host or not self.networks:
-            return False
-        try:
-            address = ipaddress.ip_address(host.split("%", 1)[0])
-        except ValueError:
-            return False
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-            address = address.ipv4_mapped
-        return any(address in network for network in self.networks)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -143,6 +104,34 @@ def _bind_client(scope: Scope) -> None:
     _user_agent.set(agent[:_MAX_USER_AGENT] if agent else None)
 
 
+def _watch_first_byte(scope: Scope, send: Send) -> tuple[Scope, Send]:
+    """Note when the request's first body byte leaves for the client (relay/telemetry.py).
+
+    Both ways the proxy writes are watched: ASGI `send`, and the front's
+    direct-write extension, which returns how much the kernel took.
+    """
+    view = start_view()
+
+    async def watched_send(message: MutableMapping[str, Any]) -> None:
+        if message.get("type") == "http.response.body" and message.get("body"):
+            view.wrote()
+        await send(message)
+
+    extensions: dict[str, Any] = scope.get("extensions") or {}
+    send_now = extensions.get(SEND_NOW_EXTENSION)
+    if send_now is not None:
+
+        def watched_send_now(data: bytes) -> Any:  # noqa: ANN401 - the front's Sent
+            sent = send_now(data)
+            if getattr(sent, "name", "NONE") != "NONE":
+                view.wrote()
+            return sent
+
+        scope = dict(scope)
+        scope["extensions"] = {**extensions, SEND_NOW_EXTENSION: watched_send_now}
+    return scope, watched_send
+
+
 class ClientApp:
     """Wraps the relay's app: real client address in the scope, client fields for logs.
 
@@ -161,11 +150,14 @@ class ClientApp:
         if scope.get("type") in ("http", "websocket"):
             scope = _rewritten(scope, self.trusted)
             _bind_client(scope)
+        if scope.get("type") == "http" and scope.get("method") == "POST":
+            scope, send = _watch_first_byte(scope, send)
         await self.app(scope, receive, send)
 
     async def proxy_request(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope = _rewritten(scope, self.trusted)
         _bind_client(scope)
+        scope, send = _watch_first_byte(scope, send)
         await self.app.proxy_request(scope, receive, send)
 
     async def worker_socket(self, scope: Scope, receive: Receive, send: Send) -> None:

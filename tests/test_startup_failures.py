@@ -78,3 +78,34 @@ def test_missing_permission_on_the_data_dir(tmp_path: Path) -> None:
     line = _one_plain_line(done)
     assert "ermission denied" in line
     assert str(locked) in line
+
+
+def test_agent_metrics_port_in_use() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "agent",
+                "run",
+                "--worker-secret",
+                "s",
+                "--proxy-url",
+                "http://127.0.0.1:9",
+                "--metrics-listen",
+                f"127.0.0.1:{port}",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert lines == [
+        f"agent: error: cannot listen on 127.0.0.1:{port} (--metrics-listen): "
+        "another program is using that address"
+    ], done.stderr
