@@ -216,8 +216,9 @@ def _log_finished(job: Job, meter: _Meter) -> None:
     request = job.request
     fields = {
         "model": request.model,
-        "endpoint": request.endpoint_path,
-        "streaming": request.is_streaming,
+        # The same names as the relay's line for the same request.
+        "path": request.endpoint_path,
+        "stream": request.is_streaming,
         "status": meter.status,
         "duration_ms": round((trio.current_time() - job.started_at) * 1000, 1),
         "bytes": meter.bytes_in,

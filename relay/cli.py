@@ -175,8 +175,8 @@ def serve(
     log_level: Annotated[
         str,
         typer.Option(
-            envvar="LOG_LEVEL",
-            help="e.g. debug, relay=debug.",
+            envvar=["LOG_LEVEL", "RUST_LOG"],
+            help="Level, or a RUST_LOG-style spec: e.g. debug, or warn,relay=debug.",
             metavar="SPEC",
             rich_help_panel="Logging",
         ),

@@ -53,13 +53,19 @@ def parse_level_spec(spec: str, default_target: str) -> dict[str, int]:
     return levels or {"": logging.INFO}
 
 
+def _rfc3339(created: float) -> str:
+    """RFC 3339 in UTC with milliseconds (2026-11-26T21:02:11.532Z), as the agent writes it."""
+    moment = dt.datetime.fromtimestamp(created, dt.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
     return {k: v for k, v in vars(record).items() if k not in _STANDARD and v is not None}
 
 
 class _TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        stamp = dt.datetime.fromtimestamp(record.created, dt.UTC).strftime("%H:%M:%S.%f")[:-3]
+        stamp = _rfc3339(record.created)
         parts = [stamp, f"{record.levelname:<5}", record.name, record.getMessage()]
         parts.extend(f"{k}={_text(v)}" for k, v in _fields(record).items())
         line = " ".join(parts)
@@ -71,7 +77,7 @@ class _TextFormatter(logging.Formatter):
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {
-            "timestamp": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(),
+            "timestamp": _rfc3339(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "event": record.getMessage(),
@@ -83,6 +89,8 @@ class _JsonFormatter(logging.Formatter):
 
 
 def _text(value: object) -> str:
+    if isinstance(value, (list, tuple)):  # models=a,b as the agent's text lines show them
+        value = ",".join(str(item) for item in value)
     text = str(value)
     return json.dumps(text) if (" " in text or not text) else text
 
