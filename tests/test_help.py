@@ -18,7 +18,7 @@ COMMANDS = {
         "Keys and admin",
         "Logging",
     ],
-    ("agent", "run"): ["Relay connection", "Backend", "Limits and timeouts", "Logging"],
+    ("agent", "run"): ["Relay connection", "Backend", "Limits and timeouts", "Metrics", "Logging"],
     ("relay", "loadtest"): ["Target", "Requests", "Output"],
 }
 # UPPER words (HOST:PORT, SECONDS, CIDR,...), or a choice list like text|json.
