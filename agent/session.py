@@ -105,6 +105,7 @@ class Session:
         worker_id: The id the relay assigned, once registered.
         jobs: In-flight requests by request id.
         drain_reason: Why the session drained, once it has begun draining.
+        on_load: Called with the number of requests in flight whenever it changes.
     """
 
     config: AgentConfig
@@ -114,6 +115,7 @@ class Session:
     worker_id: str | None = attrs.field(default=None, init=False)
     jobs: dict[str, Job] = attrs.field(factory=dict, init=False)
     drain_reason: str | None = attrs.field(default=None, init=False)
+    on_load: Callable[[int], None] | None = attrs.field(default=None, init=False)
     _drain_agreed: bool = attrs.field(default=False, init=False)
     _cache_tokens_agreed: bool = attrs.field(default=False, init=False)
     _drain_announced: bool = attrs.field(default=False, init=False)
@@ -274,6 +276,14 @@ class Session:
             },
         )
         for warning in ack.warnings or ():
+            if not ack.models and "without any routable models" in warning:
+                # Expected at every start: the agent registers before discovery
+                # has found a model (relays, ours and upstream, say so).
+                log.info(
+                    "no model to offer yet: the relay routes nothing here until one is found",
+                    extra={"worker_id": ack.worker_id},
+                )
+                continue
             log.warning("relay warning: %s", warning, extra={"worker_id": ack.worker_id})
         return ack
 
@@ -379,6 +389,8 @@ class Session:
             job = Job(request, trio.current_time())
             self.jobs[rid] = job
             self._jobs_nursery.start_soon(self._run_job, job, name=f"job {rid}")
+            if self.on_load is not None:
+                self.on_load(len(self.jobs))
 
     async def _run_job(self, job: Job) -> None:
         try:
@@ -391,6 +403,8 @@ class Session:
             )
         finally:
             del self.jobs[job.request.request_id]
+            if self.on_load is not None:
+                self.on_load(len(self.jobs))
 
     async def _refuse(
         self, request: Request, code: str, message: str, *, status: int = 503

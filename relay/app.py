@@ -1,12 +1,13 @@
 """`create_app(relay)`: the relay's ASGI app, served by `relay.front`.
 
 POST /v1/* goes straight to the raw-ASGI proxy (the hot path, see
-`relay.http_api`), and the worker socket to the raw-ASGI `WorkerSocket` (every
-streamed frame crosses it, see `relay.worker_socket`): the front calls both
-directly on its own sockets. Everything else, handed to Hypercorn —
+`relay.http_api`), and the worker socket to `WorkerSocket` (every streamed
+frame crosses it, see `relay.worker_socket`): the builtin front
+(`relay.front`) calls both directly on its own sockets, Hypercorn
+(``--http-front hypercorn``) through `RelayApp.__call__`. Everything else —
 models, health, metrics, the admin API and, later, the dashboard — is a
-Quart-Trio app. No globals: every view closes over the `Relay` it was built
-with.
+Quart-Trio app, reached through `RelayApp.__call__` on either front. No
+globals: every view closes over the `Relay` it was built with.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from werkzeug.exceptions import HTTPException
 
 from relay import metrics
 from relay.admin_api import admin_blueprint
+from relay.console.blueprint import console_blueprint, console_off_blueprint
 from relay.dialects import Dialect, error_body
 from relay.errors import NotFound, RelayError, Unauthorized
 from relay.http_api import Proxy
@@ -102,6 +104,10 @@ def create_app(relay: Relay) -> RelayApp:
     quart.config["BODY_TIMEOUT"] = None
     quart.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
     quart.register_blueprint(admin_blueprint(relay))
+    if relay.config.console_enabled:
+        quart.register_blueprint(console_blueprint(relay))
+    else:
+        quart.register_blueprint(console_off_blueprint(relay))
 
     @quart.get("/v1/models")
     async def models() -> Response:

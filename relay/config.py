@@ -8,6 +8,7 @@ from pathlib import Path
 
 import attrs
 
+from relay.trusted import TrustedProxies
 from wire import limits
 
 __all__ = ["RelayConfig", "default_data_dir", "parse_listen"]
@@ -66,6 +67,13 @@ class RelayConfig:
     max_body_bytes: int = 32 * MiB
     max_frame_bytes: int = limits.DEFAULT_MAX_RECEIVE_FRAME_BYTES
     max_response_bytes: int = 1024 * MiB
+    # The web console under /console; it is served only with an admin token too.
+    console: bool = True
+    http_front: str = attrs.field(
+        default="builtin", validator=attrs.validators.in_(("builtin", "hypercorn"))
+    )
+    # --trusted-proxies: whose X-Forwarded-For/-Proto to believe (relay/proxies.py).
+    trusted_proxies: TrustedProxies = attrs.field(factory=TrustedProxies)
     # Seconds between keepalives to a streamed request still waiting for its
     # first token (queued, or prefilling); 0 = none.
     stream_keepalive: float = 10.0
@@ -82,6 +90,14 @@ class RelayConfig:
     auth_failure_limit: int = 10
     auth_failure_window: float = 60.0
     max_worker_concurrency: int = 65536
+    console_session_secs: float = 12 * 3600.0
+
+    @property
+    def console_enabled(self) -> bool:
+        """Whether /console is served: asked for, and an admin token to log in with."""
+        return self.console and bool(self.admin_token)
+
+    keep_alive_timeout: float = 30.0
 
     @property
     def listen(self) -> str:

@@ -16,12 +16,14 @@ import attrs
 import trio
 from prometheus_client.registry import CollectorRegistry
 
-from relay import __version__
+from relay import __version__, telemetry
 from relay.auth import ClientAuth
+from relay.console.series import Series
 from relay.inflight import InFlight
 from relay.keys import KeyStore
 from relay.metrics import build_registry
 from relay.stats import Stats
+from relay.telemetry import Telemetry
 from relay.worker_hub import Hub
 
 if TYPE_CHECKING:
@@ -55,6 +57,9 @@ class Relay:
             takes_self=True,
         )
     )
+    series: Series | None = None  # the console's recent history, when the console is on
+    # Client-side figures for /metrics (relay/telemetry.py).
+    telemetry: Telemetry = attrs.field(factory=Telemetry)
 
     @classmethod
     def from_config(cls, config: RelayConfig) -> Relay:
@@ -71,6 +76,7 @@ class Relay:
             keys = KeyStore.from_config(config)
         relay = cls(config=config, hub=Hub(config), keys=keys)
         relay.registry = build_registry(relay)
+        telemetry.register(relay.telemetry, relay.registry)
         return relay
 
     async def run_services(
@@ -90,7 +96,15 @@ class Relay:
             )
         async with trio.open_nursery() as nursery:
             if self.keys is not None:
+                # Per-key usage is read from the stats' tallies at each sync, and
+                # the persisted cordons reach the router through the hub.
+                self.keys.usage_source = self.stats.key_usage
+                self.keys.on_cordons = self.hub.set_cordons
                 await nursery.start(self.keys.run)
+            if self.config.console_enabled:
+                # The console's 15-minute charts: a sample of the tallies every 10 s.
+                self.series = Series()
+                nursery.start_soon(self.series.run, self.stats)
             task_status.started()
 
     def wall_time(self, moment: float) -> float:
@@ -119,6 +133,7 @@ class Relay:
         key_id: str | None = None,
     ) -> None:
         self.stats.rejected(exc.status, key_id)
+        self.telemetry.rejected(path, exc.status)
         log.info(
             "request rejected",
             extra={
@@ -148,6 +163,9 @@ class Relay:
             tokens_out=counts.completion_tokens if counts is not None else None,
             cache_read=counts.cache_read_tokens if counts is not None else None,
             cache_creation=counts.cache_creation_tokens if counts is not None else None,
+            queue_wait=summary.queue_wait,
         )
+        worker = self.hub.workers.get(summary.worker_id or "")
+        self.telemetry.finished(summary, worker.name if worker is not None else None)
         if log.isEnabledFor(logging.INFO):  # the fields cost a dict per request
             log.info("request finished", extra=summary.log_fields())

@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from relay.keys import Usage
+
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
@@ -251,6 +253,7 @@ class Tally:
     tokens_cache_creation: int = 0
     latency: Histogram = attrs.field(factory=Histogram)
     ttfb: Histogram = attrs.field(factory=Histogram)
+    queue_wait: Histogram = attrs.field(factory=Histogram)  # arrival to first dispatch
 
     def status_counts(self) -> dict[str, int]:
         return {
@@ -298,6 +301,7 @@ def _record(
     tokens_out: int | None,
     cache_read: int | None,
     cache_creation: int | None,
+    queue_wait: float | None,
 ) -> None:
     tally.requests += 1
     tally.active -= 1
@@ -333,6 +337,8 @@ def _record(
     tally.latency.observe(duration)
     if ttfb is not None:
         tally.ttfb.observe(ttfb)
+    if queue_wait is not None:
+        tally.queue_wait.observe(queue_wait)
 
 
 @attrs.define(eq=False)
@@ -360,6 +366,12 @@ class Stats:
             tally = self.keys[key_id] = Tally()
         return tally
 
+    def key_usage(self) -> dict[str, Usage]:
+        """Requests and tokens per key id since this relay started (the key store persists them)."""
+        return {
+            key_id: Usage(t.requests, t.tokens_in, t.tokens_out) for key_id, t in self.keys.items()
+        }
+
     def started(self, model: str, key_id: str | None) -> None:
         """A request was accepted for routing (it will reach `finished`)."""
         self.totals.active += 1
@@ -382,6 +394,7 @@ class Stats:
         tokens_out: int | None = None,
         cache_read: int | None = None,
         cache_creation: int | None = None,
+        queue_wait: float | None = None,
     ) -> None:
         """Record a request `started()` earlier, now answered or abandoned.
 
@@ -398,6 +411,7 @@ class Stats:
             tokens_out: completion tokens the backend reported.
             cache_read: of `tokens_in`, read from the backend's prompt cache.
             cache_creation: of `tokens_in`, written to it.
+            queue_wait: seconds from arrival to the first dispatch to a worker, if any.
         """
         args = (
             status,
@@ -410,6 +424,7 @@ class Stats:
             tokens_out,
             cache_read,
             cache_creation,
+            queue_wait,
         )
         _record(self.totals, *args)
         _record(self.model_tally(model), *args)
