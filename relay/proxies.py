@@ -106,7 +106,8 @@ class ClientApp:
     """Wraps the relay's app: real client address in the scope, client fields for logs.
 
     It offers what the front uses of `relay.app.RelayApp` (an ASGI `__call__`,
-    `proxy_request`, `worker_socket`) and hands every other attribute through.
+    `proxy_request`) and hands every other attribute through; the builtin
+    front asks `worker_socket.peer_of` for an agent's real address itself.
     """
 
     def __init__(self, app: Any, trusted: TrustedProxies) -> None:  # noqa: ANN401 - RelayApp or any ASGI app with its entry points
@@ -126,11 +127,6 @@ class ClientApp:
         scope = _rewritten(scope, self.trusted)
         _bind_client(scope)
         await self.app.proxy_request(scope, receive, send)
-
-    async def worker_socket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        scope = _rewritten(scope, self.trusted)
-        _bind_client(scope)
-        await self.app.worker_socket(scope, receive, send)
 
 
 class ClientLogFilter(logging.Filter):

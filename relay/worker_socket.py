@@ -31,6 +31,7 @@ import trio
 
 from mrcommon import closecodes
 from relay.auth import WorkerAuth
+from relay.proxies import client_of
 from relay.worker_hub import TransportClosed
 
 if TYPE_CHECKING:
@@ -139,6 +140,19 @@ class WorkerSocket:
             return
         await send({"type": "websocket.accept"})
         await self.serve(AsgiTransport(receive, send), peer)
+
+    def peer_of(self, headers: Iterable[tuple[bytes, bytes]], socket_peer: str) -> str:
+        """The worker's real address: `socket_peer`, or what a trusted proxy forwards.
+
+        The builtin front asks this before `judge`, so the per-address auth
+        limit counts the agent behind nginx, not nginx (`--trusted-proxies`).
+        Under Hypercorn, `relay.proxies.ClientApp` has rewritten the scope already.
+        """
+        trusted = self.relay.config.trusted_proxies
+        if not trusted:
+            return socket_peer
+        address, _scheme = client_of({"client": (socket_peer, 0), "headers": headers}, trusted)
+        return address or socket_peer
 
     async def serve(self, transport: Transport, peer: str) -> None:
         """Run an accepted worker's session on `transport` until it ends, then close it."""

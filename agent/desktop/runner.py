@@ -132,18 +132,15 @@ class AgentRunner:
 
     def _do_pause(self) -> None:
         self.paused = True
-        if self._daemon is not None:
-            self._daemon.stop()
+        self._end_run()
 
     def _do_resume(self) -> None:
         self.paused = False
-        if self._wake is not None:
-            self._wake.set()
+        self._wake_loop()
 
     def _do_reconfigure(self, config: AgentConfig) -> None:
         self.config = config
-        if self._daemon is not None:
-            self._daemon.stop()
+        self._end_run()
 
     def _do_quit(self) -> None:
         self._quitting = True
@@ -151,8 +148,16 @@ class AgentRunner:
             self._quit_scope.deadline = (
                 trio.current_time() + self.config.drain_timeout + _QUIT_GRACE_SECS
             )
+        self._end_run()
+        self._wake_loop()
+
+    def _end_run(self) -> None:
+        """Drain the running agent, if any; `_main`'s loop then reads the flags again."""
         if self._daemon is not None:
             self._daemon.stop()
+
+    def _wake_loop(self) -> None:
+        """Wake `_main`'s loop if it waits while paused, so it reads the flags again."""
         if self._wake is not None:
             self._wake.set()
 

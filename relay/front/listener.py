@@ -295,7 +295,7 @@ class Front:
             await exchange.refuse(status, headers, body)
             return
         worker_socket = self.app.worker_socket
-        peer = peer_host(client)
+        peer = worker_socket.peer_of(request.headers, peer_host(client))
         refusal = worker_socket.judge(request.headers, request.target.partition(b"?")[2], peer)
         if refusal is not None:
             await exchange.refuse(refusal.status, refusal.headers(), refusal.body())

@@ -11,6 +11,8 @@ import trio
 import trio_websocket
 
 from agent.config import AgentConfig, Backoff, Timeouts
+from agent.exchange import Exchange, Reply, backend_headers
+from agent.outbox import Outgoing
 from agent.transport import closed_error
 from wire import (
     CAPABILITY_DRAIN,
@@ -19,6 +21,9 @@ from wire import (
     Register,
     RegisterAck,
     RelayToAgent,
+    Request,
+    ResponseChunk,
+    ResponseComplete,
     decode_agent_frame,
     encode,
 )
@@ -29,6 +34,7 @@ __all__ = [
     "MemoryRelayEnd",
     "MemoryTransport",
     "RelayConn",
+    "answer_with",
     "drain",
     "fast_config",
     "memory_transport_pair",
@@ -296,3 +302,19 @@ def drain(receive: trio.MemoryReceiveChannel[T]) -> list[T]:
             items.append(receive.receive_nowait())
         except trio.WouldBlock:
             return items
+
+
+async def answer_with(exchange: Exchange, request: Request) -> tuple[str, ResponseComplete, Reply]:
+    """Run `request` through `exchange` to its end: the chunks' text, the complete, the reply.
+
+    Every frame before the complete must be a chunk.
+    """
+    send, receive = trio.open_memory_channel[Outgoing](1000)
+    reply = Reply(request, send)
+    with trio.fail_after(10):
+        await exchange.answer(request, backend_headers(request), reply)
+    frames = drain(receive)
+    complete = frames.pop()
+    assert isinstance(complete, ResponseComplete)
+    assert all(isinstance(f, ResponseChunk) for f in frames)
+    return "".join(f.chunk for f in frames if isinstance(f, ResponseChunk)), complete, reply

@@ -15,14 +15,14 @@ import trio
 from agent.anthropic_over_openai import AnthropicOverOpenAI
 from agent.backend import Backend, open_backend
 from agent.errors import BackendError
-from agent.exchange import Reply, backend_headers
+from agent.exchange import Reply
 from agent.jobs import Job, run_job
 from agent.outbox import Outgoing
 from agent.translate import TOKEN_ESTIMATE_HEADER, TOKEN_ESTIMATE_METHOD
-from tests.agent.fakes import CannedBackend, drain, fast_config
+from tests.agent.fakes import CannedBackend, answer_with, drain, fast_config
 from tests.agent.test_dialect_exchange import messages_request
 from tests.agent.test_translate_stream import sdk_final_message
-from wire import Request, ResponseChunk, ResponseComplete, TokenCounts
+from wire import Request, ResponseComplete, TokenCounts
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -44,15 +44,7 @@ async def backend(canned_backend: CannedBackend) -> AsyncIterator[Backend]:
 
 async def answer(backend: Backend, request: Request) -> tuple[str, ResponseComplete, Reply]:
     """Run `request` through the exchange: the chunks' text, the complete, the reply."""
-    send, receive = trio.open_memory_channel[Outgoing](1000)
-    reply = Reply(request, send)
-    with trio.fail_after(10):
-        await AnthropicOverOpenAI(backend).answer(request, backend_headers(request), reply)
-    frames = drain(receive)
-    complete = frames.pop()
-    assert isinstance(complete, ResponseComplete)
-    assert all(isinstance(f, ResponseChunk) for f in frames)
-    return "".join(f.chunk for f in frames if isinstance(f, ResponseChunk)), complete, reply
+    return await answer_with(AnthropicOverOpenAI(backend), request)
 
 
 async def test_a_stream_request_answered_with_one_json_body_still_streams(

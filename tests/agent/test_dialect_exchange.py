@@ -7,6 +7,7 @@ translate every later one straight away (counted in the backend's log).
 """
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -105,6 +106,25 @@ async def openai_only(nursery: trio.Nursery) -> FakeBackend:
 
 def paths(backend: FakeBackend) -> list[str]:
     return [r.path for r in backend.requests if r.method == "POST"]
+
+
+Ask = Callable[[FakeBackend, str, Request], Awaitable[tuple[list[ResponseChunk], ResponseComplete]]]
+
+
+@pytest.fixture
+def ask(nursery: trio.Nursery, fake_relay: FakeRelay) -> Ask:
+    """``await ask(backend, dialect, request)``: a fresh agent with `dialect` in front of
+    `backend` answers `request`; its chunks and its complete."""
+
+    async def ask(
+        backend: FakeBackend, dialect: str, request: Request
+    ) -> tuple[list[ResponseChunk], ResponseComplete]:
+        with trio.fail_after(10):
+            conn = await connected(nursery, fake_relay, backend.url, backend_dialect=dialect)
+            await conn.send(request)
+            return await collect(conn, request.request_id)
+
+    return ask
 
 
 def streamed_text(chunks: list[Any]) -> str:
@@ -217,13 +237,8 @@ async def test_openai_dialect_never_asks_for_messages(
     assert_translated_answer(done2, chunks2, stream=True)
 
 
-async def test_anthropic_dialect_passes_the_404_through(
-    nursery: trio.Nursery, fake_relay: FakeRelay, openai_only: FakeBackend
-) -> None:
-    with trio.fail_after(10):
-        conn = await connected(nursery, fake_relay, openai_only.url, backend_dialect="anthropic")
-        await conn.send(messages_request("r1", stream=True))
-        _, done = await collect(conn, "r1")
+async def test_anthropic_dialect_passes_the_404_through(ask: Ask, openai_only: FakeBackend) -> None:
+    _, done = await ask(openai_only, "anthropic", messages_request("r1", stream=True))
     assert paths(openai_only) == ["/v1/messages"]
     assert done.status_code == 404
     assert json.loads(done.body or "") == {"detail": "Not Found"}
@@ -296,12 +311,11 @@ async def test_count_tokens_is_estimated_when_the_backend_has_none(
 
 
 async def test_count_tokens_with_openai_dialect_asks_nobody(
-    nursery: trio.Nursery, fake_relay: FakeRelay, openai_only: FakeBackend
+    ask: Ask, openai_only: FakeBackend
 ) -> None:
-    with trio.fail_after(10):
-        conn = await connected(nursery, fake_relay, openai_only.url, backend_dialect="openai")
-        await conn.send(messages_request("r1", path="/v1/messages/count_tokens"))
-        _, done = await collect(conn, "r1")
+    _, done = await ask(
+        openai_only, "openai", messages_request("r1", path="/v1/messages/count_tokens")
+    )
     assert done.status_code == 200
     assert done.headers is not None
     assert TOKEN_ESTIMATE_HEADER in done.headers
@@ -309,12 +323,11 @@ async def test_count_tokens_with_openai_dialect_asks_nobody(
 
 
 async def test_count_tokens_from_a_backend_that_counts_passes_through(
-    nursery: trio.Nursery, fake_relay: FakeRelay, fake_backend: FakeBackend
+    ask: Ask, fake_backend: FakeBackend
 ) -> None:
-    with trio.fail_after(10):
-        conn = await connected(nursery, fake_relay, fake_backend.url, backend_dialect="auto")
-        await conn.send(messages_request("r1", path="/v1/messages/count_tokens"))
-        _, done = await collect(conn, "r1")
+    _, done = await ask(
+        fake_backend, "auto", messages_request("r1", path="/v1/messages/count_tokens")
+    )
     assert done.status_code == 200
     assert done.headers is not None
     assert TOKEN_ESTIMATE_HEADER not in done.headers
@@ -326,12 +339,11 @@ async def test_count_tokens_from_a_backend_that_counts_passes_through(
 
 @pytest.mark.parametrize("stream", [False, True])
 async def test_a_backend_error_becomes_an_anthropic_error_with_its_status(
-    nursery: trio.Nursery, fake_relay: FakeRelay, openai_only: FakeBackend, stream: bool
+    ask: Ask, openai_only: FakeBackend, stream: bool
 ) -> None:
-    with trio.fail_after(10):
-        conn = await connected(nursery, fake_relay, openai_only.url, backend_dialect="openai")
-        await conn.send(messages_request("r1", stream=stream, fake={"status": 429}))
-        chunks, done = await collect(conn, "r1")
+    chunks, done = await ask(
+        openai_only, "openai", messages_request("r1", stream=stream, fake={"status": 429})
+    )
     assert chunks == []
     assert done.status_code == 429
     assert json.loads(done.body or "") == {
@@ -342,13 +354,10 @@ async def test_a_backend_error_becomes_an_anthropic_error_with_its_status(
 
 
 async def test_an_untranslatable_request_is_a_400_in_anthropic_shape(
-    nursery: trio.Nursery, fake_relay: FakeRelay, openai_only: FakeBackend
+    ask: Ask, openai_only: FakeBackend
 ) -> None:
-    with trio.fail_after(10):
-        conn = await connected(nursery, fake_relay, openai_only.url, backend_dialect="openai")
-        bad = Request("r1", "fake-model", "/v1/messages", False, '{"model": "fake-model"}')
-        await conn.send(bad)
-        _, done = await collect(conn, "r1")
+    bad = Request("r1", "fake-model", "/v1/messages", False, '{"model": "fake-model"}')
+    _, done = await ask(openai_only, "openai", bad)
     assert done.status_code == 400
     error = json.loads(done.body or "")
     assert error["type"] == "error"
@@ -358,12 +367,13 @@ async def test_an_untranslatable_request_is_a_400_in_anthropic_shape(
 
 
 async def test_a_backend_crash_mid_stream_ends_with_an_anthropic_error_event(
-    nursery: trio.Nursery, fake_relay: FakeRelay, openai_only: FakeBackend
+    ask: Ask, openai_only: FakeBackend
 ) -> None:
-    with trio.fail_after(10):
-        conn = await connected(nursery, fake_relay, openai_only.url, backend_dialect="openai")
-        await conn.send(messages_request("r1", stream=True, fake={"chunks": 5, "crash_after": 2}))
-        chunks, done = await collect(conn, "r1")
+    chunks, done = await ask(
+        openai_only,
+        "openai",
+        messages_request("r1", stream=True, fake={"chunks": 5, "crash_after": 2}),
+    )
     events = parse_events(streamed_text(chunks))
     assert events[0]["type"] == "message_start"
     assert [e["delta"]["text"] for e in events if e["type"] == "content_block_delta"] == [
@@ -391,12 +401,11 @@ async def test_cancel_mid_translated_stream_stops_the_backend(
 
 
 async def test_streamed_usage_reaches_the_relay_from_the_translated_stream(
-    nursery: trio.Nursery, fake_relay: FakeRelay, openai_only: FakeBackend
+    ask: Ask, openai_only: FakeBackend
 ) -> None:
-    with trio.fail_after(10):
-        conn = await connected(nursery, fake_relay, openai_only.url, backend_dialect="openai")
-        await conn.send(messages_request("r1", stream=True, fake={"chunks": 4}))
-        chunks, done = await collect(conn, "r1")
+    chunks, done = await ask(
+        openai_only, "openai", messages_request("r1", stream=True, fake={"chunks": 4})
+    )
     delta = next(e for e in parse_events(streamed_text(chunks)) if e["type"] == "message_delta")
     prompt = delta["usage"]["input_tokens"]
     assert delta["usage"]["output_tokens"] == 4

@@ -10,7 +10,7 @@ import trio.testing
 from agent.backend import Backend, open_backend
 from agent.exchange import PassThrough, Reply, backend_headers, route_of
 from agent.outbox import MAX_PIECE_CHARS, Outgoing
-from tests.agent.fakes import CannedBackend, drain, fast_config
+from tests.agent.fakes import CannedBackend, answer_with, drain, fast_config
 from tests.fake_backend import FakeBackend
 from wire import MAX_SEND_FRAME_BYTES, Request, ResponseChunk, ResponseComplete, TokenCounts
 
@@ -169,20 +169,10 @@ async def test_a_failure_mid_stream_ends_the_stream_with_an_error_event(outbox: 
 # --- PassThrough, over real HTTP -------------------------------------------------------------
 
 
-async def test_a_stream_is_forwarded_read_by_read_with_its_usage(
-    fake: Backend, outbox: Channels
-) -> None:
-    send, receive = outbox
-    req = request(stream=True)
-    reply = Reply(req, send)
-    with trio.fail_after(10):
-        await PassThrough(fake).answer(req, backend_headers(req), reply)
-    frames = drain(receive)
-    complete = frames.pop()
-    assert isinstance(complete, ResponseComplete)
+async def test_a_stream_is_forwarded_read_by_read_with_its_usage(fake: Backend) -> None:
+    text, complete, reply = await answer_with(PassThrough(fake), request(stream=True))
     assert complete.status_code == 200
     assert complete.token_counts is not None
-    text = "".join(chunks_of(frames))
     assert text.rstrip().endswith("data: [DONE]")
     assert reply.bytes_in == len(text.encode())
     assert (reply.backend_status, reply.status, reply.completed) == (200, 200, True)

@@ -56,6 +56,30 @@ class ScriptedWorker:
                 continue
             return message
 
+    async def register(
+        self,
+        models: Sequence[str],
+        *,
+        max_concurrent: int,
+        name: str,
+        capabilities: tuple[str, ...] | None,
+    ) -> wire.RegisterAck:
+        """Send the handshake's `Register` and keep the relay's `RegisterAck` as `ack`."""
+        await self.send(
+            wire.Register(
+                worker_name=name,
+                models=tuple(models),
+                max_concurrent=max_concurrent,
+                protocol_version=wire.PROTOCOL_VERSION,
+                current_load=0,
+                capabilities=capabilities,
+            )
+        )
+        ack = await self.recv()
+        assert isinstance(ack, wire.RegisterAck), ack
+        self.ack = ack
+        return ack
+
     async def recv_request(self) -> wire.Request:
         message = await self.recv()
         assert isinstance(message, wire.Request), message
@@ -109,19 +133,9 @@ async def connect_worker(
     ) as ws:
         worker = FakeWorker(ws)
         if register:
-            await worker.send(
-                wire.Register(
-                    worker_name=name,
-                    models=tuple(models),
-                    max_concurrent=max_concurrent,
-                    protocol_version=wire.PROTOCOL_VERSION,
-                    current_load=0,
-                    capabilities=capabilities,
-                )
+            await worker.register(
+                models, max_concurrent=max_concurrent, name=name, capabilities=capabilities
             )
-            ack = await worker.recv()
-            assert isinstance(ack, wire.RegisterAck), ack
-            worker.ack = ack
         yield worker
 
 

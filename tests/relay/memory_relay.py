@@ -261,19 +261,9 @@ class MemoryRelay:
         transport = MemoryTransport()
         self.nursery.start_soon(self.hub.run_session, transport, "memory")
         worker = MemoryWorker(transport)
-        await worker.send(
-            wire.Register(
-                worker_name=name,
-                models=tuple(models),
-                max_concurrent=max_concurrent,
-                protocol_version=wire.PROTOCOL_VERSION,
-                current_load=0,
-                capabilities=capabilities,
-            )
+        await worker.register(
+            models, max_concurrent=max_concurrent, name=name, capabilities=capabilities
         )
-        ack = await worker.recv()
-        assert isinstance(ack, wire.RegisterAck), ack
-        worker.ack = ack
         return worker
 
     @asynccontextmanager

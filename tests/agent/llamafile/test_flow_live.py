@@ -56,6 +56,16 @@ os.execv(sys.executable, [sys.executable, backend, "--host", args.host, "--port"
 """.encode()
 
 
+async def publish_smollm2(cli: Cli, files: FileServer) -> None:
+    """Serve the stand-in llamafile and a catalog naming it; `update-catalog` fetches it."""
+    program = fake_llamafile()
+    files.files["/smollm2.llamafile"] = program
+    files.files["/catalog.toml"] = catalog_toml(
+        [entry("smollm2", f"{files.url}/smollm2.llamafile", program, context=2048)]
+    ).encode()
+    assert (await cli.run("update-catalog", "--url", f"{files.url}/catalog.toml")).code == 0
+
+
 @pytest.fixture
 def live() -> None:
     reason = live_missing()
@@ -66,13 +76,8 @@ def live() -> None:
 async def test_download_serve_test_status_logs_stop(
     live: None, cli: Cli, files: FileServer, home: Path
 ) -> None:
-    program = fake_llamafile()
-    files.files["/smollm2.llamafile"] = program
-    files.files["/catalog.toml"] = catalog_toml(
-        [entry("smollm2", f"{files.url}/smollm2.llamafile", program, context=2048)]
-    ).encode()
     with trio.fail_after(FLOW_TIMEOUT):
-        assert (await cli.run("update-catalog", "--url", f"{files.url}/catalog.toml")).code == 0
+        await publish_smollm2(cli, files)
         got = await cli.run("download", "smollm2", "--json")
         assert got.code == 0, got.stderr
         assert got.json()["verified"] is True
@@ -173,13 +178,8 @@ async def _flow(cli: Cli, home: Path, relay: object, relay_url: str) -> None:
 
 async def test_run_restart_stop(live: None, cli: Cli, files: FileServer, home: Path) -> None:
     """`run` (no agent) in the background, `restart` with the same options, `stop`."""
-    program = fake_llamafile()
-    files.files["/smollm2.llamafile"] = program
-    files.files["/catalog.toml"] = catalog_toml(
-        [entry("smollm2", f"{files.url}/smollm2.llamafile", program, context=2048)]
-    ).encode()
     with trio.fail_after(FLOW_TIMEOUT):
-        assert (await cli.run("update-catalog", "--url", f"{files.url}/catalog.toml")).code == 0
+        await publish_smollm2(cli, files)
         try:
             # No separate download: run fetches what is missing.
             ran = await cli.run("run", "smollm2", "--json", "--", "--startup-timeout", "90")
@@ -219,14 +219,9 @@ async def test_stop_drains_a_request_in_flight(
     live: None, cli: Cli, files: FileServer, home: Path
 ) -> None:
     """`stop` during a streamed completion: the stream still ends whole, then all stops."""
-    program = fake_llamafile()
-    files.files["/smollm2.llamafile"] = program
-    files.files["/catalog.toml"] = catalog_toml(
-        [entry("smollm2", f"{files.url}/smollm2.llamafile", program, context=2048)]
-    ).encode()
     tokens = 160
     with trio.fail_after(FLOW_TIMEOUT):
-        assert (await cli.run("update-catalog", "--url", f"{files.url}/catalog.toml")).code == 0
+        await publish_smollm2(cli, files)
         async with relay_process() as (relay, relay_url):
             relay.wait_limit = FLOW_TIMEOUT
             try:
