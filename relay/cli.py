@@ -269,6 +269,7 @@ def serve(
             envvar="STREAM_KEEPALIVE_SECS",
             min=0,
             help="Keepalive period for a streamed request waiting for its first token (0 = off).",
+            rich_help_panel="Limits and timeouts",
         ),
     ] = 10,
     max_frame_bytes: Annotated[
