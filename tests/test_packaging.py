@@ -41,7 +41,13 @@ def test_distribution_name_is_ours_and_commands_are_unchanged() -> None:
     project = _pyproject()["project"]
     assert isinstance(project, dict)
     assert project["name"] == DISTRIBUTION == "modelrelay-server"
-    assert set(project["scripts"]) == {"relay", "agent", "modelrelay-server", "modelrelay-worker"}
+    assert set(project["scripts"]) == {
+        "relay",
+        "agent",
+        "modelrelay-server",
+        "modelrelay-worker",
+        "modelrelay-desktop",
+    }
 
 
 def test_licence_file_and_spdx_field() -> None:

@@ -17,8 +17,11 @@ COLUMNS = [
     ("relay1h", "relay + 1 agent, Hypercorn front"),
     ("relay4", "relay + 4 agents"),
 ]
-# Shown only in runs that have them: a --baseline REF.
-OPTIONAL_COLUMNS = [("relay1base", "relay + 1 agent, baseline")]
+# Shown only in runs that have them: a console held open, a --baseline REF.
+OPTIONAL_COLUMNS = [
+    ("relay1c", "relay + 1 agent, console open"),
+    ("relay1base", "relay + 1 agent, baseline"),
+]
 BEGIN = "<!-- bench:results:begin (written by scripts/bench/run.py) -->"
 END = "<!-- bench:results:end -->"
 

@@ -54,7 +54,7 @@ HERE = setups.HERE
 RESULTS_DIR = ROOT / "bench-results"
 DOC = ROOT / "docs" / "benchmarks.md"
 
-SETUPS = ["direct", "nginx", "litellm", "relay1", "relay1h", "relay4", "relay1base"]
+SETUPS = ["direct", "nginx", "litellm", "relay1", "relay1h", "relay1c", "relay4", "relay1base"]
 SCENARIOS = [
     "c1",
     "c64",
@@ -75,6 +75,7 @@ SKIP_HOLD = {
     "would take most of the time budget",
     "relay4": "not run: measured on relay + 1 agent",
     "relay1h": "not run: measured on the builtin front",
+    "relay1c": "not run: measured without the console",
 }
 
 FULL = {
@@ -648,9 +649,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         chosen_setups.remove("relay1base")
         if "relay1base" in names:
             parser.error("--only relay1base needs --baseline REF")
-    if args.quick and "relay1h" not in names and "relay1h" in chosen_setups:
-        chosen_setups.remove("relay1h")
-        args.left_out["relay1h"] = "left out of --quick runs; --only relay1h runs it"
+    for extra in ("relay1h", "relay1c"):
+        if args.quick and extra not in names and extra in chosen_setups:
+            chosen_setups.remove(extra)
+            args.left_out[extra] = f"left out of --quick runs; --only {extra} runs it"
     if "direct" not in chosen_setups:
         chosen_setups.insert(0, "direct")
     args.setups = chosen_setups

@@ -8,11 +8,15 @@ agents, so that CPU and RSS are read per role.
 
 from __future__ import annotations
 
+import contextlib
+import http.client as httpclient
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +28,7 @@ VENV_BIN = ROOT / ".venv" / "bin"
 LITELLM_PIN = "litellm[proxy]==1.108.7"
 LITELLM_VENV = ROOT / ".venv" / "bench-litellm"
 SECRET = "bench-secret"
+CONSOLE_TOKEN = "bench-console-admin-token"
 # Every client sends it; only LiteLLM checks it (it refuses to start without a master key).
 API_KEY = "sk-bench-5f1c0a9e7b3d4c2a8e6f1b0d9c7a5e3f"
 
@@ -60,6 +65,45 @@ class Backend:
 
     def stats(self) -> dict[str, Any]:
         return http("GET", self.url + "/_control/stats")  # type: ignore[no-any-return]
+
+
+class ConsoleWatcher:
+    """A logged-in web console left open on the relay: its live stream read throughout.
+
+    The console's promise is that an open dashboard costs the hot path
+    nothing; the `relay1c` setup measures relay + 1 agent with one open.
+    """
+
+    def __init__(self, url: str) -> None:
+        parts = urllib.parse.urlsplit(url)
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        login = httpclient.HTTPConnection(self.host, self.port, timeout=5)
+        form = urllib.parse.urlencode({"token": CONSOLE_TOKEN, "next": "/console"})
+        login.request(
+            "POST",
+            "/console/login",
+            body=form,
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        )
+        answer = login.getresponse()
+        answer.read()
+        cookie = answer.getheader("set-cookie") or ""
+        login.close()
+        if answer.status != 303 or not cookie:
+            raise RuntimeError(f"console login answered {answer.status}")
+        self.cookie = cookie.split(";", 1)[0]
+        self.events = 0
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        stream = httpclient.HTTPConnection(self.host, self.port, timeout=None)
+        stream.request("GET", "/console/events", headers={"cookie": self.cookie})
+        answer = stream.getresponse()
+        with contextlib.suppress(OSError, httpclient.HTTPException):
+            for line in answer:  # ends when the relay stops
+                if line.startswith(b"data:"):
+                    self.events += 1
 
 
 class Setup:
@@ -272,6 +316,7 @@ class Relay(Setup):
         cprofile_dir: Path | None = None,
         http_front: str | None = None,
         tree: Path | None = None,
+        console: bool = False,
     ) -> None:
         super().__init__()
         # `tree`: run the relay and agent of another checkout (the --baseline
@@ -309,6 +354,7 @@ class Relay(Setup):
                 "--log-level",
                 "warning",
                 *(["--http-front", http_front] if http_front else []),
+                *(["--admin-token", CONSOLE_TOKEN] if console else []),
             ],
             log_dir,
             env={"WORKER_SECRET": "", "LOG_LEVEL": "", "HTTP_FRONT": "", **env},
@@ -353,6 +399,9 @@ class Relay(Setup):
         self.info = {"agents": agents, "max_concurrency": max_concurrency}
         if http_front:
             self.info["http_front"] = http_front
+        if console:
+            self.info["console"] = "a logged-in dashboard's live stream held open"
+            self.console_events = ConsoleWatcher(self.url)
         if tree is not None:
             self.info["tree"] = str(tree)
 
@@ -377,6 +426,8 @@ def start(
         return Relay(backend, log_dir, 4)
     if name == "relay1h":  # the same relay with every connection on Hypercorn
         return Relay(backend, log_dir, 1, http_front="hypercorn", suffix="h")
+    if name == "relay1c":  # the same, with a logged-in web console open throughout
+        return Relay(backend, log_dir, 1, suffix="c", console=True)
     if name == "relay1base":
         if baseline is None:
             raise Skipped("no --baseline REF given")
