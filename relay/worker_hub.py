@@ -467,12 +467,16 @@ class Hub:
         """Whether a request for `model` should queue rather than get 404.
 
         True when a worker serves it (or serves `*`), or one did within
-        `model_grace` seconds (a worker restarting).
+        `model_grace` seconds (a worker restarting), or a connected worker
+        withdrew it because its backend is down (then `acquire` answers 503
+        with Retry-After, not 404: the model is still ours, its server is not up).
         """
         if self._named[model] > 0 or self._wildcards > 0:
             return True
         seen = self._model_seen.get(model)
-        return seen is not None and trio.current_time() - seen < self.config.model_grace
+        if seen is not None and trio.current_time() - seen < self.config.model_grace:
+            return True
+        return any(model in worker.down_models for worker in self.workers.values())
 
     def _index(self, worker: Worker, sign: int) -> None:
         now = trio.current_time()
