@@ -24,6 +24,9 @@ QT_XCB_LIBS := libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb
   libxcb-shape0 libxkbcommon-x11-0 libegl1 libfontconfig1 libdbus-1-3
 SYSTEM_PACKAGES := nginx-light wrk postgresql openssl chromium xvfb trayer $(QT_XCB_LIBS) \
   zsh fish docker-compose systemd
+# node + npm run Claude Code in its end-to-end tests (npm installs the pinned CLI).
+# Checked by command, not by package: a NodeSource node ships npm inside `nodejs`.
+NODE_PACKAGES := nodejs npm
 
 BIN := $(VENV)/bin
 # Two steps, one lock: `make run` needs only the runtime + the live backend
@@ -50,7 +53,7 @@ help:
 	@echo "make test-live    only the tests that use the real llama.cpp server"
 	@echo "make check        ruff + mypy"
 	@echo "make bench        the benchmark harness"
-	@echo "make deps-system  apt packages some tests and tools use: $(SYSTEM_PACKAGES)"
+	@echo "make deps-system  apt packages some tests and tools use: $(SYSTEM_PACKAGES) (and $(NODE_PACKAGES) without node)"
 	@echo "make completions  shell completion scripts into contrib/completions/"
 	@echo "make cli-docs     regenerate docs/cli.md from the programs (tests check it)"
 	@echo "make lock         regenerate requirements.lock from pyproject.toml"
@@ -128,6 +131,7 @@ deps-system:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
 	done; \
+	if ! command -v node >/dev/null || ! command -v npm >/dev/null; then missing="$$missing $(NODE_PACKAGES)"; fi; \
 	if [ -z "$$missing" ]; then echo "deps-system: $(SYSTEM_PACKAGES) already installed"; exit 0; fi; \
 	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
 	  echo "deps-system: install these system packages yourself:$$missing"; \

@@ -21,6 +21,7 @@ import httpx
 
 from agent.config import AgentConfig, BackendDialect, redact_url
 from agent.errors import BackendBroken, BackendError, BackendTimeout, BackendUnreachable
+from agent.health import BackendHealth
 from agent.httppool import HttpPool, kept_response_headers
 
 __all__ = ["SHARD_CONNECTIONS", "Backend", "BackendResponse", "open_backend", "response_headers"]
@@ -148,6 +149,7 @@ class Backend:
         dialect: How `/v1/messages` reaches the backend: ``--backend-dialect``,
             and with ``auto`` what the first `/v1/messages` answer taught
             (agent/jobs.py sets it once; it holds for the agent's lifetime).
+        health: Whether it answers connects (agent/health.py).
     """
 
     base_url: str
@@ -157,6 +159,7 @@ class Backend:
     # The POSTs to an http:// backend.
     _pool: HttpPool | None
     dialect: BackendDialect = BackendDialect.AUTO
+    health: BackendHealth = attrs.field(factory=BackendHealth)
     _posts: int = 0
 
     def url(self, path: str) -> str:

@@ -79,6 +79,8 @@ class Reply:
         completed: The `ResponseComplete` has been queued.
         error: What went wrong, for the log.
         notes: Log fields an exchange adds (e.g. ``translated=openai-chat``).
+        cache_tokens: The relay takes cache token counts (it echoed
+            `CAPABILITY_CACHE_TOKENS`); otherwise they are left out of the frame.
     """
 
     request: Request
@@ -90,6 +92,7 @@ class Reply:
     completed: bool = False
     error: str | None = None
     notes: dict[str, str] = attrs.field(factory=dict)
+    cache_tokens: bool = False
 
     async def emit(self, message: AgentToRelay) -> None:
         """Queue `message`; wait only when the outbox is full.
@@ -145,12 +148,31 @@ class Reply:
         await self.complete(status, headers, body="", counts=counts)
 
     async def _end(self, complete: ResponseComplete) -> None:
+        counts = complete.token_counts
+        if (
+            not self.cache_tokens
+            and counts is not None
+            and (counts.cache_read_tokens is not None or counts.cache_creation_tokens is not None)
+        ):
+            # A relay that did not ask for them may not know the fields.
+            complete = attrs.evolve(
+                complete,
+                token_counts=attrs.evolve(
+                    counts, cache_read_tokens=None, cache_creation_tokens=None
+                ),
+            )
         self.status = complete.status_code
         await self.emit(complete)
         self.completed = True
 
     async def fail(self, status: int, code: str, message: str) -> None:
-        """End the answer with an error the client can read, in the endpoint's dialect."""
+        """End the answer with an error the client can read, in the endpoint's dialect.
+
+        The message is also the job's log line's ``error`` (unless an error is
+        already recorded): a refused request logs why, not just its status.
+        """
+        if self.error is None:
+            self.error = message
         path = self.request.endpoint_path
         if not self.chunks:
             await self.complete(

@@ -20,15 +20,19 @@ import attrs
 import trio
 
 from agent import metrics as agent_metrics
-from agent.errors import BackendError
+from agent.dialects import error_body, json_headers
+from agent.errors import BackendBroken, BackendError, BackendUnreachable
 from agent.exchange import Exchange, Reply, backend_headers
+from agent.health import BackendHealth
 from agent.logging import bind_log_context
 from agent.outbox import Outbox
-from wire import Request
+from wire import REFUSED_BACKEND_DOWN, REFUSED_HEADER, Request
 
-__all__ = ["Job", "run_job"]
+__all__ = ["BACKEND_DOWN_MESSAGE", "Job", "refuse_backend_down", "run_job"]
 
 log = logging.getLogger(__name__)
+
+BACKEND_DOWN_MESSAGE = "This worker's model server is not answering; retry."
 
 
 @attrs.define(eq=False)
@@ -54,7 +58,14 @@ class Job:
         self.cancel_scope.cancel()
 
 
-async def run_job(job: Job, *, exchange: Exchange, outbox: Outbox) -> None:
+async def run_job(
+    job: Job,
+    *,
+    exchange: Exchange,
+    outbox: Outbox,
+    cache_tokens: bool = False,
+    health: BackendHealth | None = None,
+) -> None:
     """Run one request through `exchange` and answer the relay through `outbox`.
 
     Never raises for a failed request (the relay gets an error status
@@ -64,9 +75,13 @@ async def run_job(job: Job, *, exchange: Exchange, outbox: Outbox) -> None:
         job: The job; its cancel scope is entered here.
         exchange: Runs the request against the backend (the session's).
         outbox: The session's outbox.
+        cache_tokens: The relay takes cache token counts (`Reply.cache_tokens`).
+        health: The backend's health, marked down when a connect fails
+            before any answer (then the request is refused, for the relay
+            to requeue elsewhere, instead of answered 502).
     """
     request = job.request
-    reply = Reply(request, outbox)
+    reply = Reply(request, outbox, cache_tokens=cache_tokens)
     agent_metrics.job_started()
     with bind_log_context(request_id=request.request_id):
         try:
@@ -82,10 +97,24 @@ async def run_job(job: Job, *, exchange: Exchange, outbox: Outbox) -> None:
             reply.error = str(exc)
             if reply.completed:  # the answer is already out: only the log learns of it
                 return
+            if (
+                health is not None
+                and isinstance(exc, (BackendUnreachable, BackendBroken))
+                and reply.backend_status is None
+                and not reply.chunks
+            ):
+                # No byte of an answer came: refused, not connected in time,
+                # or reset before answering (a server going down has
+                # accepted connections it never serves). Another worker
+                # can take it.
+                health.mark_down(exc.message, exc.url)
+                await refuse_backend_down(reply)
+                return
+            # The client may be anyone: the backend's address stays in our log.
             await reply.fail(
                 502,
                 "backend_unreachable" if reply.backend_status is None else "backend_error",
-                f"The worker's backend failed: {exc}. Check that the model "
+                f"The worker's backend failed: {exc.message}. Check that the model "
                 "server is running and reachable from the agent.",
             )
         except Exception as exc:
@@ -101,6 +130,25 @@ async def run_job(job: Job, *, exchange: Exchange, outbox: Outbox) -> None:
             )
         finally:
             _log_finished(job, reply)
+
+
+async def refuse_backend_down(reply: Reply) -> None:
+    """Refuse `reply`'s request because the backend is down: our relay requeues it.
+
+    A 502 ``backend_unavailable``: the refusal header tells our relay that
+    nothing ran; an upstream relay passes the 502 to its client, as before.
+    Never the backend's address: that is for our log only.
+    """
+    headers = json_headers()
+    headers["retry-after"] = "1"
+    headers[REFUSED_HEADER] = REFUSED_BACKEND_DOWN
+    body = error_body(
+        reply.request.endpoint_path,
+        502,
+        BACKEND_DOWN_MESSAGE,
+        REFUSED_BACKEND_DOWN,
+    )
+    await reply.complete(502, headers, body=body)
 
 
 async def _answer(request: Request, exchange: Exchange, reply: Reply) -> None:

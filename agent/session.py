@@ -7,6 +7,8 @@ Task tree of a session (all inside `Session.run`)::
     ├── reader      decodes frames: request → job, cancel → job's scope,
     │               ping → pong, graceful_shutdown → drain, models_refresh
     ├── discovery   re-reads the backend's models; sends models_update
+    ├── health      while the backend is down (agent/health.py): probes it
+    │               with backoff; offers no models until it answers
     └── jobs scope / jobs nursery   one task per request (agent/jobs.py)
 
 Jobs never outlive the session: when the socket drops, the session nursery
@@ -41,14 +43,17 @@ from agent.errors import (
     SessionError,
     VersionRejected,
 )
-from agent.jobs import Job, run_job
+from agent.health import probe, probe_delay
+from agent.jobs import BACKEND_DOWN_MESSAGE, Job, run_job
 from agent.logging import bind_log_context
 from agent.outbox import Flush, Outgoing, run_writer
 from agent.transport import Transport
 from mrcommon import closecodes
 from wire import (
+    CAPABILITY_CACHE_TOKENS,
     CAPABILITY_DRAIN,
     PROTOCOL_VERSION,
+    REFUSED_BACKEND_DOWN,
     REFUSED_HEADER,
     Cancel,
     CancelReason,
@@ -112,6 +117,7 @@ class Session:
     drain_reason: str | None = attrs.field(default=None, init=False)
     on_load: Callable[[int], None] | None = attrs.field(default=None, init=False)
     _drain_agreed: bool = attrs.field(default=False, init=False)
+    _cache_tokens_agreed: bool = attrs.field(default=False, init=False)
     _drain_announced: bool = attrs.field(default=False, init=False)
     _closing: bool = attrs.field(default=False, init=False)
     _drain_requested: trio.Event = attrs.field(factory=trio.Event, init=False)
@@ -181,6 +187,7 @@ class Session:
                 nursery.start_soon(self._guard, self._read, nursery.cancel_scope)
                 nursery.start_soon(self._guard, self._watch_silence, nursery.cancel_scope)
                 nursery.start_soon(self._guard, self._discover, nursery.cancel_scope)
+                nursery.start_soon(self._guard, self._watch_health, nursery.cancel_scope)
                 with self._jobs_scope:
                     async with trio.open_nursery() as jobs:
                         self._jobs_nursery = jobs
@@ -218,8 +225,14 @@ class Session:
 
     # --- registration ------------------------------------------------------
 
+    def _offered(self) -> tuple[str, ...]:
+        """The models to offer the relay now: none while draining or the backend is down."""
+        if self.draining or not self.backend.health.healthy:
+            return ()
+        return self.catalog.models
+
     async def _register(self) -> RegisterAck:
-        models = self.catalog.models
+        models = self._offered()
         self._advertised = models
         register = Register(
             worker_name=self.config.worker_name,
@@ -227,7 +240,7 @@ class Session:
             max_concurrent=self.config.max_concurrency,
             protocol_version=PROTOCOL_VERSION,
             current_load=0,
-            capabilities=(CAPABILITY_DRAIN,),
+            capabilities=(CAPABILITY_DRAIN, CAPABILITY_CACHE_TOKENS),
         )
         await self.transport.send(encode(register))
         ack: RegisterAck | None = None
@@ -253,6 +266,7 @@ class Session:
             raise VersionRejected(closecodes.PROTOCOL_ERROR, str(exc)) from exc
         self.worker_id = ack.worker_id
         self._drain_agreed = CAPABILITY_DRAIN in (ack.capabilities or ())
+        self._cache_tokens_agreed = CAPABILITY_CACHE_TOKENS in (ack.capabilities or ())
         log.info(
             "registered",
             extra={
@@ -360,6 +374,9 @@ class Session:
             )
         elif rid in self.jobs:
             log.warning("duplicate request id ignored", extra={"request_id": rid})
+        elif not self.backend.health.healthy:
+            # Sent before the relay heard that we offer nothing: it requeues.
+            await self._refuse(request, REFUSED_BACKEND_DOWN, BACKEND_DOWN_MESSAGE, status=502)
         elif len(self.jobs) >= self.config.max_concurrency:
             await self._refuse(
                 request,
@@ -377,19 +394,27 @@ class Session:
 
     async def _run_job(self, job: Job) -> None:
         try:
-            await run_job(job, exchange=self._exchange, outbox=self._outbox)
+            await run_job(
+                job,
+                exchange=self._exchange,
+                outbox=self._outbox,
+                cache_tokens=self._cache_tokens_agreed,
+                health=self.backend.health,
+            )
         finally:
             del self.jobs[job.request.request_id]
             if self.on_load is not None:
                 self.on_load(len(self.jobs))
 
-    async def _refuse(self, request: Request, code: str, message: str) -> None:
+    async def _refuse(
+        self, request: Request, code: str, message: str, *, status: int = 503
+    ) -> None:
         log.info(
             "request refused",
             extra={
                 "request_id": request.request_id,
                 "model": request.model,
-                "status": 503,
+                "status": status,
                 "why": code,
             },
         )
@@ -401,9 +426,9 @@ class Session:
         await self._outbox.send(
             ResponseComplete(
                 request.request_id,
-                503,
+                status,
                 headers=headers,
-                body=error_body(request.endpoint_path, 503, message, code),
+                body=error_body(request.endpoint_path, status, message, code),
             )
         )
 
@@ -418,7 +443,7 @@ class Session:
         await self._send_models_update()
 
     async def _send_models_update(self) -> None:
-        models = () if self.draining else self.catalog.models
+        models = self._offered()
         draining = True if self.draining and self._drain_agreed else None
         self._advertised = models
         await self._outbox.send(ModelsUpdate(models, len(self.jobs), draining))
@@ -432,7 +457,7 @@ class Session:
                 with trio.move_on_after(timeouts.discovery_secs):
                     found = await discover_models(self.backend)
                 self.catalog.update(found, self.config.backend_display)
-            wanted = () if self.draining else self.catalog.models
+            wanted = self._offered()
             if answer or wanted != self._advertised:
                 await self._send_models_update()
             if not self.config.discover_models:
@@ -445,3 +470,23 @@ class Session:
             with trio.move_on_after(period):
                 await self._refresh_rx.receive()
                 answer = True
+
+    async def _watch_health(self) -> None:
+        """Offer no models while the backend is down; probe it with backoff until it answers."""
+        health = self.backend.health
+        attempt = 0
+        while True:
+            changed = health.changed
+            if health.healthy:
+                attempt = 0
+                await changed.wait()
+            else:
+                attempt += 1
+                await trio.sleep(probe_delay(attempt))
+                answered = False
+                with trio.move_on_after(self.config.timeouts.discovery_secs):
+                    answered = await probe(self.backend.get)
+                if answered:
+                    health.mark_up(self.config.backend_display)
+            if self._offered() != self._advertised:
+                await self._send_models_update()

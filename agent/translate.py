@@ -196,6 +196,14 @@ def _system_text(system: object) -> str | None:
     raise TranslationError("`system` must be a string or a list of text blocks")
 
 
+def _inline_system_text(content: object, where: str) -> str:
+    """A mid-conversation system message's text: a string, or its text blocks joined."""
+    if isinstance(content, str):
+        return content
+    blocks = _blocks(content, where)
+    return "\n\n".join(t for t in (_block_text(b) for b in blocks if b["type"] == "text") if t)
+
+
 def _blocks(content: object, where: str) -> list[Mapping[str, Any]]:
     if isinstance(content, str):
         return [{"type": "text", "text": content}]
@@ -212,8 +220,12 @@ def _message(message: object, position: int) -> list[dict[str, Any]]:
     if not isinstance(message, Mapping):
         raise TranslationError(f"{where} must be an object")
     role = message.get("role")
+    if role == "system":
+        # Claude Code sends a system message mid-conversation (behind an
+        # `anthropic-beta` flag): OpenAI chat has the same thing, in place.
+        return [{"role": "system", "content": _inline_system_text(message.get("content"), where)}]
     if role not in ("user", "assistant"):
-        raise TranslationError(f"{where}: `role` must be 'user' or 'assistant'")
+        raise TranslationError(f"{where}: `role` must be 'user', 'assistant' or 'system'")
     content = message.get("content")
     if isinstance(content, str):
         return [{"role": role, "content": content}]

@@ -9,6 +9,14 @@ Three shapes of ``usage`` are understood:
 - OpenAI Responses: ``input_tokens``, ``output_tokens``, ``total_tokens``
   (a stream reports them in ``response.completed``'s ``response.usage``).
 
+Prompt caching: Anthropic's ``input_tokens`` counts only the tokens that
+were neither read from nor written to the cache, which it reports apart as
+``cache_read_input_tokens`` and ``cache_creation_input_tokens`` (llama.cpp
+says ``input_tokens: 1, cache_read_input_tokens: 3031`` on a cached Claude
+Code turn). The prompt count here is all three; the two cache counts are
+also kept apart. OpenAI's ``prompt_tokens`` already includes cached tokens;
+its ``prompt_tokens_details.cached_tokens`` is kept as the cache-read count.
+
 Only text that contains ``"usage"`` is ever parsed, so the hot path costs a
 substring search per chunk.
 """
@@ -49,32 +57,55 @@ class _Tally:
     prompt: int | None = None
     completion: int | None = None
     total: int | None = None
+    cache_read: int | None = None
+    cache_creation: int | None = None
+    # Whether `prompt` is Anthropic's `input_tokens`, which leaves the cache out.
+    prompt_excludes_cache: bool = False
 
     def merge(self, usage: dict[str, Any]) -> None:
         # Later reports win field by field: Anthropic's message_delta carries
         # only output_tokens, so input_tokens from message_start must survive.
         prompt = _count(usage.get("prompt_tokens"))
+        excludes_cache = False
         if prompt is None:
             prompt = _count(usage.get("input_tokens"))
+            excludes_cache = prompt is not None
         completion = _count(usage.get("completion_tokens"))
         if completion is None:
             completion = _count(usage.get("output_tokens"))
         total = _count(usage.get("total_tokens"))
+        read = _count(usage.get("cache_read_input_tokens"))
+        created = _count(usage.get("cache_creation_input_tokens"))
+        details = usage.get("prompt_tokens_details")
+        if read is None and isinstance(details, dict):
+            read = _count(details.get("cached_tokens"))
         if prompt is not None:
             self.prompt = prompt
+            self.prompt_excludes_cache = excludes_cache
         if completion is not None:
             self.completion = completion
         if total is not None:
             self.total = total
+        if read is not None:
+            self.cache_read = read
+        if created is not None:
+            self.cache_creation = created
 
     def counts(self) -> TokenCounts | None:
         if self.prompt is None and self.completion is None and self.total is None:
             return None
+        prompt = self.prompt
+        if prompt is not None and self.prompt_excludes_cache:
+            prompt = min(prompt + (self.cache_read or 0) + (self.cache_creation or 0), _U32_MAX)
         total = self.total
-        if total is None and self.prompt is not None and self.completion is not None:
-            total = min(self.prompt + self.completion, _U32_MAX)
+        if total is None and prompt is not None and self.completion is not None:
+            total = min(prompt + self.completion, _U32_MAX)
         return TokenCounts(
-            prompt_tokens=self.prompt, completion_tokens=self.completion, total_tokens=total
+            prompt_tokens=prompt,
+            completion_tokens=self.completion,
+            total_tokens=total,
+            cache_read_tokens=self.cache_read,
+            cache_creation_tokens=self.cache_creation,
         )
 
 

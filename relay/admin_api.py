@@ -215,6 +215,10 @@ def _worker_json(relay: Relay, worker: WorkerStatistics) -> dict[str, Any]:
         "draining": worker.draining,
         "cordoned": worker.cordoned,
         "backend_errors": worker.backend_errors,
+        # Its model server failed before a first byte: why, and whether the
+        # relay ejected it for a cool-down (max_fails within fail_timeout).
+        "unhealthy": worker.unhealthy,
+        "ejected": worker.ejected,
         "connected_since": relay.rfc3339(worker.connected_since),
         "last_heartbeat": relay.rfc3339(worker.last_seen),
         "requests_served": worker.requests_served,

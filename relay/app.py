@@ -127,11 +127,23 @@ def create_app(relay: Relay) -> RelayApp:
 
     @quart.get("/health")
     async def health() -> Response:
+        # Workers whose model server fails: why, by worker id (never an address).
+        unhealthy = [
+            {
+                "id": w.id,
+                "reason": w.unhealthy or "failing before a first byte",
+                "ejected": w.ejected,
+            }
+            for w in relay.hub.statistics().workers
+            if w.unhealthy is not None or w.ejected
+        ]
+        status = "draining" if relay.hub.draining else "degraded" if unhealthy else "ok"
         return _json(
             {
-                "status": "draining" if relay.hub.draining else "ok",
+                "status": status,
                 "version": relay.version,
                 "workers_connected": len(relay.hub.workers),
+                "workers_unhealthy": unhealthy,
                 "queue_depth": len(relay.hub.queue),
                 "uptime_secs": int(trio.current_time() - relay.started_at),
             }

@@ -263,6 +263,15 @@ def serve(
             rich_help_panel="Limits and timeouts",
         ),
     ] = "32MiB",
+    stream_keepalive: Annotated[
+        float,
+        typer.Option(
+            envvar="STREAM_KEEPALIVE_SECS",
+            min=0,
+            help="Keepalive period for a streamed request waiting for its first token (0 = off).",
+            rich_help_panel="Limits and timeouts",
+        ),
+    ] = 10,
     max_frame_bytes: Annotated[
         str,
         typer.Option(
@@ -369,6 +378,7 @@ def serve(
         heartbeat_timeout=heartbeat_timeout,
         drain_timeout=drain_timeout,
         max_body_bytes=sizes["max-body-bytes"],
+        stream_keepalive=stream_keepalive,
         max_frame_bytes=sizes["max-frame-bytes"],
         max_response_bytes=sizes["max-response-bytes"],
         console=console,

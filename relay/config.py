@@ -74,8 +74,15 @@ class RelayConfig:
     )
     # --trusted-proxies: whose X-Forwarded-For/-Proto to believe (relay/proxies.py).
     trusted_proxies: TrustedProxies = attrs.field(factory=TrustedProxies)
+    # Seconds between keepalives to a streamed request still waiting for its
+    # first token (queued, or prefilling); 0 = none.
+    stream_keepalive: float = 10.0
     # Not flags: policy the spec fixes, kept here so tests can shorten them.
     max_requeues: int = 3
+    # A worker whose backend fails `max_fails` requests before their first
+    # byte within `fail_timeout` s is ejected for `fail_timeout` s.
+    max_fails: int = 3
+    fail_timeout: float = 30.0
     model_grace: float = 60.0
     cancel_grace: float = limits.CANCEL_GRACE_SECS
     register_timeout: float = 10.0

@@ -161,6 +161,8 @@ class Relay:
             requeues=summary.requeues,
             tokens_in=counts.prompt_tokens if counts is not None else None,
             tokens_out=counts.completion_tokens if counts is not None else None,
+            cache_read=counts.cache_read_tokens if counts is not None else None,
+            cache_creation=counts.cache_creation_tokens if counts is not None else None,
             queue_wait=summary.queue_wait,
         )
         worker = self.hub.workers.get(summary.worker_id or "")

@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, MutableMapping
 
     from relay.core import Relay
-    from relay.worker_hub import Lease
+    from relay.worker_hub import Item, Lease
 
     Scope = MutableMapping[str, Any]
     Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -88,6 +88,8 @@ _DROP_RESPONSE_HEADERS = frozenset(
         "trailer",
     }
 )
+_ANTHROPIC_PING = b'event: ping\ndata: {"type": "ping"}\n\n'
+_SSE_KEEPALIVE = b": keepalive\n\n"
 _SSE_HEADERS = [
     (b"content-type", b"text/event-stream"),
     (b"cache-control", b"no-cache"),
@@ -111,7 +113,8 @@ class _Call:
     # `ClientWriter`'s guarded send (relay/boundary.py).
     send: Send
     queued: bool = True
-    started: bool = False  # response status sent to the client
+    started: bool = False  # response status sent to the client (by a keepalive, maybe)
+    relayed: bool = False  # some of the worker's response went to the client
     status: int = 0
     first_byte_at: float | None = None
     dispatched_at: float | None = None  # first time a worker took it (queue wait)
@@ -194,6 +197,10 @@ class CallSummary:
         if counts is not None:
             fields["prompt_tokens"] = counts.prompt_tokens
             fields["completion_tokens"] = counts.completion_tokens
+            if counts.cache_read_tokens is not None:
+                fields["cache_read_tokens"] = counts.cache_read_tokens
+            if counts.cache_creation_tokens is not None:
+                fields["cache_creation_tokens"] = counts.cache_creation_tokens
         return fields
 
 
@@ -308,7 +315,10 @@ class Proxy:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                raise PayloadTooLarge(_too_large(size, limit))
+                # A chunked body: `size` is only what arrived so far, not its size.
+                raise PayloadTooLarge(
+                    f"the request body is over the relay's limit of {limit} bytes"
+                )
             parts.append(chunk)
             if not message.get("more_body", False):
                 return parts[0] if len(parts) == 1 else b"".join(parts)
@@ -324,7 +334,9 @@ class Proxy:
                 while True:
                     call.queued = True
                     scope.deadline = min(queue_deadline, request_deadline)
-                    lease = await self.hub.acquire(ticket)
+                    lease = await self.hub.acquire(
+                        ticket, keepalive=cfg.stream_keepalive, ping=self._pinger(call)
+                    )
                     call.queued = False
                     if call.dispatched_at is None:
                         call.dispatched_at = trio.current_time()
@@ -343,9 +355,10 @@ class Proxy:
                     finally:
                         lease.close(self._cancel_reason(call))
                     if refused is not None:
-                        # Our agent refused it (busy or draining): try elsewhere.
+                        # Our agent refused it (busy, draining, its backend
+                        # down): nothing ran, so try elsewhere.
                         self.hub.worker_refused(lease.worker, refused.code)
-                        self.hub.requeue(ticket, lease.worker, "refused by its worker")
+                        self.hub.requeue(ticket, lease.worker, f"refused ({refused.code})")
                     else:
                         self._attempt_ended(call, lease)
             # The request scope caught its own cancellation: deadline or shutdown.
@@ -370,10 +383,49 @@ class Proxy:
             return wire.CancelReason.TIMEOUT
         return wire.CancelReason.CLIENT_DISCONNECT
 
+    def _pinger(self, call: _Call) -> Callable[[], Awaitable[None]] | None:
+        """What keeps a streamed request's client waiting, if anything (`--stream-keepalive`)."""
+        if not call.stream or self.config.stream_keepalive <= 0:
+            return None
+        return partial(self._keepalive, call)
+
+    async def _keepalive(self, call: _Call) -> None:
+        """One keepalive in the client's dialect; the first commits 200 text/event-stream.
+
+        Anthropic's SDKs expect ``event: ping`` (some clients ignore SSE
+        comments); the OpenAI endpoints get a comment, which every SSE
+        parser skips. After this, a failure is an error event in the stream.
+        """
+        if not call.started:
+            await call.send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [
+                        *_SSE_HEADERS,
+                        (b"x-request-id", call.ticket.request_id.encode()),
+                    ],
+                }
+            )
+            call.started = True
+            call.status = 200
+        frame = _ANTHROPIC_PING if call.dialect is Dialect.ANTHROPIC else _SSE_KEEPALIVE
+        await call.send({"type": "http.response.body", "body": frame, "more_body": True})
+
+    async def _first_items(self, call: _Call, lease: Lease) -> list[Item]:
+        """The worker's first items, with keepalives while a streamed client waits for them."""
+        period = self.config.stream_keepalive
+        if not call.stream or period <= 0:
+            return await lease.receive()
+        while True:
+            with trio.move_on_after(period):
+                return await lease.receive()
+            await self._keepalive(call)
+
     def _attempt_ended(self, call: _Call, lease: Lease) -> None:
         """The worker side ended this attempt: requeue it or raise why not."""
         if lease.ended is LeaseEnd.WORKER_LOST:
-            if call.started:
+            if call.relayed:
                 raise UpstreamError("the worker was lost while streaming the response")
             self.hub.requeue(call.ticket, lease.worker, "lost")
             return
@@ -385,14 +437,18 @@ class Proxy:
 
     async def _relay_response(self, call: _Call, lease: Lease) -> None:
         send = call.send
-        items = await lease.receive()
+        items = await self._first_items(call, lease)
         call.first_byte_at = trio.current_time()
         first = items[0]
         if isinstance(first, wire.ResponseComplete):
-            if first.status_code == 503 and first.headers:
+            # 503: busy or draining; 502: its backend did not answer (nothing ran).
+            if first.status_code in (502, 503) and first.headers:
                 code = first.headers.get(wire.REFUSED_HEADER)
                 if code is not None:
                     raise _WorkerRefused(code)
+            if call.started:  # a keepalive committed a 200 stream already
+                await self._whole_into_stream(call, first)
+                return
             await self._send_whole(call, first, first.body or "")
             return
         if not call.stream:
@@ -407,16 +463,19 @@ class Proxy:
                     return
                 parts.extend(items)  # type: ignore[arg-type]
                 items = await lease.receive()
-        # Lazy status: the first chunk commits a 200 event stream.
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [*_SSE_HEADERS, (b"x-request-id", call.ticket.request_id.encode())],
-            }
-        )
-        call.started = True
-        call.status = 200
+        # Lazy status: the first chunk commits a 200 event stream (unless a
+        # keepalive did already).
+        if not call.started:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [*_SSE_HEADERS, (b"x-request-id", call.ticket.request_id.encode())],
+                }
+            )
+            call.started = True
+            call.status = 200
+        call.relayed = True
         if call.send_now is not None:
             # From here a chunk that arrives while this task waits goes to the
             # client from the worker's reader, if the socket takes it at once;
@@ -440,6 +499,28 @@ class Proxy:
             if done:
                 return
             items = await lease.receive()
+
+    async def _whole_into_stream(self, call: _Call, complete: wire.ResponseComplete) -> None:
+        """A whole answer after keepalives committed a stream: its body, or an error event.
+
+        A success is passed on as the stream's rest (a backend that streamed
+        into one frame); an error status can no longer be a status, so it
+        becomes the dialect's error event carrying the backend's message.
+        """
+        call.token_counts = complete.token_counts
+        call.relayed = True
+        body = complete.body or ""
+        if 200 <= complete.status_code < 300:
+            call.completed = True
+            await call.send(
+                {"type": "http.response.body", "body": body.encode(), "more_body": False}
+            )
+            return
+        call.status = complete.status_code
+        call.error = "upstream_error"
+        call.completed = True
+        event = stream_error_event(call.dialect, "upstream_error", _error_message(body))
+        await call.send({"type": "http.response.body", "body": event, "more_body": False})
 
     async def _send_whole(self, call: _Call, complete: wire.ResponseComplete, body: str) -> None:
         payload = body.encode()
@@ -479,6 +560,19 @@ class Proxy:
         code = "worker_lost" if isinstance(exc, UpstreamError) else exc.code
         event = stream_error_event(call.dialect, code, exc.message)
         await call.send({"type": "http.response.body", "body": event, "more_body": False})
+
+
+def _error_message(body: str) -> str:
+    """The message inside an error body (OpenAI or Anthropic shape), else a generic one."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        doc = None
+    error = doc.get("error") if isinstance(doc, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    if isinstance(message, str) and message:
+        return message[:2000]
+    return "the worker answered with an error"
 
 
 def _client_left(scope: trio.CancelScope, tracked: Tracked) -> None:

@@ -106,6 +106,13 @@ class RelayCollector(Collector):
             _NS + "tokens", "Tokens the backends reported, by model and direction (in/out).",
             labels=["model", "direction"],
         )  # fmt: skip
+        # A family of its own: these are parts of tokens{direction="in"}, and
+        # a sum over one family must not count them twice.
+        cache = CounterMetricFamily(
+            _NS + "cache_tokens",
+            "Of the prompt tokens, those the backends read from / wrote to their prompt cache.",
+            labels=["model", "kind"],
+        )
         duration = HistogramMetricFamily(
             _NS + "request_duration_seconds",
             "Time from a request's arrival to its last byte, by model.",
@@ -136,12 +143,14 @@ class RelayCollector(Collector):
             requeues.add_metric(label, tally.requeued)
             tokens.add_metric([model, "in"], tally.tokens_in)
             tokens.add_metric([model, "out"], tally.tokens_out)
+            cache.add_metric([model, "read"], tally.tokens_cache_read)
+            cache.add_metric([model, "creation"], tally.tokens_cache_creation)
             duration.add_metric(label, tally.latency.exported(), tally.latency.total)
             ttfb.add_metric(label, tally.ttfb.exported(), tally.ttfb.total)
             queued = depth.get(model, 0)
             queue.add_metric(label, queued)
             in_flight.add_metric(label, max(0, tally.active - queued))
-        yield from (requests, errors, requeues, tokens, duration, ttfb, queue, in_flight)
+        yield from (requests, errors, requeues, tokens, cache, duration, ttfb, queue, in_flight)
 
         totals = stats.totals
         rejected = CounterMetricFamily(
@@ -215,6 +224,16 @@ def _workers(workers: Sequence[WorkerStatistics]) -> Iterator[Metric]:
     load = GaugeMetricFamily(
         _NS + "worker_reported_load", "The load each worker last reported.", labels=labels
     )
+    ejected = GaugeMetricFamily(
+        _NS + "worker_ejected",
+        "1 while a worker is ejected for failing before a first byte (cool-down).",
+        labels=labels,
+    )
+    unhealthy = GaugeMetricFamily(
+        _NS + "worker_backend_unhealthy",
+        "1 while a worker's model server is taken to be down.",
+        labels=labels,
+    )
     served = CounterMetricFamily(
         _NS + "worker_requests_served",
         "Requests each worker completed in its current session.",
@@ -228,7 +247,9 @@ def _workers(workers: Sequence[WorkerStatistics]) -> Iterator[Metric]:
         capacity.add_metric(label, worker.max_concurrent)
         load.add_metric(label, worker.reported_load)
         served.add_metric(label, worker.requests_served)
-    yield from (connected, draining, in_flight, capacity, load, served)
+        ejected.add_metric(label, int(worker.ejected))
+        unhealthy.add_metric(label, int(worker.unhealthy is not None))
+    yield from (connected, draining, in_flight, capacity, load, served, ejected, unhealthy)
 
 
 def _hub_counters(counts: HubCounts) -> Iterator[Metric]:
@@ -256,5 +277,11 @@ def _hub_counters(counts: HubCounts) -> Iterator[Metric]:
             "Worker sessions closed after heartbeat silence.",
             counts.heartbeat_timeouts,
         ),
+        (
+            "backend_failures",
+            "Requests a worker's model server failed before a first byte (requeued).",
+            counts.backend_failures,
+        ),
+        ("worker_ejections", "Workers ejected for repeated backend failures.", counts.ejections),
     ):
         yield CounterMetricFamily(_NS + name, text, value=value)

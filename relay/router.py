@@ -3,9 +3,10 @@
 No I/O and no trio: the hub calls `choose()` with its current view of the
 workers. A worker is eligible for a model when it was acked for that model (or
 advertises `*` and no worker names the model), has a free slot and is not
-draining. Among the eligible, the lowest load wins, where load is the relay's
-own count of requests in flight over the worker's capacity (never what the
-worker claims); ties go round-robin.
+unavailable (draining, or ejected for a failing backend). Among the eligible,
+the lowest load wins, where load is the relay's own count of requests in
+flight over the worker's capacity (never what the worker claims); ties go
+round-robin.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class Candidate(Protocol):
     @property
     def max_concurrent(self) -> int: ...
     @property
-    def draining(self) -> bool: ...
+    def unavailable(self) -> bool: ...
 
 
 def serves(worker: Candidate, model: str, named: Collection[str]) -> bool:
@@ -66,7 +67,7 @@ def choose(workers: Iterable[W], model: str, named: Collection[str], rr: RoundRo
     best: list[W] = []
     best_load = 2.0
     for w in workers:
-        if w.draining or w.in_flight >= w.max_concurrent or not serves(w, model, named):
+        if w.unavailable or w.in_flight >= w.max_concurrent or not serves(w, model, named):
             continue
         load = w.in_flight / w.max_concurrent
         if load < best_load:

@@ -185,13 +185,21 @@ class TallySnapshot:
     queue_depth: int | None = None  # models and totals only
     in_flight: int | None = None  # models and totals only
     rejected: int | None = None  # totals only
+    # Of tokens_in: read from / written to the backend's prompt cache.
+    tokens_cache_read: int = 0
+    tokens_cache_creation: int = 0
 
     def to_json(self) -> dict[str, object]:
         doc: dict[str, object] = {
             "requests": self.requests,
             "succeeded": self.succeeded,
             "errors": self.errors.to_json(),
-            "tokens": {"in": self.tokens_in, "out": self.tokens_out},
+            "tokens": {
+                "in": self.tokens_in,
+                "out": self.tokens_out,
+                "cache_read": self.tokens_cache_read,
+                "cache_creation": self.tokens_cache_creation,
+            },
             "latency_ms": self.latency.to_json(),
             "ttfb_ms": self.ttfb.to_json(),
         }
@@ -241,6 +249,8 @@ class Tally:
     requeued: int = 0  # requeue events, not requests
     tokens_in: int = 0
     tokens_out: int = 0
+    tokens_cache_read: int = 0
+    tokens_cache_creation: int = 0
     latency: Histogram = attrs.field(factory=Histogram)
     ttfb: Histogram = attrs.field(factory=Histogram)
     queue_wait: Histogram = attrs.field(factory=Histogram)  # arrival to first dispatch
@@ -269,6 +279,8 @@ class Tally:
             ),
             tokens_in=self.tokens_in,
             tokens_out=self.tokens_out,
+            tokens_cache_read=self.tokens_cache_read,
+            tokens_cache_creation=self.tokens_cache_creation,
             latency=self.latency.percentiles(),
             ttfb=self.ttfb.percentiles(),
             queue_depth=queue_depth,
@@ -287,6 +299,8 @@ def _record(
     requeues: int,
     tokens_in: int | None,
     tokens_out: int | None,
+    cache_read: int | None,
+    cache_creation: int | None,
     queue_wait: float | None,
 ) -> None:
     tally.requests += 1
@@ -316,6 +330,10 @@ def _record(
         tally.tokens_in += tokens_in
     if tokens_out:
         tally.tokens_out += tokens_out
+    if cache_read:
+        tally.tokens_cache_read += cache_read
+    if cache_creation:
+        tally.tokens_cache_creation += cache_creation
     tally.latency.observe(duration)
     if ttfb is not None:
         tally.ttfb.observe(ttfb)
@@ -374,6 +392,8 @@ class Stats:
         requeues: int = 0,
         tokens_in: int | None = None,
         tokens_out: int | None = None,
+        cache_read: int | None = None,
+        cache_creation: int | None = None,
         queue_wait: float | None = None,
     ) -> None:
         """Record a request `started()` earlier, now answered or abandoned.
@@ -389,11 +409,23 @@ class Stats:
             requeues: how often the request was requeued.
             tokens_in: prompt tokens the backend reported.
             tokens_out: completion tokens the backend reported.
+            cache_read: of `tokens_in`, read from the backend's prompt cache.
+            cache_creation: of `tokens_in`, written to it.
             queue_wait: seconds from arrival to the first dispatch to a worker, if any.
         """
         args = (
-            status, client_gone, error, duration, ttfb, requeues, tokens_in, tokens_out, queue_wait
-        )  # fmt: skip
+            status,
+            client_gone,
+            error,
+            duration,
+            ttfb,
+            requeues,
+            tokens_in,
+            tokens_out,
+            cache_read,
+            cache_creation,
+            queue_wait,
+        )
         _record(self.totals, *args)
         _record(self.model_tally(model), *args)
         if key_id is not None:

@@ -34,7 +34,7 @@ from relay.errors import QueueFull, Unavailable
 from relay.queue import PendingQueue
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Awaitable, Callable, Iterable
 
     from relay.boundary import ClientWriter
     from relay.config import RelayConfig
@@ -242,6 +242,14 @@ class Worker:
     connected_since: float
     capabilities: frozenset[str] = frozenset()
     draining: bool = False
+    # Backend health (`Hub.backend_failed`): when the last pre-first-byte
+    # failures happened, until when the worker is ejected and why, and the
+    # models it offered when its backend failed (its agent may withdraw them).
+    backend_failures: deque[float] = attrs.field(factory=deque)
+    ejected_until: float = 0.0
+    unhealthy: str | None = None
+    down_models: frozenset[str] = frozenset()
+    withdrawn: frozenset[str] = frozenset()  # what it offered before an empty update
     last_seen: float = 0.0
     reported_load: int = 0
     requests_served: int = 0
@@ -259,6 +267,13 @@ class Worker:
     def in_flight(self) -> int:
         return len(self.leases) + len(self.cancelling)
 
+    @property
+    def unavailable(self) -> bool:
+        """Not to be routed new work: draining, or ejected for failing before a first byte."""
+        return self.draining or (
+            self.ejected_until != 0.0 and self.ejected_until > trio.current_time()
+        )
+
     def statistics(self) -> WorkerStatistics:
         return WorkerStatistics(
             id=self.id,
@@ -268,6 +283,8 @@ class Worker:
             in_flight=self.in_flight,
             reported_load=self.reported_load,
             draining=self.draining,
+            ejected=self.ejected_until > trio.current_time(),
+            unhealthy=self.unhealthy,
             connected_since=self.connected_since,
             last_seen=self.last_seen,
             requests_served=self.requests_served,
@@ -321,6 +338,8 @@ class WorkerStatistics:
     in_flight: int
     reported_load: int
     draining: bool
+    ejected: bool  # failed before a first byte too often: cooling down
+    unhealthy: str | None  # why its backend is taken to be down, if it is
     connected_since: float  # trio.current_time() values
     last_seen: float
     requests_served: int
@@ -345,6 +364,8 @@ class HubStats:
     requeues: int = 0
     slow_workers: int = 0
     heartbeat_timeouts: int = 0
+    backend_failures: int = 0
+    ejections: int = 0
 
 
 @attrs.frozen
@@ -358,6 +379,8 @@ class HubCounts:
     requeues: int
     slow_workers: int
     heartbeat_timeouts: int
+    backend_failures: int
+    ejections: int
 
 
 @attrs.frozen
@@ -398,6 +421,10 @@ def sanitize_models(models: Iterable[str], cap: int) -> tuple[tuple[str, ...], l
     return tuple(accepted), warnings
 
 
+# Seconds a worker whose backend just failed gets no new request (see `Hub.backend_failed`).
+_BACKEND_FAILURE_HOLD = 1.0
+
+
 @attrs.define(eq=False)
 class Hub:
     """The fleet: workers by id, the waiting queue, routing state."""
@@ -410,6 +437,8 @@ class Hub:
     _named: Counter[str] = attrs.field(factory=Counter)
     _wildcards: int = 0
     _model_seen: dict[str, float] = attrs.field(factory=dict)
+    # model -> when a healthy worker serving it disconnected (it may be restarting)
+    _model_lost: dict[str, float] = attrs.field(factory=dict)
     _rr: router.RoundRobin = attrs.field(factory=router.RoundRobin)
     _ids: itertools.count[int] = attrs.field(factory=lambda: itertools.count(1))
     # Worker names the router skips (Cordon); kept by name so a cordon lasts
@@ -438,12 +467,16 @@ class Hub:
         """Whether a request for `model` should queue rather than get 404.
 
         True when a worker serves it (or serves `*`), or one did within
-        `model_grace` seconds (a worker restarting).
+        `model_grace` seconds (a worker restarting), or a connected worker
+        withdrew it because its backend is down (then `acquire` answers 503
+        with Retry-After, not 404: the model is still ours, its server is not up).
         """
         if self._named[model] > 0 or self._wildcards > 0:
             return True
         seen = self._model_seen.get(model)
-        return seen is not None and trio.current_time() - seen < self.config.model_grace
+        if seen is not None and trio.current_time() - seen < self.config.model_grace:
+            return True
+        return any(model in worker.down_models for worker in self.workers.values())
 
     def _index(self, worker: Worker, sign: int) -> None:
         now = trio.current_time()
@@ -458,9 +491,19 @@ class Hub:
 
     # ------------------------------------------------------------ dispatch
 
-    async def acquire(self, ticket: Ticket) -> Lease:
+    async def acquire(
+        self,
+        ticket: Ticket,
+        *,
+        keepalive: float = 0.0,
+        ping: Callable[[], Awaitable[None]] | None = None,
+    ) -> Lease:
         """A lease on a worker for `ticket`: at once if one has a free slot,
         else after waiting in the queue. The caller's scope bounds the wait.
+
+        With `ping` and a `keepalive` period, `ping()` is awaited every
+        `keepalive` seconds of waiting (a streamed client kept from giving
+        up); the ticket keeps its place meanwhile.
 
         Raises:
             QueueFull: the queue is at --max-queue-len.
@@ -474,6 +517,7 @@ class Hub:
         worker = router.choose(candidates, ticket.model, self._named, self._rr)
         if worker is not None:
             return self._assign(ticket, worker)
+        self._check_some_healthy(ticket.model)
         requeued = ticket.requeues > 0
         if not self.queue.push(ticket, requeued=requeued):
             raise QueueFull(
@@ -482,7 +526,14 @@ class Hub:
             )
         ticket._assigned = assigned = trio.Event()
         try:
-            await assigned.wait()
+            if ping is None or keepalive <= 0:
+                await assigned.wait()
+            else:
+                while not assigned.is_set():
+                    with trio.move_on_after(keepalive):
+                        await assigned.wait()
+                    if not assigned.is_set():
+                        await ping()
         except BaseException:
             if ticket.lease is None:
                 self.queue.discard(ticket)
@@ -510,7 +561,7 @@ class Hub:
 
     def slot_freed(self, worker: Worker) -> None:
         """Give `worker`'s free slots to the oldest queued requests it serves."""
-        if worker.draining or not self.queue or worker.id not in self.workers or worker.cordoned:
+        if worker.unavailable or not self.queue or worker.id not in self.workers or worker.cordoned:
             return
         named = self._named
         while worker.in_flight < worker.max_concurrent:
@@ -561,6 +612,9 @@ class Hub:
         if code == "worker_draining":
             self._set_draining(worker, "it refused a request as draining")
             return
+        if code == wire.REFUSED_BACKEND_DOWN:
+            self.backend_failed(worker, "its model server did not answer a connect")
+            return
         carried = max(1, worker.in_flight)
         if worker.max_concurrent > carried:
             log.warning(
@@ -568,6 +622,82 @@ class Hub:
                 extra={"worker_id": worker.id, "claimed": worker.max_concurrent, "now": carried},
             )
             worker.max_concurrent = carried
+
+    def backend_failed(self, worker: Worker, why: str) -> None:
+        """`worker`'s backend failed a request before its first byte (refused, timed out).
+
+        Its agent says so with a refusal (and withdraws its models itself);
+        the hub remembers the models it offered, so that a request for them
+        with no healthy worker left gets a 503 at once rather than waiting,
+        and ejects the worker after `max_fails` such failures within
+        `fail_timeout` seconds, for `fail_timeout` seconds (nginx's
+        ``max_fails``/``fail_timeout``): an agent that keeps offering a dead
+        backend (an upstream one) stops getting traffic.
+        """
+        cfg = self.config
+        now = trio.current_time()
+        self.stats.backend_failures += 1
+        worker.unhealthy = why
+        # Our agent withdraws its models as it refuses: the two frames may
+        # arrive in either order.
+        worker.down_models = worker.down_models | worker.models | worker.withdrawn
+        failures = worker.backend_failures
+        failures.append(now)
+        while failures and now - failures[0] > cfg.fail_timeout:
+            failures.popleft()
+        # No new request until its agent has withdrawn or re-offered its
+        # models (our agent does both): without this hold the requeued
+        # request could be routed straight back to it.
+        worker.ejected_until = max(worker.ejected_until, now + _BACKEND_FAILURE_HOLD)
+        if len(failures) >= cfg.max_fails:
+            failures.clear()
+            worker.ejected_until = max(worker.ejected_until, now + cfg.fail_timeout)
+            self.stats.ejections += 1
+            log.warning(
+                "worker ejected: its backend failed before answering",
+                extra={
+                    "worker_id": worker.id,
+                    "failures": cfg.max_fails,
+                    "within_secs": cfg.fail_timeout,
+                    "cool_down_secs": cfg.fail_timeout,
+                    "why": why,
+                },
+            )
+
+    def _check_some_healthy(self, model: str) -> None:
+        """Raise a 503 when every worker for `model` has a failing backend.
+
+        A request waits in the queue for busy or restarting workers, but not
+        for dead backends: when no routable worker serves `model` and some
+        worker that did is ejected or withdrew it after a backend failure,
+        the client hears it now, with ``Retry-After``.
+
+        Raises:
+            Unavailable: as described.
+        """
+        now = trio.current_time()
+        down: list[Worker] = []
+        for worker in self.workers.values():
+            serves = router.serves(worker, model, self._named)
+            if serves and not worker.unavailable:
+                return  # a healthy worker serves it: busy, so queue
+            if (serves and worker.ejected_until > now) or model in worker.down_models:
+                down.append(worker)
+        if not down:
+            return
+        lost = self._model_lost.get(model)
+        if lost is not None and now - lost < self.config.model_grace:
+            return  # a healthy worker for it left lately: it may be restarting, so queue
+        wait = min(
+            (w.ejected_until - now for w in down if w.ejected_until > now),
+            default=1.0,
+        )
+        names = ", ".join(w.id for w in down[:5])
+        raise Unavailable(
+            f"no healthy worker serves model {model!r}: the model server behind "
+            f"{names} is not answering; retry shortly",
+            retry_after=max(1, math.ceil(wait)),
+        )
 
     def _set_draining(self, worker: Worker, why: str) -> None:
         """No new request goes to `worker`; what it carries finishes."""
@@ -600,7 +730,7 @@ class Hub:
             max_concurrent = cfg.max_worker_concurrency
         if not models:
             warnings.append("worker registered without any routable models")
-        ours = {wire.limits.CAPABILITY_DRAIN}
+        ours = {wire.limits.CAPABILITY_DRAIN, wire.limits.CAPABILITY_CACHE_TOKENS}
         agreed = frozenset(ours.intersection(reg.capabilities or ()))
         now = trio.current_time()
         worker = Worker(
@@ -646,6 +776,10 @@ class Hub:
             return
         self._index(worker, -1)
         self.stats.workers_lost += 1
+        if worker.unhealthy is None:
+            now = trio.current_time()
+            for model in worker.models:
+                self._model_lost[model] = now
         lost = list(worker.leases.values())
         worker.leases.clear()
         worker.cancelling.clear()
@@ -659,10 +793,24 @@ class Hub:
     def _update_models(self, worker: Worker, update: wire.ModelsUpdate) -> None:
         models, warnings = sanitize_models(update.models, wire.limits.MAX_MODELS_PER_WORKER)
         self._index(worker, -1)
+        if not models and worker.models:
+            worker.withdrawn = worker.models
+        elif models:
+            worker.withdrawn = frozenset()
         worker.models = frozenset(models)
         worker.model_list = models
         self._index(worker, +1)
         worker.reported_load = update.current_load
+        if models and worker.unhealthy is not None:
+            # The agent offers models again: its backend answers.
+            log.info(
+                "worker healthy again",
+                extra={"worker_id": worker.id, "was": worker.unhealthy},
+            )
+            worker.unhealthy = None
+            worker.down_models = frozenset()
+            worker.ejected_until = 0.0
+            worker.backend_failures.clear()
         if update.draining:
             self._set_draining(worker, "the agent said so")
         log.info(

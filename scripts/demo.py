@@ -182,7 +182,8 @@ async def start_backend(sup: Supervisor, nursery: trio.Nursery) -> str:
         "--parallel",
         str(sup.args.parallel),
         "--ctx",
-        str(sup.args.ctx),
+        # llama.cpp shares its context among the slots: each slot gets --ctx.
+        str(sup.args.ctx * sup.args.parallel),
         "--alias",
         sup.args.model,
         "--log-file",
@@ -305,6 +306,8 @@ def banner(relay_url: str, model: str, run_dir: Path) -> str:
         "",
         f'  OpenAI SDK:     OpenAI(base_url="{relay_url}/v1", api_key="unused")',
         f'  Anthropic SDK:  Anthropic(base_url="{relay_url}", api_key="unused")',
+        f"  Claude Code:    ANTHROPIC_BASE_URL={relay_url} ANTHROPIC_AUTH_TOKEN=unused \\",
+        f"                  CLAUDE_CODE_MAX_OUTPUT_TOKENS=200 claude -p 'say hi' --model {model}",
         f"  Health, models: {relay_url}/health   {relay_url}/v1/models",
         f"  Logs:           {logs}/backend.log (llama.cpp), {logs}/relay.log, {logs}/agent.log",
         "",
@@ -502,7 +505,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="backend slots and agent --max-concurrency (default %(default)s)",
     )
     parser.add_argument(
-        "--ctx", type=int, default=4096, help="backend context tokens (default %(default)s)"
+        "--ctx",
+        type=int,
+        default=8192,
+        help=(
+            "context tokens per backend slot (default %(default)s, SmolLM2's most: Claude "
+            "Code's first prompt alone is ~3,000 tokens)"
+        ),
     )
     parser.add_argument(
         "--ready-timeout",

@@ -105,7 +105,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--ctx",
         type=int,
         default=4096,
-        help="context tokens, shared by the slots (default %(default)s)",
+        help=(
+            "context tokens, shared by the slots: each gets ctx/parallel (default %(default)s; "
+            "Claude Code's first prompt needs ~3,000 a slot, SmolLM2 takes up to 8,192)"
+        ),
     )
     parser.add_argument(
         "--alias", default="smollm2", help="model name /v1/models lists (default %(default)s)"

@@ -22,6 +22,14 @@ Directives (all optional):
   without finishing the chunked body;
 - ``body_bytes`` (int): pad a non-streaming body to about this size;
 - ``text`` (str): the content of each chunk (and of a non-streaming message).
+- ``cache_read``, ``cache_creation`` (int): on ``/v1/messages``, report
+  that many prompt tokens as read from / written to a prompt cache;
+- ``prefill`` (float): seconds before any byte of the answer, status line
+  included (a long prompt being processed); a client that leaves meanwhile
+  ends it.
+
+`FakeBackend.running` counts the POSTs being answered now and `max_running`
+the most at once: a one-slot backend that must never run two.
 
 In-process::
 
@@ -189,6 +197,18 @@ class _Directives:
     crash_after: int | None = None
     body_bytes: int | None = None
     text: str | None = None
+    prefill: float = 0.0
+    cache_read: int | None = None
+    cache_creation: int | None = None
+
+    def cache_usage(self) -> dict[str, int]:
+        """Anthropic's prompt-cache usage fields, when asked for."""
+        usage = {}
+        if self.cache_read is not None:
+            usage["cache_read_input_tokens"] = self.cache_read
+        if self.cache_creation is not None:
+            usage["cache_creation_input_tokens"] = self.cache_creation
+        return usage
 
     @classmethod
     def of(cls, body: dict[str, Any]) -> "_Directives":
@@ -226,6 +246,8 @@ class FakeBackend:
     ollama: bool = False
     requests: list[Recorded] = attrs.field(factory=list)
     url: str = ""
+    running: int = attrs.field(default=0, init=False)
+    max_running: int = attrs.field(default=0, init=False)
     _counter: int = attrs.field(default=0, init=False)
     _arrived: trio.Event = attrs.field(factory=trio.Event, init=False)
 
@@ -235,14 +257,28 @@ class FakeBackend:
             await self._arrived.wait()
         return self.requests
 
-    async def run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
-        """Serve on 127.0.0.1 (ephemeral port) until cancelled.
+    async def run(
+        self,
+        port: int = 0,
+        stop: trio.Event | None = None,
+        *,
+        task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve on 127.0.0.1 until cancelled, or until `stop` is set.
+
+        Cancelling it closes the listener and every connection: a backend
+        that died. Setting `stop` is a backend shut down in order: no new
+        connection is accepted, and answers in progress get 0.5 s to finish.
+        Running it again with the same `port` is the backend coming back at
+        the same address.
 
         Args:
+            port: The port; 0 (default) picks a free one.
+            stop: Set to shut down in order.
             task_status: Started with the base URL, ``http://127.0.0.1:PORT``.
         """
         config = hypercorn.config.Config()
-        config.bind = ["127.0.0.1:0"]
+        config.bind = [f"127.0.0.1:{port}"]
         config.loglevel = "WARNING"
         config.accesslog = None
         config.graceful_timeout = 0.5
@@ -250,7 +286,13 @@ class FakeBackend:
             binds: list[str] = await nursery.start(
                 # A raw ASGI app with loosely typed dicts: Hypercorn's TypedDicts
                 # describe the same messages.
-                partial(hypercorn.trio.serve, cast("Any", self), config, mode="asgi")
+                partial(
+                    hypercorn.trio.serve,
+                    cast("Any", self),
+                    config,
+                    mode="asgi",
+                    shutdown_trigger=stop.wait if stop is not None else None,
+                )
             )
             self.url = binds[0]
             task_status.started(self.url)
@@ -289,12 +331,20 @@ class FakeBackend:
         arrived, self._arrived = self._arrived, trio.Event()
         arrived.set()
         exchange = _Exchange(record, send)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._watch_disconnect, receive, exchange, nursery.cancel_scope)
-            await self._dispatch(method, path, exchange)
-            if record.finished_at is None:  # crash_after: return without finishing the body
-                record.done.set()
-            nursery.cancel_scope.cancel()
+        posted = method == "POST"
+        if posted:
+            self.running += 1
+            self.max_running = max(self.max_running, self.running)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._watch_disconnect, receive, exchange, nursery.cancel_scope)
+                await self._dispatch(method, path, exchange)
+                if record.finished_at is None:  # crash_after: return without finishing the body
+                    record.done.set()
+                nursery.cancel_scope.cancel()
+        finally:
+            if posted:
+                self.running -= 1
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -388,6 +438,8 @@ class FakeBackend:
             )
             return
         directives = _Directives.of(body)
+        if directives.prefill:
+            await trio.sleep(directives.prefill)
         if directives.status is not None:
             status = int(directives.status)
             await exchange.whole(
@@ -664,7 +716,7 @@ class FakeBackend:
                     "content": [],
                     "stop_reason": None,
                     "stop_sequence": None,
-                    "usage": {"input_tokens": prompt, "output_tokens": 1},
+                    "usage": {"input_tokens": prompt, "output_tokens": 1, **d.cache_usage()},
                 },
             }
             head = [
@@ -712,7 +764,7 @@ class FakeBackend:
             "content": [block],
             "stop_reason": "end_turn",
             "stop_sequence": None,
-            "usage": {"input_tokens": prompt, "output_tokens": d.chunks},
+            "usage": {"input_tokens": prompt, "output_tokens": d.chunks, **d.cache_usage()},
         }
         await exchange.whole(200, self._pad(payload, d, partial(block.__setitem__, "text")))
 

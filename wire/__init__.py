@@ -15,6 +15,7 @@ from .errors import VersionMismatch as VersionMismatch
 from .errors import WireError as WireError
 from .limits import AGENT_RELAY_SILENCE_SECS as AGENT_RELAY_SILENCE_SECS
 from .limits import CANCEL_GRACE_SECS as CANCEL_GRACE_SECS
+from .limits import CAPABILITY_CACHE_TOKENS as CAPABILITY_CACHE_TOKENS
 from .limits import CAPABILITY_DRAIN as CAPABILITY_DRAIN
 from .limits import DEFAULT_HEARTBEAT_INTERVAL_SECS as DEFAULT_HEARTBEAT_INTERVAL_SECS
 from .limits import DEFAULT_HEARTBEAT_TIMEOUT_SECS as DEFAULT_HEARTBEAT_TIMEOUT_SECS
@@ -22,6 +23,7 @@ from .limits import DEFAULT_MAX_RECEIVE_FRAME_BYTES as DEFAULT_MAX_RECEIVE_FRAME
 from .limits import FORWARDED_HEADERS as FORWARDED_HEADERS
 from .limits import MAX_MODELS_PER_WORKER as MAX_MODELS_PER_WORKER
 from .limits import MAX_SEND_FRAME_BYTES as MAX_SEND_FRAME_BYTES
+from .limits import REFUSED_BACKEND_DOWN as REFUSED_BACKEND_DOWN
 from .limits import REFUSED_HEADER as REFUSED_HEADER
 from .limits import filter_headers as filter_headers
 from .messages import PROTOCOL_VERSION as PROTOCOL_VERSION
@@ -51,6 +53,7 @@ from .messages import UInt as UInt
 __all__ = [
     "AGENT_RELAY_SILENCE_SECS",
     "CANCEL_GRACE_SECS",
+    "CAPABILITY_CACHE_TOKENS",
     "CAPABILITY_DRAIN",
     "DEFAULT_HEARTBEAT_INTERVAL_SECS",
     "DEFAULT_HEARTBEAT_TIMEOUT_SECS",
@@ -59,6 +62,7 @@ __all__ = [
     "MAX_MODELS_PER_WORKER",
     "MAX_SEND_FRAME_BYTES",
     "PROTOCOL_VERSION",
+    "REFUSED_BACKEND_DOWN",
     "REFUSED_HEADER",
     "U16",
     "U32",

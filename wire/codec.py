@@ -456,10 +456,12 @@ def _fast_counts(value: object) -> TokenCounts | bool | None:
     prompt = value.get("prompt_tokens")
     completion = value.get("completion_tokens")
     total = value.get("total_tokens")
-    for count in (prompt, completion, total):
+    read = value.get("cache_read_tokens")
+    created = value.get("cache_creation_tokens")
+    for count in (prompt, completion, total, read, created):
         if count is not None and (type(count) is not int or not 0 <= count <= _U32_MAX):
             return False
-    return TokenCounts(prompt, completion, total)
+    return TokenCounts(prompt, completion, total, read, created)
 
 
 def _fast_response_complete(frame: dict[str, object]) -> ResponseComplete | None:
@@ -516,6 +518,8 @@ def _fast_frame(msg: ResponseComplete | Request) -> dict[str, object]:
                     ("prompt_tokens", counts.prompt_tokens),
                     ("completion_tokens", counts.completion_tokens),
                     ("total_tokens", counts.total_tokens),
+                    ("cache_read_tokens", counts.cache_read_tokens),
+                    ("cache_creation_tokens", counts.cache_creation_tokens),
                 )
                 if value is not None
             }

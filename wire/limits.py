@@ -9,6 +9,7 @@ from collections.abc import Iterable
 __all__ = [
     "AGENT_RELAY_SILENCE_SECS",
     "CANCEL_GRACE_SECS",
+    "CAPABILITY_CACHE_TOKENS",
     "CAPABILITY_DRAIN",
     "DEFAULT_HEARTBEAT_INTERVAL_SECS",
     "DEFAULT_HEARTBEAT_TIMEOUT_SECS",
@@ -16,6 +17,7 @@ __all__ = [
     "FORWARDED_HEADERS",
     "MAX_MODELS_PER_WORKER",
     "MAX_SEND_FRAME_BYTES",
+    "REFUSED_BACKEND_DOWN",
     "REFUSED_HEADER",
     "filter_headers",
 ]
@@ -57,10 +59,18 @@ FORWARDED_HEADERS: frozenset[str] = frozenset(
 
 CAPABILITY_DRAIN = "drain"
 
+CAPABILITY_CACHE_TOKENS = "cache_tokens"
+"""Our optional extension: `TokenCounts` may carry ``cache_read_tokens`` and
+``cache_creation_tokens``. Announced and echoed like `CAPABILITY_DRAIN`; an
+agent sends the two counts only to a relay that echoed it."""
+
 # Header on a `response_complete` 503 by which our agent says "I refuse this
 # request" (busy or draining) rather than relaying its backend's own 503; our
 # relay then requeues the request instead of answering the client with it.
 REFUSED_HEADER = "x-modelrelay-refused"
+REFUSED_BACKEND_DOWN = "backend_unavailable"
+"""The refusal code of a request refused because the worker's backend did not
+answer a connect (nothing ran): the relay requeues it and counts the failure."""
 """Our optional extension.
 
 The agent lists it in `Register.capabilities`; the relay echoes it in

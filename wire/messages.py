@@ -66,11 +66,25 @@ U64: TypeAlias = Annotated[int, UInt(64)]
 
 @attrs.frozen
 class TokenCounts:
-    """Token usage a backend reported for one request; any count may be unknown."""
+    """Token usage a backend reported for one request; any count may be unknown.
+
+    Attributes:
+        prompt_tokens: Every prompt token, cached or not.
+        completion_tokens: Generated tokens.
+        total_tokens: Both.
+        cache_read_tokens: Of the prompt, read from the backend's prompt cache
+            (Anthropic's ``cache_read_input_tokens``, OpenAI's
+            ``prompt_tokens_details.cached_tokens``). Our extension: only
+            sent to a relay that echoed `CAPABILITY_CACHE_TOKENS`.
+        cache_creation_tokens: Of the prompt, written to the cache
+            (``cache_creation_input_tokens``); the same extension.
+    """
 
     prompt_tokens: U32 | None = None
     completion_tokens: U32 | None = None
     total_tokens: U32 | None = None
+    cache_read_tokens: U32 | None = None
+    cache_creation_tokens: U32 | None = None
 
 
 class CancelReason(enum.StrEnum):

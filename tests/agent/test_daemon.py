@@ -33,6 +33,7 @@ from tests.agent.fakes import (
 from tests.agent.test_jobs import chat, start_agent
 from tests.fake_backend import FakeBackend
 from wire import (
+    CAPABILITY_CACHE_TOKENS,
     CAPABILITY_DRAIN,
     PROTOCOL_VERSION,
     GracefulShutdown,
@@ -320,7 +321,7 @@ async def test_register_over_real_socket_carries_version_and_capabilities(
         conn = await fake_relay.next_connection()
         register = await conn.register()
     assert register.protocol_version == PROTOCOL_VERSION
-    assert register.capabilities == (CAPABILITY_DRAIN,)
+    assert register.capabilities == (CAPABILITY_DRAIN, CAPABILITY_CACHE_TOKENS)
     assert register.max_concurrent == 4
     assert register.current_load == 0
     assert register.worker_name == "test-box"

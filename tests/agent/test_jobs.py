@@ -20,8 +20,11 @@ from tests.agent.fakes import SECRET, FakeRelay, RelayConn, fast_config
 from tests.fake_backend import FakeBackend
 from wire import (
     MAX_SEND_FRAME_BYTES,
+    REFUSED_BACKEND_DOWN,
+    REFUSED_HEADER,
     Cancel,
     CancelReason,
+    ModelsUpdate,
     Ping,
     Pong,
     Request,
@@ -191,30 +194,52 @@ async def test_cancel_mid_stream_closes_backend_and_answers_499_once(
     assert after == Pong(current_load=0, timestamp_unix_ms=7)
 
 
-async def test_backend_unreachable_is_502_naming_the_url_and_session_stays(
+async def test_dead_backend_is_refused_unnamed_withdrawn_probed_and_offered_again(
     nursery: trio.Nursery, fake_relay: FakeRelay
 ) -> None:
+    """A refused connect: a 502 refusal (for the relay to requeue) that names no
+    address, the models withdrawn, the session kept; once the backend listens
+    again a probe finds it and the models are offered again."""
     with trio.socket.socket() as sock:  # a port nobody listens on
         await sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     dead = f"http://127.0.0.1:{port}"
+    updates: list[ModelsUpdate] = []
+
+    async def until(kind: type, rid: str | None = None) -> object:
+        while True:
+            msg = await conn.receive()
+            if isinstance(msg, ModelsUpdate):
+                updates.append(msg)
+            if isinstance(msg, kind) and (rid is None or getattr(msg, "request_id", None) == rid):
+                return msg
+
     with trio.fail_after(10):
         conn = await connected(nursery, fake_relay, dead)
         await conn.send(chat("r1"))
-        _, done = await collect(conn, "r1")
+        done = await until(ResponseComplete, "r1")
+        await until(ModelsUpdate)
         await conn.send(chat("r2", path="/v1/messages", stream=True))
-        _, anthropic = await collect(conn, "r2")
+        anthropic = await until(ResponseComplete, "r2")
         await conn.send(Ping(timestamp_unix_ms=1))
-        pong = await conn.receive()
+        pong = await until(Pong)
+        revived = FakeBackend(models=["fake-model"])
+        await nursery.start(revived.run, port)
+        while not updates[-1].models:
+            await until(ModelsUpdate)
+    assert isinstance(done, ResponseComplete)
+    assert isinstance(anthropic, ResponseComplete)
     assert done.status_code == 502
-    error = json.loads(done.body or "")["error"]
-    assert f"{dead}/v1/chat/completions" in error["message"]
-    assert error["code"] == "backend_unreachable"
+    assert done.headers is not None
+    assert done.headers[REFUSED_HEADER] == REFUSED_BACKEND_DOWN
+    assert "127.0.0.1" not in (done.body or "")
+    assert json.loads(done.body or "")["error"]["code"] == REFUSED_BACKEND_DOWN
+    assert updates[0].models == ()
     assert anthropic.status_code == 502
-    anthropic_error = json.loads(anthropic.body or "")
-    assert anthropic_error["type"] == "error"
-    assert dead in anthropic_error["error"]["message"]
+    assert json.loads(anthropic.body or "")["type"] == "error"
+    assert "127.0.0.1" not in (anthropic.body or "")
     assert pong == Pong(current_load=0, timestamp_unix_ms=1)
+    assert updates[-1].models == ("fake-model",)
 
 
 async def test_max_concurrency_refuses_the_extra_request_with_503(

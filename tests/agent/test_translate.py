@@ -10,6 +10,7 @@ parses our translated answers with strict validation.
 import json
 import math
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -345,13 +346,42 @@ def test_documents_and_unsupported_sources_leave_a_visible_note() -> None:
     assert "[image omitted" in content
 
 
+def test_mid_conversation_system_message_stays_in_place() -> None:
+    """Claude Code sends ``{"role": "system"}`` between turns: an OpenAI system message there."""
+    chat = request_to_chat(
+        {
+            "system": "Top.",
+            "messages": [
+                {"role": "user", "content": "hi"},
+                {
+                    "role": "system",
+                    "content": [
+                        {"type": "text", "text": "Mid.", "cache_control": {"type": "ephemeral"}},
+                        {"type": "text", "text": "More."},
+                    ],
+                },
+                {"role": "assistant", "content": "ok"},
+                {"role": "system", "content": "Plain."},
+            ],
+        }
+    )
+    assert chat["messages"] == [
+        {"role": "system", "content": "Top."},
+        {"role": "user", "content": "hi"},
+        {"role": "system", "content": "Mid.\n\nMore."},
+        {"role": "assistant", "content": "ok"},
+        {"role": "system", "content": "Plain."},
+    ]
+
+
 @pytest.mark.parametrize(
     "body",
     [
         [],
         {"model": "m"},
         {"messages": "hi"},
-        {"messages": [{"role": "system", "content": "x"}]},
+        {"messages": [{"role": "developer", "content": "x"}]},
+        {"messages": [{"role": "system", "content": 5}]},
         {"messages": [{"role": "user"}]},
         {"messages": [{"role": "user", "content": ["text"]}]},
         {"messages": [{"role": "user", "content": "x"}], "system": 5},
@@ -902,3 +932,30 @@ def test_estimate_counts_four_characters_a_token_over_everything() -> None:
         "x-modelrelay-token-estimate",
         "chars/4",
     )
+
+
+# --- a real Claude Code request --------------------------------------------------------------
+
+# Recorded by tests/e2e/test_claude_code.py's own backend (tests/e2e/recording_proxy.py):
+# Claude Code 2.1.197's first request of `claude -p`, as it reached the backend.
+CLAUDE_CODE_REQUEST = Path(__file__).parent / "golden" / "claude_code_2.1.197.request.json"
+
+
+def test_a_recorded_claude_code_request_translates() -> None:
+    body = json.loads(CLAUDE_CODE_REQUEST.read_text())
+    # What made it hard: all of it in one body.
+    assert {"thinking", "context_management", "output_config"} <= body.keys()
+    assert len(body["tools"]) == 24
+    assert [m["role"] for m in body["messages"]] == ["user", "system"]
+    chat = request_to_chat(body)
+    roles = [m["role"] for m in chat["messages"]]
+    assert roles == ["system", "user", "system"]
+    assert chat["messages"][2]["content"].startswith("Available agent types")
+    assert len(chat["tools"]) == 24
+    assert all(t["type"] == "function" and t["function"]["parameters"] for t in chat["tools"])
+    text = json.dumps(chat)
+    assert "cache_control" not in text
+    for dropped in ("thinking", "context_management", "output_config", "metadata"):
+        assert dropped not in chat
+    assert chat["stream"] is True
+    assert chat["stream_options"] == {"include_usage": True}

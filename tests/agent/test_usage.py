@@ -106,3 +106,40 @@ def test_stream_without_usage() -> None:
     usage = StreamUsage()
     usage.feed(sse({"choices": [{"delta": {"content": "usage"}}]}))
     assert usage.counts() is None
+
+
+def test_anthropic_cache_fields_count_as_prompt_and_apart() -> None:
+    """llama.cpp on a cached Claude Code turn: 1 uncached token, 3031 read from the cache."""
+    usage = StreamUsage()
+    usage.feed(
+        sse(
+            {
+                "type": "message_start",
+                "message": {
+                    "usage": {
+                        "input_tokens": 1,
+                        "cache_read_input_tokens": 3031,
+                        "cache_creation_input_tokens": 7,
+                        "output_tokens": 0,
+                    }
+                },
+            },
+            "message_start",
+        )
+    )
+    usage.feed(sse({"type": "message_delta", "usage": {"output_tokens": 5}}, "message_delta"))
+    assert usage.counts() == TokenCounts(3039, 5, 3044, 3031, 7)
+    body = {"type": "message", "usage": {"input_tokens": 2, "cache_read_input_tokens": 10}}
+    assert counts_from_body(json.dumps(body)) == TokenCounts(12, None, None, 10, None)
+
+
+def test_openai_cached_tokens_are_already_in_the_prompt() -> None:
+    body = {
+        "usage": {
+            "prompt_tokens": 100,
+            "completion_tokens": 4,
+            "total_tokens": 104,
+            "prompt_tokens_details": {"cached_tokens": 96},
+        }
+    }
+    assert counts_from_body(json.dumps(body)) == TokenCounts(100, 4, 104, 96, None)

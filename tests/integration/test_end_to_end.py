@@ -175,16 +175,22 @@ async def test_two_agents_share_load_and_models_route_to_their_servers(nursery) 
     assert b_models.count("shared") == 2
 
 
-async def test_backend_unreachable_is_502_naming_it(nursery) -> None:
+async def test_backend_unreachable_is_503_naming_the_worker_not_the_backend(nursery) -> None:
+    """The backend's address stays in the agent's log; the client learns which worker."""
     async with (
         relay_process() as (relay, url),
-        agent_process(relay, "http://127.0.0.1:9", "--models", "ghost"),
+        agent_process(relay, "http://127.0.0.1:9", "--models", "ghost") as agent,
         httpx.AsyncClient(base_url=url, timeout=20) as client,
     ):
         response = await client.post("/v1/chat/completions", json={"model": "ghost"})
-        assert response.status_code == 502
-        assert "127.0.0.1:9" in response.json()["error"]["message"]
+        assert response.status_code == 503
+        message = response.json()["error"]["message"]
+        assert "127.0.0.1:9" not in message
+        assert "worker-1" in message
+        assert response.headers["retry-after"]
         health = (await client.get("/health")).json()
+        line = await agent.wait_for(lambda line: line.get("event") == "request finished")
+    assert "127.0.0.1:9" in line["error"]  # the operator's log has it
     assert health["workers_connected"] == 1  # the agent stayed connected
 
 

@@ -170,7 +170,7 @@ async def test_stats_move_with_traffic(start_relay, nursery) -> None:
     m1 = doc["models"]["m1"]
     assert m1["requests"] == 2
     assert m1["succeeded"] == 2
-    assert m1["tokens"] == {"in": 2 * 3, "out": 2 * 5}
+    assert m1["tokens"] == {"in": 2 * 3, "out": 2 * 5, "cache_read": 0, "cache_creation": 0}
     assert m1["latency_ms"]["count"] == 2
     assert m1["latency_ms"]["p50"] > 0
     assert m1["ttfb_ms"]["p99"] is not None

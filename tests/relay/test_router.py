@@ -15,6 +15,11 @@ class W:
     in_flight: int = 0
     max_concurrent: int = 1
     draining: bool = False
+    ejected: bool = False
+
+    @property
+    def unavailable(self) -> bool:
+        return self.draining or self.ejected
 
 
 def w(name: str, *models: str, **kw: object) -> W:
@@ -44,6 +49,13 @@ def test_ties_round_robin() -> None:
     rr = RoundRobin()
     picks = [choose([a, b, c], "m", {"m"}, rr).name for _ in range(6)]  # type: ignore[union-attr]
     assert picks == ["a", "b", "c", "a", "b", "c"]
+
+
+def test_ejected_workers_are_skipped() -> None:
+    ejected, ok = w("ejected", "m", ejected=True), w("ok", "m")
+    for _ in range(3):
+        assert choose([ejected, ok], "m", {"m"}, RoundRobin()) is ok
+    assert choose([ejected], "m", {"m"}, RoundRobin()) is None
 
 
 def test_full_and_draining_workers_are_skipped() -> None:

@@ -74,7 +74,7 @@ def test_snapshot_document_layout() -> None:
     assert m1["errors"] == {
         "4xx": 0, "5xx": 0, "queue_full": 0, "timeouts": 0, "cancelled": 0, "requeued": 0,
     }  # fmt: skip
-    assert m1["tokens"] == {"in": 1, "out": 2}
+    assert m1["tokens"] == {"in": 1, "out": 2, "cache_read": 0, "cache_creation": 0}
     assert list(m1["latency_ms"]) == ["p50", "p90", "p95", "p99", "mean", "count"]
     assert m1["queue_depth"] == 1
     assert doc["totals"]["rejected"] == 1
