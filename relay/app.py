@@ -126,6 +126,9 @@ def create_app(relay: Relay) -> RelayApp:
 
     @quart.get("/health")
     async def health() -> Response:
+        # 503 from the first moment of a drain: a balancer's health check
+        # takes the relay out of rotation while its listener still serves
+        # what it has in flight (docs/operations.md, "Several relays").
         return _json(
             {
                 "status": "draining" if relay.hub.draining else "ok",
@@ -133,7 +136,8 @@ def create_app(relay: Relay) -> RelayApp:
                 "workers_connected": len(relay.hub.workers),
                 "queue_depth": len(relay.hub.queue),
                 "uptime_secs": int(trio.current_time() - relay.started_at),
-            }
+            },
+            503 if relay.hub.draining else 200,
         )
 
     scrapes = trio.CapacityLimiter(1)

@@ -349,7 +349,9 @@ class Proxy:
                     if refused is not None:
                         # Our agent refused it (busy or draining): try elsewhere.
                         self.hub.worker_refused(lease.worker, refused.code)
-                        self.hub.requeue(ticket, lease.worker, "refused by its worker")
+                        self.hub.requeue(
+                            ticket, lease.worker, "refused by its worker", refusal=refused.code
+                        )
                     else:
                         self._attempt_ended(call, lease)
             # The request scope caught its own cancellation: deadline or shutdown.
