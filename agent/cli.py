@@ -145,7 +145,12 @@ def _load_config_file(
 
 def run_command(
     proxy_url: Annotated[
-        str, typer.Option(envvar="PROXY_URL", help="The relay (http/https; ws/wss derived).")
+        str,
+        typer.Option(
+            envvar="PROXY_URL",
+            help="The relay (http/https; ws/wss derived); several, comma-separated, "
+            "share one --max-concurrency.",
+        ),
     ] = DEFAULT_PROXY_URL,
     worker_secret: Annotated[
         str | None,

@@ -37,7 +37,10 @@ As a process (end-to-end tests, benchmarks)::
 prints ``FAKE_BACKEND_URL=http://127.0.0.1:PORT`` as its first line and
 serves until SIGTERM/SIGINT. ``GET /_control/log`` returns the recorded
 requests as JSON (times are `trio.current_time()` values: compare them with
-each other only); ``PUT /_control/models`` with ``{"models": [...]}``
+each other only); ``GET /_control/concurrency`` returns ``{"in_flight",
+"max_in_flight"}``, the POSTs being answered now and the most ever answered
+at once (what an agent's ``--max-concurrency`` must bound);
+``PUT /_control/models`` with ``{"models": [...]}``
 replaces the model list.
 
 This module imports neither `relay` nor `agent`.
@@ -219,6 +222,8 @@ class FakeBackend:
             ``/api/tags`` lists the models.
         requests: Every request received (control requests excepted), in order.
         url: The base URL, once serving ("" before).
+        in_flight: POSTs being answered now.
+        max_in_flight: The most POSTs ever answered at once.
     """
 
     models: list[str] = attrs.field(factory=lambda: ["fake-model"])
@@ -226,6 +231,8 @@ class FakeBackend:
     ollama: bool = False
     requests: list[Recorded] = attrs.field(factory=list)
     url: str = ""
+    in_flight: int = 0
+    max_in_flight: int = 0
     _counter: int = attrs.field(default=0, init=False)
     _arrived: trio.Event = attrs.field(factory=trio.Event, init=False)
 
@@ -289,12 +296,20 @@ class FakeBackend:
         arrived, self._arrived = self._arrived, trio.Event()
         arrived.set()
         exchange = _Exchange(record, send)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._watch_disconnect, receive, exchange, nursery.cancel_scope)
-            await self._dispatch(method, path, exchange)
-            if record.finished_at is None:  # crash_after: return without finishing the body
-                record.done.set()
-            nursery.cancel_scope.cancel()
+        counted = method == "POST"
+        if counted:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._watch_disconnect, receive, exchange, nursery.cancel_scope)
+                await self._dispatch(method, path, exchange)
+                if record.finished_at is None:  # crash_after: return without finishing the body
+                    record.done.set()
+                nursery.cancel_scope.cancel()
+        finally:
+            if counted:
+                self.in_flight -= 1
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -324,6 +339,10 @@ class FakeBackend:
     async def _control(self, method: str, path: str, body: bytes, exchange: _Exchange) -> None:
         if path == "/_control/log" and method == "GET":
             await exchange.whole(200, [record.to_json() for record in self.requests])
+        elif path == "/_control/concurrency" and method == "GET":
+            await exchange.whole(
+                200, {"in_flight": self.in_flight, "max_in_flight": self.max_in_flight}
+            )
         elif path == "/_control/models" and method == "PUT":
             try:
                 models = json.loads(body)["models"]
