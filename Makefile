@@ -22,7 +22,7 @@ LOCK_EXTRAS := test,live,postgres,desktop,desktop-test
 # What Qt's xcb platform plugin loads (PySide6 >= 6.5) beyond a minimal Debian.
 QT_XCB_LIBS := libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 \
   libxcb-shape0 libxkbcommon-x11-0 libegl1 libfontconfig1 libdbus-1-3
-SYSTEM_PACKAGES := nginx-light wrk postgresql openssl chromium xvfb trayer $(QT_XCB_LIBS)
+SYSTEM_PACKAGES := nginx-light wrk postgresql haproxy openssl chromium xvfb trayer $(QT_XCB_LIBS)
 
 BIN := $(VENV)/bin
 # Two steps, one lock: `make run` needs only the runtime + the live backend
@@ -116,6 +116,7 @@ bench: $(STAMP)
 
 # Debian/Ubuntu packages: nginx (the TLS-proxy recipe and make bench), wrk (make bench),
 # postgresql (initdb/pg_ctl: the key-store tests start a throwaway cluster of their own),
+# haproxy (two relays behind one address: the fleet tests and contrib/haproxy),
 # xvfb + trayer + Qt's xcb libraries (the desktop app's real-tray test and screenshots).
 # Chromium joins this list with the web dashboard and its browser tests (not built yet).
 # Installs only what is missing, without recommends.
@@ -126,7 +127,7 @@ deps-system:
 	if [ -z "$$missing" ]; then echo "deps-system: $(SYSTEM_PACKAGES) already installed"; exit 0; fi; \
 	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
 	  echo "deps-system: install these system packages yourself:$$missing"; \
-	  echo "  (Debian/Ubuntu: sudo apt-get install$$missing; macOS: brew install nginx wrk postgresql)"; \
+	  echo "  (Debian/Ubuntu: sudo apt-get install$$missing; macOS: brew install nginx wrk postgresql haproxy)"; \
 	  exit 0; \
 	fi; \
 	echo "deps-system: apt-get install$$missing"; \
