@@ -131,13 +131,13 @@ def create_app(relay: Relay) -> RelayApp:
         # what it has in flight (docs/operations.md, "Several relays").
         return _json(
             {
-                "status": "draining" if relay.hub.draining else "ok",
+                "status": "draining" if relay.leaving or relay.hub.draining else "ok",
                 "version": relay.version,
                 "workers_connected": len(relay.hub.workers),
                 "queue_depth": len(relay.hub.queue),
                 "uptime_secs": int(trio.current_time() - relay.started_at),
             },
-            503 if relay.hub.draining else 200,
+            503 if relay.leaving or relay.hub.draining else 200,
         )
 
     scrapes = trio.CapacityLimiter(1)

@@ -162,6 +162,15 @@ def serve(
             help="How long shutdown waits for in-flight work.",
         ),
     ] = 30,
+    drain_grace: Annotated[
+        float,
+        typer.Option(
+            envvar="DRAIN_GRACE_SECS",
+            callback=_seconds,
+            help="After SIGTERM, seconds /health answers 503 while new work is still "
+            "served (for a balancer's health check), before the drain.",
+        ),
+    ] = 0,
     max_body_bytes: Annotated[
         str, typer.Option(envvar="MAX_BODY_BYTES", help="Largest client body accepted.")
     ] = "32MiB",
@@ -235,6 +244,7 @@ def serve(
         heartbeat_interval=heartbeat_interval,
         heartbeat_timeout=heartbeat_timeout,
         drain_timeout=drain_timeout,
+        drain_grace=drain_grace,
         max_body_bytes=sizes["max-body-bytes"],
         max_frame_bytes=sizes["max-frame-bytes"],
         max_response_bytes=sizes["max-response-bytes"],

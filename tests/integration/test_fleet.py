@@ -42,30 +42,48 @@ CHAT = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]}
 
 @attrs.define(eq=False)
 class RelaySlot:
-    """One relay of the fleet: restartable on the same port (HAProxy names it)."""
+    """One relay of the fleet: restartable on the same port (HAProxy names it).
 
-    name: str
+    Each incarnation's process lives in a task of its own in `nursery`, so a
+    restart ends one task and starts another without unwinding anything
+    opened after it (the agents).
+    """
+
+    nursery: trio.Nursery
     extra: tuple[str, ...]
     port: int = 0
     proc: Proc | None = None
-    _stack: AsyncExitStack | None = None
+    _stop: trio.Event | None = None
+    _done: trio.Event | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    async def _run(
+        self, stop: trio.Event, done: trio.Event, *, task_status: trio.TaskStatus[None]
+    ) -> None:
+        try:
+            listen = ("--listen", f"127.0.0.1:{self.port}") if self.port else ()
+            async with relay_process(*self.extra, *listen) as (proc, url):
+                self.port = int(url.rsplit(":", 1)[1])
+                self.proc = proc
+                task_status.started()
+                await stop.wait()
+        finally:
+            done.set()
+
     async def start(self) -> Proc:
-        stack = AsyncExitStack()
-        listen = ("--listen", f"127.0.0.1:{self.port}") if self.port else ()
-        proc, url = await stack.enter_async_context(relay_process(*self.extra, *listen))
-        self.port = int(url.rsplit(":", 1)[1])
-        self.proc, self._stack = proc, stack
-        return proc
+        self._stop, self._done = trio.Event(), trio.Event()
+        await self.nursery.start(self._run, self._stop, self._done)
+        assert self.proc is not None
+        return self.proc
 
     async def stop(self) -> None:
-        if self._stack is not None:
-            stack, self._stack = self._stack, None
-            await stack.aclose()
+        if self._stop is not None and self._done is not None:
+            self._stop.set()
+            await self._done.wait()
+            self._stop = self._done = None
 
     async def restart(self) -> Proc:
         """SIGTERM (drain), wait for the exit, start again on the same port."""
@@ -99,7 +117,8 @@ async def open_fleet(
     nursery: trio.Nursery, *relay_extra: str, max_concurrency: int = 2
 ) -> AsyncIterator[Fleet]:
     async with AsyncExitStack() as stack:
-        relays = [RelaySlot(f"relay-{i}", ("--drain-timeout", "20", *relay_extra)) for i in (0, 1)]
+        extra = ("--drain-timeout", "20", "--drain-grace", "2", *relay_extra)
+        relays = [RelaySlot(nursery, extra) for _ in (0, 1)]
         for relay in relays:
             stack.push_async_callback(relay.stop)
             await relay.start()
