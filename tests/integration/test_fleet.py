@@ -307,6 +307,7 @@ async def test_rolling_restart_under_load_through_haproxy_fails_nothing(
                     await fleet.wait_agents(relay)
                     with trio.fail_after(20):
                         await haproxy.wait_state(f"relay-{i}", running=True)
+                await trio.sleep(2)  # and after the last restart, so both serve again
                 restarted.set()
         failed = [outcome for outcome in outcomes if outcome is not None]
         assert len(outcomes) >= FLEET_SECS * RATE * 0.5  # the load did run
