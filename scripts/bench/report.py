@@ -20,6 +20,9 @@ COLUMNS = [
 OPTIONAL_COLUMNS = [
     ("relay1h", "relay + 1 agent, `--http-front hypercorn`"),
     ("relay1base", "relay + 1 agent, baseline"),
+    # Two relays behind HAProxy, two agents on both (`--proxy-url a,b`): what a
+    # fleet costs. "front" CPU is both relays together, per request.
+    ("relay2x", "2 relays + 2 agents on both, HAProxy"),
 ]
 BEGIN = "<!-- bench:results:begin (written by scripts/bench/run.py) -->"
 END = "<!-- bench:results:end -->"
