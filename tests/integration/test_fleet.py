@@ -407,3 +407,38 @@ def test_fleet_json_is_what_the_check_matches() -> None:
     assert re.search(pattern, json.dumps(healthy))
     assert not re.search(pattern, json.dumps({**healthy, "status": "draining"}))
     assert not re.search(pattern, json.dumps({**healthy, "workers_connected": 0}))
+
+
+def test_the_shipped_nginx_fleet_recipe_is_valid(tmp_path: Path) -> None:
+    """contrib/nginx/modelrelay-fleet.conf passes `nginx -t` (throwaway certificate)."""
+    import shutil
+    import subprocess
+
+    from tests.integration.haproxy import CONTRIB
+
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not os.path.exists(binary):
+        reason = "nginx is not installed (apt-get install nginx-light, or make deps-system)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(f"nginx recipe check SKIPPED: {reason}")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+         "-out", str(cert), "-days", "1", "-subj", "/CN=relay.example.com"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    recipe = CONTRIB.parents[1] / "nginx" / "modelrelay-fleet.conf"
+    live = "/etc/letsencrypt/live/relay.example.com/"
+    text = recipe.read_text().replace(live + "fullchain.pem", str(cert))
+    (tmp_path / "fleet.conf").write_text(text.replace(live + "privkey.pem", str(key)))
+    main = tmp_path / "nginx.conf"
+    main.write_text(
+        f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\nevents {{}}\n"
+        f"http {{ include {tmp_path}/fleet.conf; }}\n"
+    )
+    checked = subprocess.run(
+        [binary, "-t", "-p", str(tmp_path), "-c", str(main), "-e", str(tmp_path / "error.log")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stderr
