@@ -45,9 +45,9 @@ async def test_budget_refusal_bounces_without_counting_or_lowering_capacity(
     worker = await memory_relay.attach_worker(max_concurrent=2, capabilities=FLEET)
     state = hub.workers[worker.worker_id]
     held_exchange = memory_relay.start(json_body=CHAT)
-    bounced_exchange = memory_relay.start(json_body=CHAT)
     with trio.fail_after(5):
         held = await worker.recv_request()
+        bounced_exchange = memory_relay.start(json_body=CHAT)
         for _ in range(hub.config.max_requeues + 2):
             bounced = await worker.recv_request()
             await worker.send(_refusal(bounced, wire.REFUSED_FLEET_BUSY))
@@ -75,9 +75,9 @@ async def test_a_completion_ends_the_saturation(memory_relay) -> None:
     hub = memory_relay.hub
     worker = await memory_relay.attach_worker(max_concurrent=2, capabilities=FLEET)
     first = memory_relay.start(json_body=CHAT)
-    second = memory_relay.start(json_body=CHAT)
     with trio.fail_after(5):
         held = await worker.recv_request()
+        second = memory_relay.start(json_body=CHAT)
         await worker.send(_refusal(await worker.recv_request(), wire.REFUSED_FLEET_BUSY))
         await trio.testing.wait_all_tasks_blocked()
         assert hub.workers[worker.worker_id].saturated
