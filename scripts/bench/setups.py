@@ -368,7 +368,7 @@ defaults
     timeout http-keep-alive 30s
     retries 3
     option redispatch 1
-    retry-on 503 conn-failure empty-response
+    retry-on 503 conn-failure empty-response junk-response
 frontend clients
     bind 127.0.0.1:{port}
     default_backend relays

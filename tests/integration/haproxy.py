@@ -110,7 +110,7 @@ class Haproxy:
         return states
 
     async def wait_state(self, server: str, running: bool) -> None:
-        """Poll the stats socket until `server` is (or is not) running."""
+        """Poll the stats socket until `server` is (or is not) running (the caller bounds it)."""
         while True:
             if ((await self.server_states()).get(server) == 2) == running:
                 return
