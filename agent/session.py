@@ -414,9 +414,15 @@ class Session:
         An unsolicited `pong` carries the load; our relay takes one below our
         capacity as "route to me again" (wire.CAPABILITY_FLEET).
         """
+        assert self.budget is not None
         async for _ in self._room_rx:
-            if not self.draining:
-                await self._outbox.send(Pong(self.load))
+            if self.draining:
+                continue
+            await self._outbox.send(Pong(self.load))
+            if self.load >= self.budget.limit:
+                # Another relay took the slot first: our relay stays saturated
+                # (the pong says full), so it must hear of the next one too.
+                self.budget.owe(self._wake_room)
 
     async def _run_job(self, job: Job) -> None:
         try:
