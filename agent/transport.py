@@ -25,7 +25,6 @@ each, which this module accepts (it used to swap them for eager versions;
 """
 
 import email.utils
-import ssl
 import time
 import urllib.parse
 from collections.abc import AsyncIterator
@@ -44,8 +43,9 @@ from agent.errors import (
     SessionError,
     VersionRejected,
 )
-from agent.sockio import read_now, read_when_ready, send_all
+from agent.tls import relay_tls_context
 from mrcommon import closecodes
+from mrcommon.sockio import read_now, read_when_ready, send_all
 from mrcommon.streams import SocketStreamWrapper
 from wire import DEFAULT_MAX_RECEIVE_FRAME_BYTES
 
@@ -173,7 +173,7 @@ class _DirectStream(SocketStreamWrapper):
     was a trip per frame on top of trio-websocket's own. `send_all` tries a
     direct write on the non-blocking descriptor and hands what the kernel
     refused to `SocketStream.send_all`; `receive_some` tries a direct read
-    and otherwise waits for the socket and reads once (`agent.sockio`).
+    and otherwise waits for the socket and reads once (`mrcommon.sockio`).
     trio-websocket serialises its writers with a lock and reads from one
     task, which is what the direct calls need.
     """
@@ -220,7 +220,10 @@ async def _connect(
     try:
         if tls:
             stream = trio.SSLStream(
-                stream, ssl.create_default_context(), server_hostname=host, https_compatible=True
+                stream,
+                relay_tls_context(config.ca_file),  # system CAs + --ca-file
+                server_hostname=host,
+                https_compatible=True,
             )
             await stream.do_handshake()
         ws = await trio_websocket.wrap_client_stream(

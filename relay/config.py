@@ -8,6 +8,7 @@ from pathlib import Path
 
 import attrs
 
+from relay.trusted import TrustedProxies
 from wire import limits
 
 __all__ = ["RelayConfig", "default_data_dir", "parse_listen"]
@@ -72,6 +73,11 @@ class RelayConfig:
     max_response_bytes: int = 1024 * MiB
     # The web console under /console; it is served only with an admin token too.
     console: bool = True
+    http_front: str = attrs.field(
+        default="builtin", validator=attrs.validators.in_(("builtin", "hypercorn"))
+    )
+    # --trusted-proxies: whose X-Forwarded-For/-Proto to believe (relay/proxies.py).
+    trusted_proxies: TrustedProxies = attrs.field(factory=TrustedProxies)
     # Not flags: policy the spec fixes, kept here so tests can shorten them.
     max_requeues: int = 3
     model_grace: float = 60.0
@@ -87,6 +93,8 @@ class RelayConfig:
     def console_enabled(self) -> bool:
         """Whether /console is served: asked for, and an admin token to log in with."""
         return self.console and bool(self.admin_token)
+
+    keep_alive_timeout: float = 30.0
 
     @property
     def listen(self) -> str:

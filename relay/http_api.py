@@ -64,10 +64,6 @@ if TYPE_CHECKING:
     Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 __all__ = [
-    # The extension names live in relay.boundary; relay.front still imports
-    # them from here.
-    "HANGUP_EXTENSION",
-    "SEND_NOW_EXTENSION",
     "CallSummary",
     "Proxy",
 ]

@@ -14,14 +14,14 @@ COLUMNS = [
     ("nginx", "nginx"),
     ("litellm", "LiteLLM"),
     ("relay1", "relay + 1 agent"),
+    ("relay1h", "relay + 1 agent, Hypercorn front"),
     ("relay4", "relay + 4 agents"),
 ]
-# Shown only in runs that have them: the Hypercorn front, and a --baseline REF.
+# Shown only in runs that have them: a --baseline REF, and a fleet: two relays
+# behind HAProxy, two agents on both (`--proxy-url a,b`); its "front" CPU is
+# both relays together, per request.
 OPTIONAL_COLUMNS = [
-    ("relay1h", "relay + 1 agent, `--http-front hypercorn`"),
     ("relay1base", "relay + 1 agent, baseline"),
-    # Two relays behind HAProxy, two agents on both (`--proxy-url a,b`): what a
-    # fleet costs. "front" CPU is both relays together, per request.
     ("relay2x", "2 relays + 2 agents on both, HAProxy"),
 ]
 BEGIN = "<!-- bench:results:begin (written by scripts/bench/run.py) -->"
