@@ -127,10 +127,27 @@ class ClientApp:
         _bind_client(scope)
         await self.app.proxy_request(scope, receive, send)
 
-    async def worker_socket(self, scope: Scope, receive: Receive, send: Send) -> None:
+    @property
+    def worker_socket(self) -> _WorkerSocket:
+        # The builtin front calls the worker socket's `judge` and `serve`
+        # itself (relay/front/listener.py); Hypercorn calls it as ASGI.
+        return _WorkerSocket(self.app.worker_socket, self.trusted)
+
+
+class _WorkerSocket:
+    """The wrapped app's worker socket: rewritten scope as ASGI, the rest passed through."""
+
+    def __init__(self, inner: Any, trusted: TrustedProxies) -> None:  # noqa: ANN401 - relay.worker_socket.WorkerSocket
+        self.inner = inner
+        self.trusted = trusted
+
+    def __getattr__(self, name: str) -> Any:  # noqa: ANN401 - judge, serve...
+        return getattr(self.inner, name)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope = _rewritten(scope, self.trusted)
         _bind_client(scope)
-        await self.app.worker_socket(scope, receive, send)
+        await self.inner(scope, receive, send)
 
 
 class ClientLogFilter(logging.Filter):
