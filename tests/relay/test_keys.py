@@ -362,14 +362,29 @@ async def test_postgres_listener_comes_back_after_its_connection_drops(pg_url: s
             await nursery.start(a.run)
             await nursery.start(b.run)
 
+            def listeners() -> int:
+                with psycopg.connect(pg_url, autocommit=True) as conn:
+                    row = conn.execute(
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE application_name = 'modelrelay-listen' "
+                        "AND datname = current_database()"
+                    ).fetchone()
+                return int(row[0]) if row else 0
+
             def kill_listeners() -> int:
                 with psycopg.connect(pg_url, autocommit=True) as conn:
                     rows = conn.execute(
                         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        "WHERE application_name = 'modelrelay-listen'"
+                        "WHERE application_name = 'modelrelay-listen' "
+                        "AND datname = current_database()"
                     ).fetchall()
                 return len(rows)
 
+            # Each store's listener connects in its own task, after `run` started.
+            while True:  # bounded by the fail_after above
+                if await trio.to_thread.run_sync(listeners) == 2:
+                    break
+                await trio.sleep(0.02)
             assert await trio.to_thread.run_sync(kill_listeners) == 2
             new = await a.create("after the drop")
             # The listener reloads when it is back, which finds the key.
