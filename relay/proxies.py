@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from relay.trusted import TrustedProxies
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, MutableMapping
+    from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 
     Scope = MutableMapping[str, Any]
     Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -135,14 +135,33 @@ class ClientApp:
 
 
 class _WorkerSocket:
-    """The wrapped app's worker socket: rewritten scope as ASGI, the rest passed through."""
+    """The wrapped app's worker socket, seeing the real client (--trusted-proxies).
+
+    One per connection (`ClientApp.worker_socket` makes a new one each time):
+    the builtin front calls `judge` and then `serve` with the socket's peer,
+    and both get the client that the trusted proxies name instead.
+    """
 
     def __init__(self, inner: Any, trusted: TrustedProxies) -> None:  # noqa: ANN401 - relay.worker_socket.WorkerSocket
         self.inner = inner
         self.trusted = trusted
+        self._peer: tuple[str, str] | None = None  # (socket peer, real client)
 
-    def __getattr__(self, name: str) -> Any:  # noqa: ANN401 - judge, serve...
+    def __getattr__(self, name: str) -> Any:  # noqa: ANN401 - whatever else it has
         return getattr(self.inner, name)
+
+    def judge(self, headers: Iterable[tuple[bytes, bytes]], raw_query: bytes, peer: str) -> Any:  # noqa: ANN401 - relay.worker_socket.Refusal | None
+        headers = list(headers)
+        scope = {"type": "websocket", "client": (peer, 0), "headers": headers}
+        address, _proto = client_of(scope, self.trusted)
+        real = address or peer
+        self._peer = (peer, real)
+        return self.inner.judge(headers, raw_query, real)
+
+    async def serve(self, transport: Any, peer: str) -> None:  # noqa: ANN401 - the hub's Transport
+        if self._peer is not None and self._peer[0] == peer:
+            peer = self._peer[1]
+        await self.inner.serve(transport, peer)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope = _rewritten(scope, self.trusted)
