@@ -22,7 +22,7 @@ LOCK_EXTRAS := test,live,postgres,desktop,desktop-test
 # What Qt's xcb platform plugin loads (PySide6 >= 6.5) beyond a minimal Debian.
 QT_XCB_LIBS := libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 \
   libxcb-shape0 libxkbcommon-x11-0 libegl1 libfontconfig1 libdbus-1-3
-SYSTEM_PACKAGES := nginx-light wrk postgresql openssl chromium xvfb trayer $(QT_XCB_LIBS) \
+SYSTEM_PACKAGES := nginx-light wrk postgresql haproxy openssl chromium xvfb trayer $(QT_XCB_LIBS) \
   zsh fish docker-compose systemd
 # node + npm run Claude Code in its end-to-end tests (npm installs the pinned CLI).
 # Checked by command, not by package: a NodeSource node ships npm inside `nodejs`.
@@ -121,6 +121,7 @@ bench: $(STAMP)
 
 # Debian/Ubuntu packages: nginx (the TLS-proxy recipe and make bench), wrk (make bench),
 # postgresql (initdb/pg_ctl: the key-store tests start a throwaway cluster of their own),
+# haproxy (two relays behind one address: the fleet tests and contrib/haproxy),
 # xvfb + trayer + Qt's xcb libraries (the desktop app's real-tray test and screenshots).
 # zsh and fish (tests/test_completions.py runs both programs' completions in each shell),
 # docker-compose (its copy of the Compose specification's schema checks contrib/docker/compose.yaml),
@@ -135,7 +136,7 @@ deps-system:
 	if [ -z "$$missing" ]; then echo "deps-system: $(SYSTEM_PACKAGES) already installed"; exit 0; fi; \
 	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
 	  echo "deps-system: install these system packages yourself:$$missing"; \
-	  echo "  (Debian/Ubuntu: sudo apt-get install$$missing; macOS: brew install nginx wrk postgresql)"; \
+	  echo "  (Debian/Ubuntu: sudo apt-get install$$missing; macOS: brew install nginx wrk postgresql haproxy)"; \
 	  exit 0; \
 	fi; \
 	echo "deps-system: apt-get install$$missing"; \

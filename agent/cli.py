@@ -135,7 +135,8 @@ def run_command(
         str,
         typer.Option(
             envvar="PROXY_URL",
-            help="The relay (http/https; ws/wss derived).",
+            help="The relay (http/https; ws/wss derived); several, comma-separated, "
+            "share one --max-concurrency.",
             metavar="URL",
             rich_help_panel="Relay connection",
         ),

@@ -24,6 +24,7 @@ __all__ = [
     "Backoff",
     "LogFormat",
     "Timeouts",
+    "parse_proxy_urls",
     "redact_url",
     "relay_ws_url",
 ]
@@ -141,6 +142,26 @@ def relay_ws_url(proxy_url: str, provider: str) -> str:
     return urlunsplit((scheme, parts.netloc, path, urlencode({"provider": provider}), ""))
 
 
+def parse_proxy_urls(value: str | tuple[str, ...] | list[str], provider: str) -> tuple[str, ...]:
+    """The relays of `--proxy-url`: one URL, or several separated by commas.
+
+    Each is checked as `relay_ws_url` does; duplicates (after trimming and
+    dropping trailing slashes) are dropped, keeping the first.
+
+    Raises:
+        ConfigError: no URL, or one of them is not a relay URL.
+    """
+    items = value.split(",") if isinstance(value, str) else list(value)
+    seen: dict[str, str] = {}
+    for item in items:
+        url = item.strip()
+        if url:
+            seen.setdefault(relay_ws_url(url, provider), url)
+    if not seen:
+        raise ConfigError("--proxy-url", "needs at least one relay URL")
+    return tuple(seen.values())
+
+
 def _backend_url(value: str) -> str:
     parts = urlsplit(value.strip())
     if parts.scheme.lower() not in {"http", "https"}:
@@ -182,7 +203,7 @@ class AgentConfig:
     Secrets are excluded from `repr` so that a config never leaks into a log line.
 
     Attributes:
-        proxy_url: The relay's base URL as given.
+        proxy_url: The relay's base URL as given (the first, with several).
         worker_secret: Secret presented to the relay (`X-Worker-Secret`).
         backend_url: The local backend's base URL, without trailing slash.
         backend_api_key: Bearer credential added to backend calls, if any.
@@ -197,6 +218,9 @@ class AgentConfig:
         log_format: Text or JSON lines.
         backoff: Reconnect delays.
         timeouts: Call-site timeouts.
+        proxy_urls: Every relay this agent serves (`--proxy-url a,b`), each
+            with its own session and one concurrency budget across them
+            (agent/fleet.py); empty means just `proxy_url`.
     """
 
     proxy_url: str
@@ -218,6 +242,16 @@ class AgentConfig:
     ca_file: str | None = None
     # --metrics-listen: HOST:PORT of the agent's own /metrics (agent/metrics.py).
     metrics_listen: str | None = None
+    proxy_urls: tuple[str, ...] = ()
+
+    @property
+    def relays(self) -> tuple[str, ...]:
+        """The relays' base URLs, one or more."""
+        return self.proxy_urls or (self.proxy_url,)
+
+    def for_relay(self, url: str) -> "AgentConfig":
+        """This config for one of `relays` alone: what its session and transport read."""
+        return attrs.evolve(self, proxy_url=url, proxy_urls=())
 
     @property
     def discover_models(self) -> bool:
@@ -244,7 +278,7 @@ class AgentConfig:
         cls,
         *,
         worker_secret: str | None,
-        proxy_url: str = DEFAULT_PROXY_URL,
+        proxy_url: str | tuple[str, ...] | list[str] = DEFAULT_PROXY_URL,
         backend_url: str = DEFAULT_BACKEND_URL,
         backend_api_key: str | None = None,
         models: str | tuple[str, ...] | list[str] = "*",
@@ -263,7 +297,8 @@ class AgentConfig:
 
         Args:
             worker_secret: Required, non-empty.
-            proxy_url: http(s) or ws(s) URL of the relay.
+            proxy_url: http(s) or ws(s) URL of the relay, or several
+                separated by commas (or a sequence of them).
             backend_url: http(s) URL of the backend.
             backend_api_key: Optional backend credential (empty counts as none).
             models: ``*`` or a comma list (or a sequence of names).
@@ -289,7 +324,7 @@ class AgentConfig:
         provider = provider.strip()
         if not provider:
             raise ConfigError("--provider", "must not be empty")
-        relay_ws_url(proxy_url, provider)  # validates --proxy-url
+        relays = parse_proxy_urls(proxy_url, provider)
         if max_concurrency < 1:
             raise ConfigError("--max-concurrency", f"{max_concurrency} must be at least 1")
         if max_concurrency > 2**32 - 1:
@@ -312,7 +347,7 @@ class AgentConfig:
             raise ConfigError("--log-level", str(exc)) from None
         name = (worker_name or "").strip() or socket.gethostname()
         return cls(
-            proxy_url=proxy_url.strip(),
+            proxy_url=relays[0],
             worker_secret=worker_secret,
             backend_url=_backend_url(backend_url),
             backend_api_key=backend_api_key or None,
@@ -327,4 +362,5 @@ class AgentConfig:
             log_format=fmt,
             backoff=backoff or Backoff(),
             timeouts=timeouts or Timeouts(),
+            proxy_urls=relays if len(relays) > 1 else (),
         )

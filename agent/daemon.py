@@ -34,7 +34,8 @@ import trio
 
 from agent.backend import Backend, open_backend
 from agent.backoff import BackoffTracker, FailureKind
-from agent.config import AgentConfig
+from agent.budget import Budget
+from agent.config import AgentConfig, redact_url
 from agent.discovery import ModelCatalog
 from agent.errors import AuthRefused, SessionError, VersionRejected
 from agent.events import (
@@ -75,6 +76,8 @@ class Daemon:
         backoff: The reconnect ladders.
         connect: Opens one connection to the relay (tests pass an in-memory one).
         observer: Told about connection, load and model changes (agent/events.py).
+        budget: The agent's slots; shared with other relays' daemons in a
+            fleet (agent/fleet.py), else each session counts its own.
         sessions: How many sessions have registered so far.
     """
 
@@ -84,6 +87,7 @@ class Daemon:
     backoff: BackoffTracker
     connect: Callable[[AgentConfig], AbstractAsyncContextManager[Transport]] = open_relay_transport
     observer: Observer | None = None
+    budget: Budget | None = None
     sessions: int = attrs.field(default=0, init=False)
     _session: Session | None = attrs.field(default=None, init=False)
     _stopping: bool = attrs.field(default=False, init=False)
@@ -191,7 +195,9 @@ class Daemon:
             observer(Connecting())
         try:
             async with self.connect(self.config) as transport:
-                session = Session(self.config, transport, self.backend, self.catalog)
+                session = Session(
+                    self.config, transport, self.backend, self.catalog, budget=self.budget
+                )
                 if observer is not None:
                     session.on_load = lambda n: observer(LoadChanged(n))
                 self._session = session
@@ -281,7 +287,7 @@ async def run_agent(
     log.info(
         "agent starting",
         extra={
-            "relay": config.relay_display,
+            "relay": ",".join(redact_url(url) for url in config.relays),
             "backend": config.backend_display,
             "worker_name": config.worker_name,
             "models": list(config.models) if config.models else "*",
@@ -293,8 +299,16 @@ async def run_agent(
         catalog = ModelCatalog(models=config.models)
         if observer is not None:
             catalog.on_change = lambda models, ok: observer(ModelsChanged(models, ok))
-        daemon = Daemon(config, backend, catalog, BackoffTracker(config.backoff))
-        daemon.observer = observer
+        budget = Budget(config.max_concurrency)
+        daemon: Daemon
+        if len(config.relays) > 1:
+            from agent.fleet import Fleet  # imports this module
+
+            backoff = BackoffTracker(config.backoff)
+            daemon = Fleet(config, backend, catalog, backoff, budget=budget, observer=observer)
+        else:
+            daemon = Daemon(config, backend, catalog, BackoffTracker(config.backoff), budget=budget)
+            daemon.observer = observer
         async with trio.open_nursery() as nursery:
             if handle_signals:
                 await nursery.start(_watch_signals, daemon, nursery.cancel_scope)

@@ -32,6 +32,7 @@ import attrs
 import trio
 
 from agent.backend import Backend
+from agent.budget import Budget
 from agent.config import AgentConfig
 from agent.dialect_exchange import DialectExchange
 from agent.dialects import error_body, json_headers
@@ -52,8 +53,10 @@ from mrcommon import closecodes
 from wire import (
     CAPABILITY_CACHE_TOKENS,
     CAPABILITY_DRAIN,
+    CAPABILITY_FLEET,
     PROTOCOL_VERSION,
     REFUSED_BACKEND_DOWN,
+    REFUSED_FLEET_BUSY,
     REFUSED_HEADER,
     Cancel,
     CancelReason,
@@ -106,18 +109,22 @@ class Session:
         jobs: In-flight requests by request id.
         drain_reason: Why the session drained, once it has begun draining.
         on_load: Called with the number of requests in flight whenever it changes.
+        budget: The agent's slots, shared with its sessions to other relays
+            (agent/budget.py); a session of its own when not given.
     """
 
     config: AgentConfig
     transport: Transport
     backend: Backend
     catalog: ModelCatalog
+    budget: Budget | None = None
     worker_id: str | None = attrs.field(default=None, init=False)
     jobs: dict[str, Job] = attrs.field(factory=dict, init=False)
     drain_reason: str | None = attrs.field(default=None, init=False)
     on_load: Callable[[int], None] | None = attrs.field(default=None, init=False)
     _drain_agreed: bool = attrs.field(default=False, init=False)
     _cache_tokens_agreed: bool = attrs.field(default=False, init=False)
+    _fleet_agreed: bool = attrs.field(default=False, init=False)
     _drain_announced: bool = attrs.field(default=False, init=False)
     _closing: bool = attrs.field(default=False, init=False)
     _drain_requested: trio.Event = attrs.field(factory=trio.Event, init=False)
@@ -130,6 +137,9 @@ class Session:
     _outbox_rx: trio.MemoryReceiveChannel[Outgoing] = attrs.field(init=False)
     _refresh: trio.MemorySendChannel[None] = attrs.field(init=False)
     _refresh_rx: trio.MemoryReceiveChannel[None] = attrs.field(init=False)
+    # Woken by the budget when a slot frees after we refused for want of one.
+    _room: trio.MemorySendChannel[None] = attrs.field(init=False)
+    _room_rx: trio.MemoryReceiveChannel[None] = attrs.field(init=False)
     # What jobs run their requests through; it alone knows the backend's dialect.
     _exchange: DialectExchange = attrs.field(init=False)
 
@@ -140,6 +150,15 @@ class Session:
         )
         # One pending refresh is enough: several requests in a row collapse.
         self._refresh, self._refresh_rx = trio.open_memory_channel[None](1)
+        self._room, self._room_rx = trio.open_memory_channel[None](1)
+        if self.budget is None:
+            self.budget = Budget(self.config.max_concurrency)
+
+    @property
+    def load(self) -> int:
+        """Requests running now at this agent, from every relay it serves."""
+        assert self.budget is not None
+        return self.budget.in_use
 
     @property
     def registered(self) -> bool:
@@ -188,6 +207,7 @@ class Session:
                 nursery.start_soon(self._guard, self._watch_silence, nursery.cancel_scope)
                 nursery.start_soon(self._guard, self._discover, nursery.cancel_scope)
                 nursery.start_soon(self._guard, self._watch_health, nursery.cancel_scope)
+                nursery.start_soon(self._guard, self._tell_room, nursery.cancel_scope)
                 with self._jobs_scope:
                     async with trio.open_nursery() as jobs:
                         self._jobs_nursery = jobs
@@ -239,8 +259,8 @@ class Session:
             models=models,
             max_concurrent=self.config.max_concurrency,
             protocol_version=PROTOCOL_VERSION,
-            current_load=0,
-            capabilities=(CAPABILITY_DRAIN, CAPABILITY_CACHE_TOKENS),
+            current_load=self.load,
+            capabilities=(CAPABILITY_DRAIN, CAPABILITY_CACHE_TOKENS, CAPABILITY_FLEET),
         )
         await self.transport.send(encode(register))
         ack: RegisterAck | None = None
@@ -267,6 +287,7 @@ class Session:
         self.worker_id = ack.worker_id
         self._drain_agreed = CAPABILITY_DRAIN in (ack.capabilities or ())
         self._cache_tokens_agreed = CAPABILITY_CACHE_TOKENS in (ack.capabilities or ())
+        self._fleet_agreed = CAPABILITY_FLEET in (ack.capabilities or ())
         log.info(
             "registered",
             extra={
@@ -342,7 +363,7 @@ class Session:
                     "cancel for a request not in flight", extra={"request_id": msg.request_id}
                 )
         elif isinstance(msg, Ping):
-            await self._outbox.send(Pong(len(self.jobs), msg.timestamp_unix_ms))
+            await self._outbox.send(Pong(self.load, msg.timestamp_unix_ms))
         elif isinstance(msg, GracefulShutdown):
             timeout = (
                 float(msg.drain_timeout_secs)
@@ -384,13 +405,49 @@ class Session:
                 f"This worker is at its limit of {self.config.max_concurrency} "
                 "concurrent requests; retry.",
             )
+        elif not self._take_slot():
+            # Other relays' work holds the agent's one budget (agent/fleet.py).
+            await self._refuse(
+                request,
+                REFUSED_FLEET_BUSY if self._fleet_agreed else "worker_busy",
+                f"This agent is at its limit of {self.config.max_concurrency} concurrent "
+                "requests over all its relays; retry.",
+            )
         else:
             assert self._jobs_nursery is not None
             job = Job(request, trio.current_time())
             self.jobs[rid] = job
             self._jobs_nursery.start_soon(self._run_job, job, name=f"job {rid}")
             if self.on_load is not None:
-                self.on_load(len(self.jobs))
+                self.on_load(self.load)
+
+    def _take_slot(self) -> bool:
+        assert self.budget is not None
+        if self.budget.take():
+            return True
+        if self._fleet_agreed:
+            self.budget.owe(self._wake_room)
+        return False
+
+    def _wake_room(self) -> None:
+        with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError):
+            self._room.send_nowait(None)  # one pending wake-up is enough
+
+    async def _tell_room(self) -> None:
+        """Tell our relay there is room again (it stopped routing to us after a refusal).
+
+        An unsolicited `pong` carries the load; our relay takes one below our
+        capacity as "route to me again" (wire.CAPABILITY_FLEET).
+        """
+        assert self.budget is not None
+        async for _ in self._room_rx:
+            if self.draining:
+                continue
+            await self._outbox.send(Pong(self.load))
+            if self.load >= self.budget.limit:
+                # Another relay took the slot first: our relay stays saturated
+                # (the pong says full), so it must hear of the next one too.
+                self.budget.owe(self._wake_room)
 
     async def _run_job(self, job: Job) -> None:
         try:
@@ -403,8 +460,10 @@ class Session:
             )
         finally:
             del self.jobs[job.request.request_id]
+            assert self.budget is not None
+            self.budget.release()
             if self.on_load is not None:
-                self.on_load(len(self.jobs))
+                self.on_load(self.load)
 
     async def _refuse(
         self, request: Request, code: str, message: str, *, status: int = 503
@@ -446,7 +505,7 @@ class Session:
         models = self._offered()
         draining = True if self.draining and self._drain_agreed else None
         self._advertised = models
-        await self._outbox.send(ModelsUpdate(models, len(self.jobs), draining))
+        await self._outbox.send(ModelsUpdate(models, self.load, draining))
 
     async def _discover(self) -> None:
         timeouts = self.config.timeouts

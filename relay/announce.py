@@ -38,6 +38,7 @@ def effective_settings(config: RelayConfig) -> dict[str, Any]:
         "queue_timeout_s": config.queue_timeout,
         "request_timeout_s": config.request_timeout,
         "drain_timeout_s": config.drain_timeout,
+        "drain_grace_s": config.drain_grace,
         "heartbeat_interval_s": config.heartbeat_interval,
         "heartbeat_timeout_s": config.heartbeat_timeout,
         "max_body_bytes": config.max_body_bytes,

@@ -137,7 +137,11 @@ def create_app(relay: Relay) -> RelayApp:
             for w in relay.hub.statistics().workers
             if w.unhealthy is not None or w.ejected
         ]
-        status = "draining" if relay.hub.draining else "degraded" if unhealthy else "ok"
+        # 503 from the first moment of a drain: a balancer's health check
+        # takes the relay out of rotation while its listener still serves
+        # what it has in flight (docs/operations.md, "Several relays").
+        leaving = relay.leaving or relay.hub.draining
+        status = "draining" if leaving else "degraded" if unhealthy else "ok"
         return _json(
             {
                 "status": status,
@@ -146,7 +150,8 @@ def create_app(relay: Relay) -> RelayApp:
                 "workers_unhealthy": unhealthy,
                 "queue_depth": len(relay.hub.queue),
                 "uptime_secs": int(trio.current_time() - relay.started_at),
-            }
+            },
+            503 if leaving else 200,
         )
 
     scrapes = trio.CapacityLimiter(1)

@@ -254,6 +254,17 @@ def serve(
             rich_help_panel="Limits and timeouts",
         ),
     ] = 30,
+    drain_grace: Annotated[
+        float,
+        typer.Option(
+            envvar="DRAIN_GRACE_SECS",
+            callback=_seconds,
+            help="After SIGTERM, seconds /health answers 503 while new work is still "
+            "served (for a balancer's health check), before the drain.",
+            metavar="SECONDS",
+            rich_help_panel="Limits and timeouts",
+        ),
+    ] = 0,
     max_body_bytes: Annotated[
         str,
         typer.Option(
@@ -377,6 +388,7 @@ def serve(
         heartbeat_interval=heartbeat_interval,
         heartbeat_timeout=heartbeat_timeout,
         drain_timeout=drain_timeout,
+        drain_grace=drain_grace,
         max_body_bytes=sizes["max-body-bytes"],
         stream_keepalive=stream_keepalive,
         max_frame_bytes=sizes["max-frame-bytes"],

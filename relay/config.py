@@ -64,6 +64,10 @@ class RelayConfig:
     heartbeat_interval: float = limits.DEFAULT_HEARTBEAT_INTERVAL_SECS
     heartbeat_timeout: float = limits.DEFAULT_HEARTBEAT_TIMEOUT_SECS
     drain_timeout: float = 30.0
+    # After the first signal: /health answers 503 but new work is still
+    # served this long, so a balancer's health check takes the relay out of
+    # rotation before it refuses anything (docs/operations.md, rolling restart).
+    drain_grace: float = 0.0
     max_body_bytes: int = 32 * MiB
     max_frame_bytes: int = limits.DEFAULT_MAX_RECEIVE_FRAME_BYTES
     max_response_bytes: int = 1024 * MiB

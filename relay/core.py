@@ -60,6 +60,9 @@ class Relay:
     series: Series | None = None  # the console's recent history, when the console is on
     # Client-side figures for /metrics (relay/telemetry.py).
     telemetry: Telemetry = attrs.field(factory=Telemetry)
+    # Set at the first signal, before the drain proper (RelayServer.drain):
+    # /health answers 503 from then on, so balancers stop sending new work.
+    leaving: bool = False
 
     @classmethod
     def from_config(cls, config: RelayConfig) -> Relay:

@@ -358,7 +358,9 @@ class Proxy:
                         # Our agent refused it (busy, draining, its backend
                         # down): nothing ran, so try elsewhere.
                         self.hub.worker_refused(lease.worker, refused.code)
-                        self.hub.requeue(ticket, lease.worker, f"refused ({refused.code})")
+                        self.hub.requeue(
+                            ticket, lease.worker, f"refused ({refused.code})", refusal=refused.code
+                        )
                     else:
                         self._attempt_ended(call, lease)
             # The request scope caught its own cancellation: deadline or shutdown.

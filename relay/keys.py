@@ -24,7 +24,10 @@ creates or revokes a key, so a revocation applies from the next request. Its
 background task (`run`, started in the relay's root nursery) writes `last
 used` times in batches every `sync_interval` seconds and, for PostgreSQL,
 reloads the table so that keys created or revoked at another relay apply here
-within that interval too.
+within that interval too. With PostgreSQL it also follows the database's
+change notifications (relay/keys_notify.py: LISTEN/NOTIFY), so a key or
+cordon changed at one relay applies at every other within about a second;
+the periodic reload is the fallback.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
 import attrs
 import trio
 
+from relay import keys_notify
 from relay.errors import Unauthorized, Unavailable
 
 if TYPE_CHECKING:
@@ -485,8 +489,8 @@ class PostgresDatabase:
         return self._run(query)
 
     def insert(self, row: Row) -> None:
-        self._run(
-            lambda conn: conn.execute(
+        def insert(conn: psycopg.Connection[Any]) -> None:
+            conn.execute(
                 f"INSERT INTO {_TABLE} ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)",
                 (
                     row.id,
@@ -498,16 +502,22 @@ class PostgresDatabase:
                     row.revoked_at,
                 ),
             )
-        )
+            keys_notify.notify(conn, "keys")
+
+        self._run(insert)
 
     def revoke(self, key_id: str, when: dt.datetime) -> bool:
-        cursor = self._run(
-            lambda conn: conn.execute(
+        def revoke(conn: psycopg.Connection[Any]) -> bool:
+            cursor = conn.execute(
                 f"UPDATE {_TABLE} SET revoked_at = COALESCE(revoked_at, %s) WHERE id = %s",
                 (when, key_id),
             )
-        )
-        return bool(cursor.rowcount > 0)
+            found = cursor.rowcount > 0
+            if found:
+                keys_notify.notify(conn, "keys")
+            return found
+
+        return self._run(revoke)
 
     def touch(self, used: dict[str, dt.datetime]) -> None:
         def update(conn: psycopg.Connection[Any]) -> None:
@@ -542,19 +552,21 @@ class PostgresDatabase:
         return {r[0] for r in rows}
 
     def set_cordon(self, name: str, on: bool, when: dt.datetime) -> bool:
-        if on:
-            cursor = self._run(
-                lambda conn: conn.execute(
+        def change(conn: psycopg.Connection[Any]) -> bool:
+            if on:
+                cursor = conn.execute(
                     f"INSERT INTO {_CORDONS} (name, created_at) VALUES (%s, %s) "
                     "ON CONFLICT (name) DO NOTHING",
                     (name, when),
                 )
-            )
-        else:
-            cursor = self._run(
-                lambda conn: conn.execute(f"DELETE FROM {_CORDONS} WHERE name = %s", (name,))
-            )
-        return bool(cursor.rowcount > 0)
+            else:
+                cursor = conn.execute(f"DELETE FROM {_CORDONS} WHERE name = %s", (name,))
+            changed = cursor.rowcount > 0
+            if changed:
+                keys_notify.notify(conn, "cordons")
+            return changed
+
+        return self._run(change)
 
     def close(self) -> None:
         self._discard()
@@ -790,9 +802,14 @@ class KeyStore:
                 extra={"keys": len(self._by_id), "database": self._describe()},
             )
             task_status.started()
-            while True:
-                await trio.sleep(self.sync_interval)
-                await self._sync_logged()
+            async with trio.open_nursery() as nursery:
+                if isinstance(self.db, PostgresDatabase):
+                    nursery.start_soon(
+                        keys_notify.follow_changes, self, self.db.url, name="key change listener"
+                    )
+                while True:
+                    await trio.sleep(self.sync_interval)
+                    await self._sync_logged()
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 try:
@@ -813,12 +830,27 @@ class KeyStore:
         await self.flush()
         await self.flush_usage()
         if self.db.shared:
-            version = self._version
-            rows = await self._call(self.db.load)
-            if version == self._version:
-                self._replace(rows)
+            await self.reload()
             self._usage = await self._call(self.db.load_usage)
-            self._set_cordons(await self._call(self.db.load_cordons))
+
+    async def reload(self) -> None:
+        """Read the keys and cordons again (what another relay may have changed).
+
+        Raises:
+            KeyStoreError: the database failed.
+        """
+        version = self._version
+        rows = await self._call(self.db.load)
+        if version == self._version:  # a local change overlapped: keep it
+            self._replace(rows)
+        self._set_cordons(await self._call(self.db.load_cordons))
+
+    async def reload_quietly(self) -> None:
+        """`reload()`, where a failure is left for the periodic sync to report."""
+        try:
+            await self.reload()
+        except KeyStoreError as exc:
+            log.debug("key reload failed", extra={"error": str(exc)})
 
     async def flush_usage(self) -> None:
         """Add the per-key counts gathered since the last flush to the database.

@@ -101,13 +101,27 @@ class RelayServer:
         with self._services:
             await self.relay.run_services(task_status=task_status)
 
+    @property
+    def draining(self) -> bool:
+        """Whether shutdown has begun (its grace period included)."""
+        return self.relay.leaving or self.relay.hub.draining
+
     def start_drain(self) -> None:
-        if self._nursery is not None and not self.relay.hub.draining:
+        if self._nursery is not None and not self.draining:
+            self.relay.leaving = True
             self._nursery.start_soon(self.drain)
 
     async def drain(self) -> None:
-        """Graceful shutdown, bounded by `drain_timeout`."""
+        """Graceful shutdown, bounded by `drain_grace` + `drain_timeout`."""
         relay = self.relay
+        relay.leaving = True  # /health: 503 from now on
+        grace = self.config.drain_grace
+        if grace > 0:
+            log.info(
+                "relay leaving: /health answers 503, new work still served for the grace period",
+                extra={"drain_grace_s": grace},
+            )
+            await trio.sleep(grace)
         timeout = self.config.drain_timeout
         log.info(
             "relay draining",
@@ -143,7 +157,7 @@ async def run_relay(config: RelayConfig) -> int:
         async def on_signals() -> None:
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for signum in signals:
-                    if not server.relay.hub.draining:
+                    if not server.draining:
                         log.info(
                             "signal received: draining",
                             extra={"signal": signal.Signals(signum).name},

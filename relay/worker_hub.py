@@ -104,6 +104,9 @@ class Ticket:
     model: str
     arrival: float
     requeues: int = 0
+    # Refused by an agent whose budget other relays had taken (fleet_busy):
+    # not a failure, but the ticket goes back to the head of the queue.
+    bounced: bool = False
     lease: Lease | None = None
     error: Exception | None = None
     _assigned: trio.Event | None = None
@@ -250,6 +253,10 @@ class Worker:
     unhealthy: str | None = None
     down_models: frozenset[str] = frozenset()
     withdrawn: frozenset[str] = frozenset()  # what it offered before an empty update
+    # The agent refused a request because work from other relays filled its
+    # one budget (wire.REFUSED_FLEET_BUSY): route it nothing until it has
+    # room again (a completion here, or a pong below its capacity).
+    saturated: bool = False
     last_seen: float = 0.0
     reported_load: int = 0
     requests_served: int = 0
@@ -514,11 +521,13 @@ class Hub:
         candidates: Iterable[Worker] = self.workers.values()
         if self.cordons:
             candidates = [w for w in candidates if w.name not in self.cordons]
+        if any(w.saturated for w in self.workers.values()):
+            candidates = [w for w in candidates if not w.saturated]
         worker = router.choose(candidates, ticket.model, self._named, self._rr)
         if worker is not None:
             return self._assign(ticket, worker)
         self._check_some_healthy(ticket.model)
-        requeued = ticket.requeues > 0
+        requeued = ticket.requeues > 0 or ticket.bounced
         if not self.queue.push(ticket, requeued=requeued):
             raise QueueFull(
                 f"the relay's queue is full ({self.config.max_queue_len} waiting); retry shortly",
@@ -561,7 +570,13 @@ class Hub:
 
     def slot_freed(self, worker: Worker) -> None:
         """Give `worker`'s free slots to the oldest queued requests it serves."""
-        if worker.unavailable or not self.queue or worker.id not in self.workers or worker.cordoned:
+        if (
+            worker.unavailable
+            or worker.saturated
+            or not self.queue
+            or worker.id not in self.workers
+            or worker.cordoned
+        ):
             return
         named = self._named
         while worker.in_flight < worker.max_concurrent:
@@ -576,15 +591,24 @@ class Hub:
     # The request's task reports what happened to an attempt; the hub decides
     # what that means for the worker and for the request's next attempt.
 
-    def requeue(self, ticket: Ticket, worker: Worker, why: str) -> None:
+    def requeue(self, ticket: Ticket, worker: Worker, why: str, *, refusal: str = "") -> None:
         """Count one more attempt for `ticket`, which lost `worker` (`why`).
 
         The caller then acquires again: a requeued ticket goes to the front of
-        the queue.
+        the queue. A `fleet_busy` refusal (`refusal`) is not a failure: the
+        agent's budget was taken by other relays' work, so the attempt is not
+        counted (the request's deadline still bounds how long it bounces).
 
         Raises:
             Unavailable: `ticket` was requeued --max-requeues times already.
         """
+        if refusal == wire.REFUSED_FLEET_BUSY:
+            ticket.bounced = True
+            log.debug(
+                "request bounced: the worker's budget is taken by other relays",
+                extra={"request_id": ticket.request_id, "worker_id": worker.id},
+            )
+            return
         if ticket.requeues >= self.config.max_requeues:
             raise Unavailable(
                 f"the request's worker was {why} {ticket.requeues + 1} times; retry shortly",
@@ -614,6 +638,10 @@ class Hub:
             return
         if code == wire.REFUSED_BACKEND_DOWN:
             self.backend_failed(worker, "its model server did not answer a connect")
+            return
+        if code == wire.REFUSED_FLEET_BUSY:
+            # Its capacity is honest; other relays hold it for now. The
+            # reader already marked it saturated, in frame order (_on_complete).
             return
         carried = max(1, worker.in_flight)
         if worker.max_concurrent > carried:
@@ -730,7 +758,11 @@ class Hub:
             max_concurrent = cfg.max_worker_concurrency
         if not models:
             warnings.append("worker registered without any routable models")
-        ours = {wire.limits.CAPABILITY_DRAIN, wire.limits.CAPABILITY_CACHE_TOKENS}
+        ours = {
+            wire.limits.CAPABILITY_DRAIN,
+            wire.limits.CAPABILITY_CACHE_TOKENS,
+            wire.limits.CAPABILITY_FLEET,
+        }
         agreed = frozenset(ours.intersection(reg.capabilities or ()))
         now = trio.current_time()
         worker = Worker(
@@ -897,6 +929,10 @@ class Hub:
                 self._on_complete(worker, message)
             elif isinstance(message, wire.Pong):
                 worker.reported_load = message.current_load
+                if worker.saturated and message.current_load < worker.max_concurrent:
+                    # A fleet agent's "I have room again" (or a heartbeat saying so).
+                    worker.saturated = False
+                    self.slot_freed(worker)
             elif isinstance(message, wire.ModelsUpdate):
                 self._update_models(worker, message)
             elif isinstance(message, wire.Error):
@@ -906,14 +942,20 @@ class Hub:
 
     def _on_complete(self, worker: Worker, message: wire.ResponseComplete) -> None:
         lease = worker.leases.pop(message.request_id, None)
+        # Set here, in frame order, so a pong saying "room again" that the
+        # agent sent after this refusal is never overtaken by it.
+        fleet_busy = _fleet_busy(message)
         if lease is not None:
-            worker.requests_served += 1
-            if message.status_code >= 500:
-                worker.backend_errors += 1
+            if not fleet_busy:
+                worker.requests_served += 1
+                if message.status_code >= 500:
+                    worker.backend_errors += 1
             lease.finish(message)
         elif worker.cancelling.pop(message.request_id, None) is None:
             self.stats.dropped_frames += 1
             return
+        # Any other completion freed a slot of the agent's one budget.
+        worker.saturated = fleet_busy
         self.slot_freed(worker)
 
     def _on_error(self, worker: Worker, message: wire.Error) -> None:
@@ -1040,6 +1082,15 @@ def _leaves(group: BaseExceptionGroup[wire.ProtocolError]) -> Iterable[wire.Prot
             yield from _leaves(exc)
         else:
             yield exc
+
+
+def _fleet_busy(message: wire.ResponseComplete) -> bool:
+    """Whether `message` is a fleet agent's budget refusal (wire.REFUSED_FLEET_BUSY)."""
+    return (
+        message.status_code == 503
+        and message.headers is not None
+        and message.headers.get(wire.REFUSED_HEADER) == wire.REFUSED_FLEET_BUSY
+    )
 
 
 def _type_name(message: object) -> str:

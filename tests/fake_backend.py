@@ -45,7 +45,10 @@ As a process (end-to-end tests, benchmarks)::
 prints ``FAKE_BACKEND_URL=http://127.0.0.1:PORT`` as its first line and
 serves until SIGTERM/SIGINT. ``GET /_control/log`` returns the recorded
 requests as JSON (times are `trio.current_time()` values: compare them with
-each other only); ``PUT /_control/models`` with ``{"models": [...]}``
+each other only); ``GET /_control/concurrency`` returns ``{"in_flight",
+"max_in_flight"}``, the POSTs being answered now and the most ever answered
+at once (what an agent's ``--max-concurrency`` must bound);
+``PUT /_control/models`` with ``{"models": [...]}``
 replaces the model list.
 
 This module imports neither `relay` nor `agent`.
@@ -374,6 +377,10 @@ class FakeBackend:
     async def _control(self, method: str, path: str, body: bytes, exchange: _Exchange) -> None:
         if path == "/_control/log" and method == "GET":
             await exchange.whole(200, [record.to_json() for record in self.requests])
+        elif path == "/_control/concurrency" and method == "GET":
+            await exchange.whole(
+                200, {"in_flight": self.running, "max_in_flight": self.max_running}
+            )
         elif path == "/_control/models" and method == "PUT":
             try:
                 models = json.loads(body)["models"]

@@ -11,6 +11,7 @@ __all__ = [
     "CANCEL_GRACE_SECS",
     "CAPABILITY_CACHE_TOKENS",
     "CAPABILITY_DRAIN",
+    "CAPABILITY_FLEET",
     "DEFAULT_HEARTBEAT_INTERVAL_SECS",
     "DEFAULT_HEARTBEAT_TIMEOUT_SECS",
     "DEFAULT_MAX_RECEIVE_FRAME_BYTES",
@@ -18,6 +19,7 @@ __all__ = [
     "MAX_MODELS_PER_WORKER",
     "MAX_SEND_FRAME_BYTES",
     "REFUSED_BACKEND_DOWN",
+    "REFUSED_FLEET_BUSY",
     "REFUSED_HEADER",
     "filter_headers",
 ]
@@ -76,6 +78,21 @@ answer a connect (nothing ran): the relay requeues it and counts the failure."""
 The agent lists it in `Register.capabilities`; the relay echoes it in
 `RegisterAck.capabilities`; only then may `ModelsUpdate` carry `draining=True`.
 """
+
+# Our optional extension for an agent connected to several relays at once,
+# with one concurrency budget across them. The agent lists it in
+# `Register.capabilities`; only when the relay echoes it does the agent
+# refuse with REFUSED_FLEET_BUSY (rather than `worker_busy`) and send an
+# unsolicited `pong` carrying its real load when room comes back.
+CAPABILITY_FLEET = "fleet"
+
+REFUSED_FLEET_BUSY = "fleet_busy"
+"""The refusal code meaning "my budget is taken by other relays' work".
+
+Not a fault: the relay requeues the request without counting it against the
+requeue cap and without lowering the worker's capacity, and routes nothing
+more to that worker until it hears of room (a completion there, or a `pong`
+whose `current_load` is below the capacity)."""
 
 
 def filter_headers(

@@ -17,10 +17,13 @@ COLUMNS = [
     ("relay1h", "relay + 1 agent, Hypercorn front"),
     ("relay4", "relay + 4 agents"),
 ]
-# Shown only in runs that have them: a console held open, a --baseline REF.
+# Shown only in runs that have them: a console held open, a --baseline REF, and
+# a fleet: two relays behind HAProxy, two agents on both (`--proxy-url a,b`);
+# its "front" CPU is both relays together, per request.
 OPTIONAL_COLUMNS = [
     ("relay1c", "relay + 1 agent, console open"),
     ("relay1base", "relay + 1 agent, baseline"),
+    ("relay2x", "2 relays + 2 agents on both, HAProxy"),
 ]
 BEGIN = "<!-- bench:results:begin (written by scripts/bench/run.py) -->"
 END = "<!-- bench:results:end -->"

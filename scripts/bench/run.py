@@ -54,7 +54,17 @@ HERE = setups.HERE
 RESULTS_DIR = ROOT / "bench-results"
 DOC = ROOT / "docs" / "benchmarks.md"
 
-SETUPS = ["direct", "nginx", "litellm", "relay1", "relay1h", "relay1c", "relay4", "relay1base"]
+SETUPS = [
+    "direct",
+    "nginx",
+    "litellm",
+    "relay1",
+    "relay1h",
+    "relay1c",
+    "relay4",
+    "relay2x",
+    "relay1base",
+]
 SCENARIOS = [
     "c1",
     "c64",
@@ -169,6 +179,8 @@ class Bench:
             "front": [c.pid for c in setup.front],
             "agents": [c.pid for c in setup.agents if c.alive()],
             "backend": [self.backend.child.pid],
+            # A fleet's load balancer (HAProxy), apart from the relays themselves.
+            "balancer": [c.pid for c in getattr(setup, "balancer", [])],
         }
 
     def measured(self, setup: setups.Setup, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:

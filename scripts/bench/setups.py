@@ -1,4 +1,5 @@
-"""The setups under test: the backend itself, nginx, LiteLLM proxy, relay + agents.
+"""The setups under test: the backend itself, nginx, LiteLLM proxy, relay + agents,
+and a fleet (two relays behind HAProxy, agents on both).
 
 Each setup starts its processes on 127.0.0.1 (ephemeral ports), waits until
 it can serve model ``m``, and knows which of its processes are the "front"
@@ -406,6 +407,128 @@ class Relay(Setup):
             self.info["tree"] = str(tree)
 
 
+_HAPROXY_CONF = """\
+global
+    maxconn 20000
+    nbthread 1
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 300s
+    timeout server 300s
+    timeout http-keep-alive 30s
+    retries 3
+    option redispatch 1
+    retry-on 503 conn-failure empty-response junk-response
+frontend clients
+    bind 127.0.0.1:{port}
+    default_backend relays
+backend relays
+    balance leastconn
+    option httpchk GET /health
+    http-check expect status 200
+    default-server inter 1s fall 1 rise 2
+    http-reuse always
+{servers}
+"""
+
+
+class Fleet(Setup):
+    """Two relays behind one HAProxy (one thread, like nginx's one worker), and
+    two agents each serving both relays with one budget (`--proxy-url a,b`).
+
+    The relays are the "front" (their CPU per request is comparable with one
+    relay's); HAProxy's CPU is its own role, "balancer".
+    """
+
+    name, label = "relay2x", "2 relays + 2 agents on both, HAProxy"
+
+    def __init__(self, backend: Backend, log_dir: Path, max_concurrency: int = 64) -> None:
+        super().__init__()
+        binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
+        if not os.path.exists(binary):
+            raise Skipped("haproxy is not installed (Debian: apt-get install -y haproxy)")
+        self.balancer: list[Child] = []
+        relay_urls = []
+        for i in range(2):
+            port = free_port()
+            relay_urls.append(f"http://127.0.0.1:{port}")
+            relay = Child(
+                f"{self.name}-relay{i}",
+                [
+                    str(VENV_BIN / "relay"),
+                    "serve",
+                    "--listen",
+                    f"127.0.0.1:{port}",
+                    "--worker-secret",
+                    SECRET,
+                    "--log-level",
+                    "warning",
+                ],
+                log_dir,
+                env={"WORKER_SECRET": "", "LOG_LEVEL": ""},
+            )
+            self.front.append(relay)
+            wait_until(
+                lambda url=relay_urls[-1]: http("GET", url + "/health"),
+                30,
+                "waiting for a relay",
+                relay,
+            )
+        for k in range(2):
+            self.agents.append(
+                Child(
+                    f"{self.name}-agent{k}",
+                    [
+                        str(VENV_BIN / "agent"),
+                        "run",
+                        "--proxy-url",
+                        ",".join(relay_urls),
+                        "--backend-url",
+                        f"{backend.url}/t/a{k}",
+                        "--worker-secret",
+                        SECRET,
+                        "--models",
+                        "m",
+                        "--max-concurrency",
+                        str(max_concurrency),
+                        "--log-level",
+                        "warning",
+                    ],
+                    log_dir,
+                )
+            )
+
+        def ready() -> bool:
+            return all(http("GET", url + "/health")["workers_connected"] == 2 for url in relay_urls)
+
+        wait_until(ready, 30, "waiting for the agents to register at both relays", self.front[0])
+        port = free_port()
+        conf_dir = log_dir / "haproxy"
+        conf_dir.mkdir(exist_ok=True)
+        conf = conf_dir / "haproxy.cfg"
+        servers = "\n".join(
+            f"    server relay{i} {url.removeprefix('http://')} check"
+            for i, url in enumerate(relay_urls)
+        )
+        conf.write_text(_HAPROXY_CONF.format(port=port, servers=servers))
+        version = subprocess.run([binary, "-v"], capture_output=True, text=True).stdout
+        self.balancer = [Child(f"{self.name}-haproxy", [binary, "-db", "-f", str(conf)], log_dir)]
+        self.url = f"http://127.0.0.1:{port}"
+        wait_until(
+            lambda: http("GET", self.url + "/health"), 10, "waiting for HAProxy", self.balancer[0]
+        )
+        self.info = {
+            "relays": 2,
+            "agents": 2,
+            "max_concurrency": max_concurrency,
+            "haproxy": version.splitlines()[0] if version else "",
+        }
+
+    def children(self) -> list[Child]:
+        return [*self.balancer, *self.front, *self.agents]
+
+
 def start(
     name: str,
     backend: Backend,
@@ -432,6 +555,8 @@ def start(
         if baseline is None:
             raise Skipped("no --baseline REF given")
         return Relay(backend, log_dir, 1, suffix="base", tree=baseline)
+    if name == "relay2x":
+        return Fleet(backend, log_dir)
     if name == "relay1w":
         return Relay(backend, log_dir, 1, max_concurrency=2100, suffix="w")
     raise ValueError(name)

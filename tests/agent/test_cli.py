@@ -231,3 +231,16 @@ def test_completions_for_each_shell(shell: str, capsys: pytest.CaptureFixture[st
 def test_version_in_process(capsys: pytest.CaptureFixture[str]) -> None:
     assert invoke("run", "--version") == 0
     assert capsys.readouterr().out.startswith("agent ")
+
+
+def test_several_relays_from_the_flag_and_from_a_config_list(
+    captured: list[AgentConfig], tmp_path: Path
+) -> None:
+    assert invoke("run", "--worker-secret", "s", "--proxy-url", "http://a:1,http://b:2") == 0
+    assert captured[0].relays == ("http://a:1", "http://b:2")
+    config_file = tmp_path / "agent.toml"
+    config_file.write_text(
+        'worker_secret = "s"\n[agent]\nproxy-url = ["https://a.example", "https://b.example"]\n'
+    )
+    assert invoke("run", "--config", str(config_file)) == 0
+    assert captured[1].relays == ("https://a.example", "https://b.example")

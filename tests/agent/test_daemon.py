@@ -35,6 +35,7 @@ from tests.fake_backend import FakeBackend
 from wire import (
     CAPABILITY_CACHE_TOKENS,
     CAPABILITY_DRAIN,
+    CAPABILITY_FLEET,
     PROTOCOL_VERSION,
     GracefulShutdown,
     ModelsUpdate,
@@ -321,7 +322,7 @@ async def test_register_over_real_socket_carries_version_and_capabilities(
         conn = await fake_relay.next_connection()
         register = await conn.register()
     assert register.protocol_version == PROTOCOL_VERSION
-    assert register.capabilities == (CAPABILITY_DRAIN, CAPABILITY_CACHE_TOKENS)
+    assert register.capabilities == (CAPABILITY_DRAIN, CAPABILITY_CACHE_TOKENS, CAPABILITY_FLEET)
     assert register.max_concurrent == 4
     assert register.current_load == 0
     assert register.worker_name == "test-box"

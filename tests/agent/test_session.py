@@ -24,6 +24,7 @@ from tests.agent.fakes import MemoryRelayEnd, fast_config, memory_transport_pair
 from wire import (
     CAPABILITY_CACHE_TOKENS,
     CAPABILITY_DRAIN,
+    CAPABILITY_FLEET,
     PROTOCOL_VERSION,
     Cancel,
     CancelReason,
@@ -98,7 +99,7 @@ async def test_register_announces_version_capabilities_and_load(nursery: trio.Nu
             max_concurrent=3,
             protocol_version=PROTOCOL_VERSION,
             current_load=0,
-            capabilities=(CAPABILITY_DRAIN, CAPABILITY_CACHE_TOKENS),
+            capabilities=(CAPABILITY_DRAIN, CAPABILITY_CACHE_TOKENS, CAPABILITY_FLEET),
         )
         assert session.worker_id == "w-9"
         nursery.cancel_scope.cancel()

@@ -37,7 +37,11 @@ async def test_drain_finishes_in_flight_refuses_new_and_tells_workers(start_rela
         refused = await relay.client.post("/v1/chat/completions", json=CHAT)
         assert refused.status_code == 503
         assert refused.headers["retry-after"]
-        assert (await relay.client.get("/health")).json()["status"] == "draining"
+        health = await relay.client.get("/health")
+        # 503 at once, while the in-flight request still runs: a balancer
+        # stops sending new work before the listener closes.
+        assert health.status_code == 503
+        assert health.json()["status"] == "draining"
         assert not stopped.is_set()
         await worker.reply(request, '{"finished":true}')
         with trio.fail_after(5):
@@ -99,3 +103,28 @@ async def test_slow_client_is_cut_off_without_stalling_others(start_relay, nurse
                 assert relay.hub.workers[worker.ack.worker_id].in_flight == 0
                 response = await relay.client.post("/v1/chat/completions", json=CHAT)
     assert response.json() == {"other": "fine"}
+
+
+async def test_drain_grace_answers_health_503_and_still_serves(start_relay, nursery) -> None:
+    """--drain-grace: the balancer sees 503 at once, clients are still served,
+    and only then does the drain proper begin (workers told, new work refused)."""
+    relay = await start_relay(drain_grace=3, drain_timeout=5)
+    async with connect_worker(relay.ws_url) as worker:
+        nursery.start_soon(relay.server.drain)
+        with trio.fail_after(10):
+            await trio.testing.wait_all_tasks_blocked()
+            health = await relay.client.get("/health")
+            assert health.status_code == 503
+            assert health.json()["status"] == "draining"
+
+            async def answer() -> None:
+                await worker.reply(await worker.recv_request(), '{"served":"in the grace"}')
+
+            nursery.start_soon(answer)
+            served = await relay.client.post("/v1/chat/completions", json=CHAT)
+            assert served.json() == {"served": "in the grace"}
+            # The grace over, the drain proper: the worker is told, the hub
+            # refuses new work (and, nothing being in flight, the relay stops).
+            shutdown = await worker.recv()
+            assert isinstance(shutdown, wire.GracefulShutdown)
+            assert relay.hub.draining

@@ -282,8 +282,6 @@ async def test_postgres_keys_are_shared_between_relays(pg_url: str) -> None:
 
             new = await a.create("shared")
             assert a.authenticate(new.secret) == new.key.id
-            with pytest.raises(Unauthorized):
-                b.authenticate(new.secret)  # b has not reloaded yet
             await b.sync()
             assert b.authenticate(new.secret) == new.key.id
             await b.flush()  # b's use reaches the shared table
@@ -303,6 +301,98 @@ async def test_postgres_keys_are_shared_between_relays(pg_url: str) -> None:
             await a.sync()
             with pytest.raises(Unauthorized, match="revoked"):
                 a.authenticate(other.secret)
+            nursery.cancel_scope.cancel()
+
+
+async def _until_accepted(store: KeyStore, secret: str) -> str:
+    while True:
+        try:
+            return store.authenticate(secret)
+        except Unauthorized:
+            await trio.sleep(0.01)
+
+
+async def _until_refused(store: KeyStore, secret: str) -> None:
+    while True:
+        try:
+            store.authenticate(secret)
+        except Unauthorized:
+            return
+        await trio.sleep(0.01)
+
+
+async def _until_cordons(store: KeyStore, names: frozenset[str]) -> None:
+    changed = trio.Event()
+    store.on_cordons = lambda _names: changed.set()
+    while store.cordons != names:
+        await changed.wait()
+        changed = trio.Event()
+
+
+async def test_postgres_changes_reach_the_other_relay_within_2s(pg_url: str) -> None:
+    """LISTEN/NOTIFY: no periodic reload can help here (it runs once an hour)."""
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            a = KeyStore(PostgresDatabase(pg_url), sync_interval=3600)
+            b = KeyStore(PostgresDatabase(pg_url), sync_interval=3600)
+            await nursery.start(a.run)
+            await nursery.start(b.run)
+            new = await a.create("notified")
+            with trio.fail_after(2):
+                assert await _until_accepted(b, new.secret) == new.key.id
+            assert await b.revoke(new.key.id)
+            with trio.fail_after(2):
+                await _until_refused(a, new.secret)
+            assert await b.set_cordon("gpu-1", True)
+            with trio.fail_after(2):
+                await _until_cordons(a, frozenset({"gpu-1"}))
+            assert await a.set_cordon("gpu-1", False)
+            with trio.fail_after(2):
+                await _until_cordons(b, frozenset())
+            nursery.cancel_scope.cancel()
+
+
+async def test_postgres_listener_comes_back_after_its_connection_drops(pg_url: str) -> None:
+    import psycopg
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            a = KeyStore(PostgresDatabase(pg_url), sync_interval=3600)
+            b = KeyStore(PostgresDatabase(pg_url), sync_interval=3600)
+            await nursery.start(a.run)
+            await nursery.start(b.run)
+
+            def listeners() -> int:
+                with psycopg.connect(pg_url, autocommit=True) as conn:
+                    row = conn.execute(
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE application_name = 'modelrelay-listen' "
+                        "AND datname = current_database()"
+                    ).fetchone()
+                return int(row[0]) if row else 0
+
+            def kill_listeners() -> int:
+                with psycopg.connect(pg_url, autocommit=True) as conn:
+                    rows = conn.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE application_name = 'modelrelay-listen' "
+                        "AND datname = current_database()"
+                    ).fetchall()
+                return len(rows)
+
+            # Each store's listener connects in its own task, after `run` started.
+            while True:  # bounded by the fail_after above
+                if await trio.to_thread.run_sync(listeners) == 2:
+                    break
+                await trio.sleep(0.02)
+            assert await trio.to_thread.run_sync(kill_listeners) == 2
+            new = await a.create("after the drop")
+            # The listener reloads when it is back, which finds the key.
+            with trio.fail_after(15):
+                await _until_accepted(b, new.secret)
+            other = await a.create("and after that")
+            with trio.fail_after(2):
+                await _until_accepted(b, other.secret)
             nursery.cancel_scope.cancel()
 
 
