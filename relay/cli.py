@@ -172,6 +172,21 @@ def serve(
         str,
         typer.Option(envvar="MAX_RESPONSE_BYTES", help="Largest response relayed for one request."),
     ] = "1GiB",
+    body_timeout: Annotated[
+        float,
+        typer.Option(
+            envvar="BODY_TIMEOUT_SECS",
+            callback=_seconds,
+            help="Seconds a request body may take to arrive after its head (0 = none).",
+        ),
+    ] = 30,
+    max_pending_body_bytes: Annotated[
+        str,
+        typer.Option(
+            envvar="MAX_PENDING_BODY_BYTES",
+            help="Request bodies held at once across requests not yet dispatched.",
+        ),
+    ] = "256MiB",
     config: Annotated[
         Path | None,
         typer.Option(
@@ -201,6 +216,7 @@ def serve(
         ("max-body-bytes", max_body_bytes),
         ("max-frame-bytes", max_frame_bytes),
         ("max-response-bytes", max_response_bytes),
+        ("max-pending-body-bytes", max_pending_body_bytes),
     ):
         try:
             sizes[name] = _size_option(value)
@@ -230,6 +246,8 @@ def serve(
         max_body_bytes=sizes["max-body-bytes"],
         max_frame_bytes=sizes["max-frame-bytes"],
         max_response_bytes=sizes["max-response-bytes"],
+        body_timeout=body_timeout,
+        max_pending_body_bytes=sizes["max-pending-body-bytes"],
     )
     from relay.keys import KeyStoreError
     from relay.server import run_relay

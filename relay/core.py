@@ -117,12 +117,15 @@ class Relay:
         *,
         model: str | None = None,
         key_id: str | None = None,
+        client_request_id: str | None = None,
     ) -> None:
+        """Count and log a request refused before it was queued (`path` already clipped)."""
         self.stats.rejected(exc.status, key_id)
         log.info(
             "request rejected",
             extra={
                 "request_id": request_id,
+                "client_request_id": client_request_id,
                 "path": path,
                 "model": model,
                 "key_id": key_id,
