@@ -2,6 +2,7 @@
 
 import ast
 import json
+import logging
 from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
@@ -191,9 +192,12 @@ async def test_cancel_mid_stream_closes_backend_and_answers_499_once(
     assert after == Pong(current_load=0, timestamp_unix_ms=7)
 
 
-async def test_backend_unreachable_is_502_naming_the_url_and_session_stays(
-    nursery: trio.Nursery, fake_relay: FakeRelay
+async def test_backend_unreachable_is_502_without_its_address_and_session_stays(
+    nursery: trio.Nursery, fake_relay: FakeRelay, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # A client never learns where the backend is: the URL and the address
+    # are for the agent's log only.
+    caplog.set_level(logging.INFO)
     with trio.socket.socket() as sock:  # a port nobody listens on
         await sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -208,12 +212,16 @@ async def test_backend_unreachable_is_502_naming_the_url_and_session_stays(
         pong = await conn.receive()
     assert done.status_code == 502
     error = json.loads(done.body or "")["error"]
-    assert f"{dead}/v1/chat/completions" in error["message"]
+    assert str(port) not in error["message"]
+    assert "127.0.0.1" not in error["message"]
+    assert "could not reach its backend" in error["message"]
     assert error["code"] == "backend_unreachable"
     assert anthropic.status_code == 502
     anthropic_error = json.loads(anthropic.body or "")
     assert anthropic_error["type"] == "error"
-    assert dead in anthropic_error["error"]["message"]
+    assert str(port) not in anthropic_error["error"]["message"]
+    logged = [str(getattr(record, "error", "")) for record in caplog.records]
+    assert any(f"{dead}/v1/chat/completions" in text for text in logged)
     assert pong == Pong(current_load=0, timestamp_unix_ms=1)
 
 
