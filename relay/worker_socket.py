@@ -26,6 +26,7 @@ from urllib.parse import parse_qs
 import attrs
 import trio
 
+import wire
 from relay.auth import WorkerAuth
 from relay.worker_hub import TransportClosed
 
@@ -38,11 +39,17 @@ if TYPE_CHECKING:
     Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
     Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
-__all__ = ["WORKER_PATH", "AsgiTransport", "WorkerSocket"]
+__all__ = ["FRAMING_ERROR", "WORKER_PATH", "AsgiTransport", "WorkerSocket"]
 
 log = logging.getLogger("relay.worker_socket")
 
 WORKER_PATH = "/v1/worker/connect"
+
+FRAMING_ERROR = "modelrelay.framing_error"
+"""Key of a ``websocket.disconnect`` message from the relay's front: the reason
+the front closed the socket for a frame that broke RFC 6455 (or the size
+bound). The session counts it as the worker's protocol error, like a frame
+the wire protocol cannot decode."""
 
 _CLOSE_NORMAL = 1000
 _CLOSE_POLICY = 1008
@@ -83,6 +90,9 @@ class AsgiTransport:
             return b"" if data is None else data
         # websocket.disconnect, the only other message ASGI defines after accept.
         self.gone = True
+        framing = message.get(FRAMING_ERROR)
+        if framing is not None:
+            raise wire.ProtocolError(f"framing: {framing}")
         raise TransportClosed
 
     async def aclose(self, code: int, reason: str) -> None:
@@ -147,27 +157,34 @@ class WorkerSocket:
             secret = _first(query, "worker_secret")  # legacy fallback
         verdict = self.auth.check(peer, secret, trio.current_time())
         if verdict.status == 429:
-            log.warning("worker auth rate limited", extra={"peer": peer})
+            if verdict.report:  # once per address and window; the rest are collapsed
+                log.warning(
+                    "worker auth rate limited",
+                    extra={"peer": peer, "failures": verdict.failures},
+                )
             return _Refusal(
                 429,
                 "too many failed worker authentications from this address; retry later",
                 verdict.retry_after,
             )
         if verdict.status != 200:
-            log.warning(
-                "worker auth failed",
-                extra={
-                    "peer": peer,
-                    "reason": "missing secret" if secret is None else "bad secret",
-                },
-            )
+            if verdict.report:  # the first failure from this address in the window
+                log.warning(
+                    "worker auth failed",
+                    extra={
+                        "peer": peer,
+                        "reason": "missing secret" if secret is None else "bad secret",
+                    },
+                )
             return _Refusal(401, "worker authentication failed: the worker secret is wrong")
         provider = _first(query, "provider")
         if provider is None:
             provider = "local"
         if provider != self.relay.config.provider:
             served = self.relay.config.provider
-            return _Refusal(404, f"unknown provider {provider!r}; this relay serves {served!r}")
+            return _Refusal(
+                404, f"unknown provider {provider[:64]!r}; this relay serves {served!r}"
+            )
         if self.relay.hub.draining:
             return _Refusal(503, "the relay is shutting down", retry_after=5)
         return None
