@@ -17,7 +17,8 @@ import pytest
 import trio
 
 import wire
-from tests.integration.procs import SECRET, agent_process, relay_process
+from tests.agent.fakes import start_fake_relay
+from tests.integration.procs import SECRET, agent_process, relay_process, spawn
 from tests.relay.fake_worker import connect_worker
 
 if TYPE_CHECKING:
@@ -415,3 +416,76 @@ async def test_long_model_names_are_capped_in_answers_and_logs(stack: Stack) -> 
     assert unknown not in missing.text
     await stack.relay.wait_count(("request rejected",), 2)
     assert max(len(line) for line in stack.relay.raw) < 2000
+
+
+# Paths as a relay would send them (decoded once), that no backend should see.
+AGENT_ESCAPES = [
+    "/v1/../api/pull",
+    "/v1/./chat/completions",
+    "/v1/chat/../../api/pull?x=1",
+    "/v1/%2e%2e/api/pull",
+    "/v1/chat\\..\\completions",
+    "/v1/chat#/../../api/pull",
+    "/api/pull",
+    "http://elsewhere/v1/chat/completions",
+]
+
+
+async def test_the_agent_refuses_such_paths_again(
+    nursery: trio.Nursery, backend: FakeBackend
+) -> None:
+    # A relay (here a scripted one) that forwards an escaping path anyway:
+    # the agent process answers 400 and its backend sees nothing.
+    fake_relay = await start_fake_relay(nursery)
+    args = ["-m", "agent", "run", "--proxy-url", fake_relay.url, "--backend-url", backend.url]
+    args += ["--worker-secret", SECRET, "--log-format", "json"]
+    async with spawn("agent", args):
+        with trio.fail_after(20):
+            conn = await fake_relay.next_connection()
+            await conn.register()
+            for index, target in enumerate(AGENT_ESCAPES):
+                await conn.send(
+                    wire.Request(
+                        request_id=f"r{index}",
+                        model="fake-model",
+                        endpoint_path=target,
+                        is_streaming=False,
+                        body=chat_body().decode(),
+                    )
+                )
+                while True:
+                    message = await conn.receive()
+                    if isinstance(message, wire.ResponseComplete):
+                        break
+                assert message.request_id == f"r{index}"
+                assert message.status_code == 400, (target, message)
+            await conn.close()
+    assert backend_posts(backend) == []
+
+
+# --- 5: a client cannot forge a text log line on either daemon ----------------------
+
+
+async def test_text_logs_escape_what_a_client_sends(backend: FakeBackend) -> None:
+    forged = "12:00:00.000 ERROR relay.request forged"
+    relay_args = ["-m", "relay", "serve", "--listen", "127.0.0.1:0", "--worker-secret", SECRET]
+    relay_args += ["--log-format", "text"]
+    async with spawn("relay", relay_args) as relay:
+        listening = await relay.wait_for_raw(lambda text: " relay listening " in text)
+        url = listening.split(" url=", 1)[1].split(" ", 1)[0]
+        agent_args = ["-m", "agent", "run", "--proxy-url", url, "--backend-url", backend.url]
+        agent_args += ["--worker-secret", SECRET, "--log-format", "text", "--models", "fake-model"]
+        async with spawn("agent", agent_args) as agent:
+            await relay.wait_for_raw(lambda text: "models=fake-model" in text)
+            target = "/v1/chat%0a" + forged.replace(" ", "%20")
+            body = json.dumps({"model": "fake-model\n" + forged, "messages": []}).encode()
+            with trio.fail_after(20):
+                answer = await post_raw(url, target, chat_body())
+                await post_raw(url, CHAT, body)  # an unknown model: 404 from the relay
+            assert answer.status == 404  # the backend has no such route
+            await agent.wait_for_raw(lambda text: "request finished" in text)
+            await relay.wait_for_raw(lambda text: "request rejected" in text)
+            await relay.wait_for_raw(lambda text: "request finished" in text)
+    for proc in (relay, agent):
+        assert not [text for text in proc.raw if text.startswith(forged)], proc.name
+        assert any("\\n" + forged in text for text in proc.raw), proc.name
