@@ -489,3 +489,36 @@ async def test_text_logs_escape_what_a_client_sends(backend: FakeBackend) -> Non
     for proc in (relay, agent):
         assert not [text for text in proc.raw if text.startswith(forged)], proc.name
         assert any("\\n" + forged in text for text in proc.raw), proc.name
+
+
+# --- 4 and 10: connections that must end do end, on every route ---------------------
+
+CLOSING = [
+    b"GET /health HTTP/1.0\r\n\r\n",
+    b"GET /health HTTP/1.1\r\nhost: relay.test\r\nconnection: close\r\n\r\n",
+    b"GET /v1/models HTTP/1.0\r\n\r\n",
+    b"GET /nowhere HTTP/1.0\r\n\r\n",
+    # RFC 9112 6.1: both framings in one request; answered, then closed.
+    b"GET /health HTTP/1.1\r\nhost: relay.test\r\ncontent-length: 5\r\n"
+    b"transfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+]
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    CLOSING,
+    ids=["http1.0", "connection-close", "models-http1.0", "404-http1.0", "cl-and-te"],
+)
+async def test_connection_ends_after_a_closing_request_on_hypercorn_routes(
+    request_bytes: bytes,
+) -> None:
+    async with relay_process() as (_relay, url):
+        conns = [await Raw.open(url) for _ in range(3)]
+        with trio.fail_after(10):
+            for conn in conns:
+                await conn.send(request_bytes)
+                answer = await conn.answer()
+                assert answer.status in (200, 404), answer
+                assert await conn.closed()
+        for conn in conns:
+            await conn.aclose()
