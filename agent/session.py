@@ -100,6 +100,7 @@ class Session:
         worker_id: The id the relay assigned, once registered.
         jobs: In-flight requests by request id.
         drain_reason: Why the session drained, once it has begun draining.
+        on_load: Called with the number of requests in flight whenever it changes.
     """
 
     config: AgentConfig
@@ -109,6 +110,7 @@ class Session:
     worker_id: str | None = attrs.field(default=None, init=False)
     jobs: dict[str, Job] = attrs.field(factory=dict, init=False)
     drain_reason: str | None = attrs.field(default=None, init=False)
+    on_load: Callable[[int], None] | None = attrs.field(default=None, init=False)
     _drain_agreed: bool = attrs.field(default=False, init=False)
     _drain_announced: bool = attrs.field(default=False, init=False)
     _closing: bool = attrs.field(default=False, init=False)
@@ -362,12 +364,16 @@ class Session:
             job = Job(request, trio.current_time())
             self.jobs[rid] = job
             self._jobs_nursery.start_soon(self._run_job, job, name=f"job {rid}")
+            if self.on_load is not None:
+                self.on_load(len(self.jobs))
 
     async def _run_job(self, job: Job) -> None:
         try:
             await run_job(job, exchange=self._exchange, outbox=self._outbox)
         finally:
             del self.jobs[job.request.request_id]
+            if self.on_load is not None:
+                self.on_load(len(self.jobs))
 
     async def _refuse(self, request: Request, code: str, message: str) -> None:
         log.info(

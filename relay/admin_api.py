@@ -16,6 +16,9 @@ Errors use the OpenAI shape like the rest of the relay.
     DELETE /admin/keys/{id}             204; unknown or malformed id 404
     POST   /admin/workers/{id}/drain    202; graceful_shutdown to that worker
     POST   /admin/models/refresh        202; models_refresh to every worker
+    POST   /admin/workers/{name}/cordon 200; the router skips workers of that name
+    DELETE /admin/workers/{name}/cordon 200 lifted; 404 if it was not cordoned
+    GET    /admin/cordons               the cordoned names
 
 Views only read frozen snapshots of the relay's state (`Hub.statistics()`,
 `Stats.snapshot()`) and answer; the key store's database calls run in its
@@ -201,6 +204,31 @@ def admin_blueprint(relay: Relay) -> Blueprint:
         log.info("worker drain requested by an operator", extra={"worker_id": worker_id})
         return _json({"id": worker_id, "draining": True}, status=202)
 
+    @bp.route("/workers/<name>/cordon", methods=["POST", "DELETE"])
+    async def cordon_worker(name: str) -> Response:
+        # Keyed by name, not id: the cordon outlives the worker's reconnects.
+        on = request.method == "POST"
+        if len(name) > _MAX_NAME:
+            return _error(BadRequest(f"a worker name has at most {_MAX_NAME} characters"))
+        if relay.keys is None:  # pragma: no cover - an admin token always opens the store
+            return _error(KeyStoreError("this relay has no key store"))
+        try:
+            changed = await relay.keys.set_cordon(name, on)
+        except KeyStoreError as exc:
+            return _error(exc)
+        if not on and not changed:
+            return _error(NotFound(f"no worker named {name[:64]!r} is cordoned"))
+        log.info(
+            "worker cordoned by an operator" if on else "worker uncordoned by an operator",
+            extra={"worker_name": name},
+        )
+        connected = sum(1 for w in relay.hub.workers.values() if w.name == name)
+        return _json({"name": name, "cordoned": on, "connected": connected})
+
+    @bp.get("/cordons")
+    async def cordons() -> Response:
+        return _json({"cordons": sorted(relay.hub.cordons)})
+
     @bp.post("/models/refresh")
     async def refresh_models() -> Response:
         count = relay.hub.refresh_models("requested by an operator")
@@ -220,6 +248,8 @@ def _worker_json(relay: Relay, worker: WorkerStatistics) -> dict[str, Any]:
         "load": round(worker.load, 4),
         "reported_load": worker.reported_load,
         "draining": worker.draining,
+        "cordoned": worker.cordoned,
+        "backend_errors": worker.backend_errors,
         "connected_since": relay.rfc3339(worker.connected_since),
         "last_heartbeat": relay.rfc3339(worker.last_seen),
         "requests_served": worker.requests_served,

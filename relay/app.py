@@ -23,6 +23,7 @@ from werkzeug.exceptions import HTTPException
 
 from relay import metrics
 from relay.admin_api import admin_blueprint
+from relay.console.blueprint import console_blueprint, console_off_blueprint
 from relay.dialects import Dialect, error_body
 from relay.errors import NotFound, RelayError, Unauthorized
 from relay.http_api import Proxy
@@ -144,6 +145,10 @@ def create_app(relay: Relay) -> RelayApp:
     quart.config["BODY_TIMEOUT"] = None
     quart.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
     quart.register_blueprint(admin_blueprint(relay))
+    if relay.config.console_enabled:
+        quart.register_blueprint(console_blueprint(relay))
+    else:
+        quart.register_blueprint(console_off_blueprint(relay))
 
     @quart.get("/v1/models")
     async def models() -> Response:

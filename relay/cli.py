@@ -187,6 +187,14 @@ def serve(
             help="Request bodies held at once across requests not yet dispatched.",
         ),
     ] = "256MiB",
+    console: Annotated[
+        bool,
+        typer.Option(
+            "--console/--no-console",
+            envvar="MODELRELAY_CONSOLE",
+            help="The web console under /console (needs --admin-token to log in).",
+        ),
+    ] = True,
     config: Annotated[
         Path | None,
         typer.Option(
@@ -248,6 +256,7 @@ def serve(
         max_response_bytes=sizes["max-response-bytes"],
         body_timeout=body_timeout,
         max_pending_body_bytes=sizes["max-pending-body-bytes"],
+        console=console,
     )
     from relay.keys import KeyStoreError
     from relay.server import run_relay

@@ -69,6 +69,8 @@ class RelayConfig:
     body_timeout: float = 30.0
     # Body bytes held across all requests read but not yet dispatched.
     max_pending_body_bytes: int = 256 * MiB
+    # The web console under /console; it is served only with an admin token too.
+    console: bool = True
     # Not flags: policy the spec fixes, kept here so tests can shorten them.
     max_requeues: int = 3
     model_grace: float = 60.0
@@ -78,6 +80,12 @@ class RelayConfig:
     auth_failure_limit: int = 10
     auth_failure_window: float = 60.0
     max_worker_concurrency: int = 65536
+    console_session_secs: float = 12 * 3600.0
+
+    @property
+    def console_enabled(self) -> bool:
+        """Whether /console is served: asked for, and an admin token to log in with."""
+        return self.console and bool(self.admin_token)
 
     @property
     def listen(self) -> str:

@@ -18,6 +18,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from relay import __version__
 from relay.auth import ClientAuth
+from relay.console.series import Series
 from relay.inflight import InFlight
 from relay.keys import KeyStore
 from relay.metrics import build_registry
@@ -55,6 +56,7 @@ class Relay:
             takes_self=True,
         )
     )
+    series: Series | None = None  # the console's recent history, when the console is on
 
     @classmethod
     def from_config(cls, config: RelayConfig) -> Relay:
@@ -90,7 +92,15 @@ class Relay:
             )
         async with trio.open_nursery() as nursery:
             if self.keys is not None:
+                # Per-key usage is read from the stats' tallies at each sync, and
+                # the persisted cordons reach the router through the hub.
+                self.keys.usage_source = self.stats.key_usage
+                self.keys.on_cordons = self.hub.set_cordons
                 await nursery.start(self.keys.run)
+            if self.config.console_enabled:
+                # The console's 15-minute charts: a sample of the tallies every 10 s.
+                self.series = Series()
+                nursery.start_soon(self.series.run, self.stats)
             task_status.started()
 
     def wall_time(self, moment: float) -> float:
@@ -149,6 +159,7 @@ class Relay:
             requeues=summary.requeues,
             tokens_in=counts.prompt_tokens if counts is not None else None,
             tokens_out=counts.completion_tokens if counts is not None else None,
+            queue_wait=summary.queue_wait,
         )
         if log.isEnabledFor(logging.INFO):  # the fields cost a dict per request
             log.info("request finished", extra=summary.log_fields())

@@ -134,6 +134,7 @@ class _Call:
     started: bool = False  # response status sent to the client
     status: int = 0
     first_byte_at: float | None = None
+    dispatched_at: float | None = None  # first time a worker took it (queue wait)
     worker_id: str | None = None
     token_counts: wire.TokenCounts | None = None
     key_id: str | None = None  # the client API key's id, never the key
@@ -159,6 +160,9 @@ class _Call:
             requeues=ticket.requeues,
             duration=now - self.start,
             ttfb=self.first_byte_at - self.start if self.first_byte_at is not None else None,
+            queue_wait=(
+                self.dispatched_at - self.start if self.dispatched_at is not None else None
+            ),
             cancel_reason=reason if not self.completed else None,
             error=self.error,
             key_id=self.key_id,
@@ -180,6 +184,7 @@ class CallSummary:
     requeues: int
     duration: float  # seconds from arrival to the end
     ttfb: float | None  # seconds from arrival to the worker's first frame
+    queue_wait: float | None  # seconds from arrival to the first dispatch, if there was one
     # why it was cancelled before its response was complete, if it was
     cancel_reason: wire.CancelReason | wire.OtherReason | None
     error: str | None  # code of the error the relay answered with
@@ -205,6 +210,7 @@ class CallSummary:
             "requeues": self.requeues,
             "duration_ms": round(self.duration * 1000, 2),
             "ttfb_ms": round(self.ttfb * 1000, 2) if self.ttfb is not None else None,
+            "queue_ms": round(self.queue_wait * 1000, 2) if self.queue_wait is not None else None,
             "cancelled": reason is not None,
             "cancel_reason": str(reason) if reason is not None else None,
             "error": self.error,
@@ -412,6 +418,8 @@ class Proxy:
                     scope.deadline = min(queue_deadline, request_deadline)
                     lease = await self.hub.acquire(ticket)
                     call.queued = False
+                    if call.dispatched_at is None:
+                        call.dispatched_at = trio.current_time()
                     call.worker_id = lease.worker.id
                     if request_deadline == math.inf and cfg.request_timeout > 0:
                         request_deadline = trio.current_time() + cfg.request_timeout

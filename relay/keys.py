@@ -13,6 +13,11 @@ the trio loop never waits on disk or network:
 - PostgreSQL with `--database-url postgresql://...` (psycopg 3, the optional
   `postgres` extra), which several relays can share.
 
+The same database keeps two small tables beside the keys: the requests and
+tokens each key has used (`Usage`, added to in batches from the relay's
+in-memory per-key tallies, so it survives restarts and sums over relays), and
+the names of cordoned workers (the console's and admin API's Cordon).
+
 The hot path never touches the database. `KeyStore` keeps every key in a dict
 from digest to record, loaded at start and updated at once when this relay
 creates or revokes a key, so a revocation applies from the next request. Its
@@ -60,6 +65,7 @@ __all__ = [
     "NewKey",
     "PostgresDatabase",
     "SqliteDatabase",
+    "Usage",
     "hash_secret",
     "is_key_id",
     "rfc3339",
@@ -73,6 +79,8 @@ SYNC_INTERVAL_SECS = 5.0
 _PREFIX_CHARS = len(KEY_PREFIX) + 8
 _KEY_ID = re.compile(r"key_[0-9a-f]{16}")
 _TABLE = "modelrelay_api_keys"
+_USAGE = "modelrelay_key_usage"
+_CORDONS = "modelrelay_cordons"
 _T = TypeVar("_T")
 
 
@@ -146,6 +154,36 @@ class NewKey:
 
 
 @attrs.frozen
+class Usage:
+    """Requests and tokens one key has used (since it was created, over every relay)."""
+
+    requests: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.requests + other.requests,
+            self.tokens_in + other.tokens_in,
+            self.tokens_out + other.tokens_out,
+        )
+
+    def __sub__(self, other: Usage) -> Usage:
+        return Usage(
+            self.requests - other.requests,
+            self.tokens_in - other.tokens_in,
+            self.tokens_out - other.tokens_out,
+        )
+
+    def to_json(self) -> dict[str, int]:
+        return {
+            "requests": self.requests,
+            "tokens_in": self.tokens_in,
+            "tokens_out": self.tokens_out,
+        }
+
+
+@attrs.frozen
 class Row:
     """One key as the database holds it."""
 
@@ -169,6 +207,10 @@ class Database(Protocol):
     def insert(self, row: Row) -> None: ...
     def revoke(self, key_id: str, when: dt.datetime) -> bool: ...
     def touch(self, used: dict[str, dt.datetime]) -> None: ...
+    def load_usage(self) -> dict[str, Usage]: ...
+    def add_usage(self, deltas: dict[str, Usage]) -> None: ...
+    def load_cordons(self) -> set[str]: ...
+    def set_cordon(self, name: str, on: bool, when: dt.datetime) -> bool: ...
     def close(self) -> None: ...
 
 
@@ -185,7 +227,20 @@ CREATE TABLE IF NOT EXISTS {_TABLE} (
     revoked_at TEXT
 )
 """
+_SQLITE_EXTRA = (
+    f"CREATE TABLE IF NOT EXISTS {_USAGE} (id TEXT PRIMARY KEY, requests INTEGER NOT NULL, "
+    "tokens_in INTEGER NOT NULL, tokens_out INTEGER NOT NULL)",
+    f"CREATE TABLE IF NOT EXISTS {_CORDONS} (name TEXT PRIMARY KEY, created_at TEXT NOT NULL)",
+)
 _COLUMNS = "id, name, prefix, key_hash, created_at, last_used_at, revoked_at"
+# Adds to a key's counts (the row is created on first use); the same text in both dialects.
+_ADD_USAGE = (
+    f"INSERT INTO {_USAGE} (id, requests, tokens_in, tokens_out) "
+    "VALUES ({p}, {p}, {p}, {p}) "
+    f"ON CONFLICT (id) DO UPDATE SET requests = {_USAGE}.requests + excluded.requests, "
+    f"tokens_in = {_USAGE}.tokens_in + excluded.tokens_in, "
+    f"tokens_out = {_USAGE}.tokens_out + excluded.tokens_out"
+)
 
 
 def _to_text(moment: dt.datetime | None) -> str | None:
@@ -223,6 +278,8 @@ class SqliteDatabase:
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         conn.execute("PRAGMA busy_timeout = 5000")
         conn.execute(_SQLITE_SCHEMA)
+        for statement in _SQLITE_EXTRA:
+            conn.execute(statement)
         self._conn = conn
 
     def _db(self) -> sqlite3.Connection:
@@ -280,6 +337,37 @@ class SqliteDatabase:
             raise
         db.execute("COMMIT")
 
+    def load_usage(self) -> dict[str, Usage]:
+        rows = self._db().execute(f"SELECT id, requests, tokens_in, tokens_out FROM {_USAGE}")
+        return {r[0]: Usage(r[1], r[2], r[3]) for r in rows.fetchall()}
+
+    def add_usage(self, deltas: dict[str, Usage]) -> None:
+        db = self._db()
+        db.execute("BEGIN")
+        try:
+            db.executemany(
+                _ADD_USAGE.format(p="?"),
+                [(k, u.requests, u.tokens_in, u.tokens_out) for k, u in deltas.items()],
+            )
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def load_cordons(self) -> set[str]:
+        return {r[0] for r in self._db().execute(f"SELECT name FROM {_CORDONS}").fetchall()}
+
+    def set_cordon(self, name: str, on: bool, when: dt.datetime) -> bool:
+        if on:
+            cursor = self._db().execute(
+                f"INSERT INTO {_CORDONS} (name, created_at) VALUES (?, ?) "
+                "ON CONFLICT (name) DO NOTHING",
+                (name, _to_text(when)),
+            )
+        else:
+            cursor = self._db().execute(f"DELETE FROM {_CORDONS} WHERE name = ?", (name,))
+        return cursor.rowcount > 0
+
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
@@ -299,6 +387,12 @@ CREATE TABLE IF NOT EXISTS {_TABLE} (
     revoked_at TIMESTAMPTZ
 )
 """
+_PG_EXTRA = (
+    f"CREATE TABLE IF NOT EXISTS {_USAGE} (id TEXT PRIMARY KEY, requests BIGINT NOT NULL, "
+    "tokens_in BIGINT NOT NULL, tokens_out BIGINT NOT NULL)",
+    f"CREATE TABLE IF NOT EXISTS {_CORDONS} (name TEXT PRIMARY KEY, "
+    "created_at TIMESTAMPTZ NOT NULL)",
+)
 # Relays starting together must not race on CREATE TABLE (PostgreSQL can fail
 # a concurrent CREATE TABLE IF NOT EXISTS); an advisory lock serialises them.
 _PG_SCHEMA_LOCK = 0x6D72_6B65_7973  # "mrkeys"
@@ -337,6 +431,8 @@ class PostgresDatabase:
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_SCHEMA_LOCK,))
             conn.execute(_PG_SCHEMA)
+            for statement in _PG_EXTRA:
+                conn.execute(statement)
 
     def _db(self) -> psycopg.Connection[Any]:
         if self._driver is None:
@@ -423,6 +519,43 @@ class PostgresDatabase:
 
         self._run(update)
 
+    def load_usage(self) -> dict[str, Usage]:
+        rows = self._run(
+            lambda conn: conn.execute(
+                f"SELECT id, requests, tokens_in, tokens_out FROM {_USAGE}"
+            ).fetchall()
+        )
+        return {r[0]: Usage(r[1], r[2], r[3]) for r in rows}
+
+    def add_usage(self, deltas: dict[str, Usage]) -> None:
+        def update(conn: psycopg.Connection[Any]) -> None:
+            with conn.transaction(), conn.cursor() as cursor:
+                cursor.executemany(
+                    _ADD_USAGE.format(p="%s"),
+                    [(k, u.requests, u.tokens_in, u.tokens_out) for k, u in deltas.items()],
+                )
+
+        self._run(update)
+
+    def load_cordons(self) -> set[str]:
+        rows = self._run(lambda conn: conn.execute(f"SELECT name FROM {_CORDONS}").fetchall())
+        return {r[0] for r in rows}
+
+    def set_cordon(self, name: str, on: bool, when: dt.datetime) -> bool:
+        if on:
+            cursor = self._run(
+                lambda conn: conn.execute(
+                    f"INSERT INTO {_CORDONS} (name, created_at) VALUES (%s, %s) "
+                    "ON CONFLICT (name) DO NOTHING",
+                    (name, when),
+                )
+            )
+        else:
+            cursor = self._run(
+                lambda conn: conn.execute(f"DELETE FROM {_CORDONS} WHERE name = %s", (name,))
+            )
+        return bool(cursor.rowcount > 0)
+
     def close(self) -> None:
         self._discard()
 
@@ -466,6 +599,15 @@ class KeyStore:
     # bumped by each local change: a reload that overlapped one is discarded
     _version: int = 0
     _failing: bool = False
+    # Per-key usage: what the database held at the last sync, and the
+    # in-memory counts (usage_source) already added to it. usage_source is
+    # the relay's per-key tallies, read only at a sync: no hot-path work.
+    usage_source: Callable[[], dict[str, Usage]] | None = None
+    _usage: dict[str, Usage] = attrs.field(factory=dict)
+    _usage_written: dict[str, Usage] = attrs.field(factory=dict)
+    # The cordoned worker names; on_cordons hears of each change (the hub).
+    cordons: frozenset[str] = frozenset()
+    on_cordons: Callable[[frozenset[str]], None] | None = None
 
     @classmethod
     def from_config(cls, config: RelayConfig) -> KeyStore:
@@ -514,6 +656,50 @@ class KeyStore:
         """(active, revoked) keys known to this relay."""
         revoked = sum(1 for row in self._by_id.values() if row.revoked_at is not None)
         return len(self._by_id) - revoked, revoked
+
+    def usage(self, key_id: str) -> Usage:
+        """What `key_id` has used: the database's sums plus counts not written yet."""
+        stored = self._usage.get(key_id, Usage())
+        if self.usage_source is None:
+            return stored
+        current = self.usage_source().get(key_id)
+        if current is None:
+            return stored
+        return stored + (current - self._usage_written.get(key_id, Usage()))
+
+    def snapshot(self) -> list[ApiKey]:
+        """Every key this relay has loaded, oldest first, without a database call."""
+        rows = sorted(self._by_id.values(), key=lambda r: (r.created_at, r.id))
+        return [_to_key(row, self._pending.get(row.id)) for row in rows]
+
+    def usage_all(self) -> dict[str, Usage]:
+        """`usage()` of every key at once (reads the in-memory counts once)."""
+        current = self.usage_source() if self.usage_source is not None else {}
+        out = dict(self._usage)
+        for key_id, now in current.items():
+            unwritten = now - self._usage_written.get(key_id, Usage())
+            out[key_id] = out.get(key_id, Usage()) + unwritten
+        return out
+
+    async def set_cordon(self, name: str, on: bool) -> bool:
+        """Cordon (or lift the cordon on) the workers named `name`; persisted.
+
+        Returns:
+            Whether that changed anything.
+
+        Raises:
+            KeyStoreError: the database failed (nothing changed).
+        """
+        changed = await self._call(self.db.set_cordon, name, on, _now())
+        self._set_cordons(self.cordons | {name} if on else self.cordons - {name})
+        return changed
+
+    def _set_cordons(self, names: frozenset[str] | set[str]) -> None:
+        names = frozenset(names)
+        if names != self.cordons:
+            self.cordons = names
+            if self.on_cordons is not None:
+                self.on_cordons(names)
 
     # -------------------------------------------------------- management
 
@@ -595,6 +781,10 @@ class KeyStore:
             ) from exc.__cause__
         try:
             self._replace(await self._call(self.db.load))
+            self._usage = await self._call(self.db.load_usage)
+            cordons = await self._call(self.db.load_cordons)
+            self.cordons = frozenset()
+            self._set_cordons(cordons)
             log.info(
                 "key store ready",
                 extra={"keys": len(self._by_id), "database": self._describe()},
@@ -607,6 +797,7 @@ class KeyStore:
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 try:
                     await self.flush()
+                    await self.flush_usage()
                 except KeyStoreError as exc:
                     log.warning(
                         "last-used times not written at shutdown", extra={"error": str(exc)}
@@ -620,11 +811,35 @@ class KeyStore:
             KeyStoreError: the database failed.
         """
         await self.flush()
+        await self.flush_usage()
         if self.db.shared:
             version = self._version
             rows = await self._call(self.db.load)
             if version == self._version:
                 self._replace(rows)
+            self._usage = await self._call(self.db.load_usage)
+            self._set_cordons(await self._call(self.db.load_cordons))
+
+    async def flush_usage(self) -> None:
+        """Add the per-key counts gathered since the last flush to the database.
+
+        Raises:
+            KeyStoreError: the database failed (the counts go in the next try).
+        """
+        if self.usage_source is None:
+            return
+        current = self.usage_source()
+        deltas = {}
+        for key_id, now in current.items():
+            delta = now - self._usage_written.get(key_id, Usage())
+            if delta != Usage():
+                deltas[key_id] = delta
+        if not deltas:
+            return
+        await self._call(self.db.add_usage, deltas)
+        for key_id, delta in deltas.items():
+            self._usage[key_id] = self._usage.get(key_id, Usage()) + delta
+            self._usage_written[key_id] = current[key_id]
 
     async def flush(self) -> None:
         """Write the `last used` times gathered since the last flush.

@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from relay.keys import Usage
+
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
@@ -241,6 +243,7 @@ class Tally:
     tokens_out: int = 0
     latency: Histogram = attrs.field(factory=Histogram)
     ttfb: Histogram = attrs.field(factory=Histogram)
+    queue_wait: Histogram = attrs.field(factory=Histogram)  # arrival to first dispatch
 
     def status_counts(self) -> dict[str, int]:
         return {
@@ -284,6 +287,7 @@ def _record(
     requeues: int,
     tokens_in: int | None,
     tokens_out: int | None,
+    queue_wait: float | None,
 ) -> None:
     tally.requests += 1
     tally.active -= 1
@@ -315,6 +319,8 @@ def _record(
     tally.latency.observe(duration)
     if ttfb is not None:
         tally.ttfb.observe(ttfb)
+    if queue_wait is not None:
+        tally.queue_wait.observe(queue_wait)
 
 
 @attrs.define(eq=False)
@@ -342,6 +348,12 @@ class Stats:
             tally = self.keys[key_id] = Tally()
         return tally
 
+    def key_usage(self) -> dict[str, Usage]:
+        """Requests and tokens per key id since this relay started (the key store persists them)."""
+        return {
+            key_id: Usage(t.requests, t.tokens_in, t.tokens_out) for key_id, t in self.keys.items()
+        }
+
     def started(self, model: str, key_id: str | None) -> None:
         """A request was accepted for routing (it will reach `finished`)."""
         self.totals.active += 1
@@ -362,6 +374,7 @@ class Stats:
         requeues: int = 0,
         tokens_in: int | None = None,
         tokens_out: int | None = None,
+        queue_wait: float | None = None,
     ) -> None:
         """Record a request `started()` earlier, now answered or abandoned.
 
@@ -376,8 +389,11 @@ class Stats:
             requeues: how often the request was requeued.
             tokens_in: prompt tokens the backend reported.
             tokens_out: completion tokens the backend reported.
+            queue_wait: seconds from arrival to the first dispatch to a worker, if any.
         """
-        args = (status, client_gone, error, duration, ttfb, requeues, tokens_in, tokens_out)
+        args = (
+            status, client_gone, error, duration, ttfb, requeues, tokens_in, tokens_out, queue_wait
+        )  # fmt: skip
         _record(self.totals, *args)
         _record(self.model_tally(model), *args)
         if key_id is not None:

@@ -246,6 +246,7 @@ class Worker:
     last_seen: float = 0.0
     reported_load: int = 0
     requests_served: int = 0
+    backend_errors: int = 0  # responses of status 5xx, the worker's error frames included
     leases: dict[str, Lease] = attrs.field(factory=dict)
     # request id -> deadline: cancelled on the relay side, slot held until
     # the agent's 499 arrives or cancel_grace passes (an upstream agent
@@ -272,7 +273,14 @@ class Worker:
             last_seen=self.last_seen,
             requests_served=self.requests_served,
             peer=self.peer,
+            cordoned=self.cordoned,
+            backend_errors=self.backend_errors,
         )
+
+    @property
+    def cordoned(self) -> bool:
+        """An operator cordoned this worker's name: it finishes its work, gets no more."""
+        return self.name in self.hub.cordons
 
     def post(self, frame: str) -> None:
         """Queue a frame for the worker's writer task without blocking.
@@ -318,6 +326,8 @@ class WorkerStatistics:
     last_seen: float
     requests_served: int
     peer: str
+    cordoned: bool  # an operator cordoned the worker's name (it gets no new work)
+    backend_errors: int  # 5xx answers and error frames from its backend
 
     @property
     def load(self) -> float:
@@ -403,6 +413,9 @@ class Hub:
     _model_seen: dict[str, float] = attrs.field(factory=dict)
     _rr: router.RoundRobin = attrs.field(factory=router.RoundRobin)
     _ids: itertools.count[int] = attrs.field(factory=lambda: itertools.count(1))
+    # Worker names the router skips (Cordon); kept by name so a cordon lasts
+    # across the worker's reconnects. The key store persists them.
+    cordons: frozenset[str] = frozenset()
 
     def __attrs_post_init__(self) -> None:
         self.queue = PendingQueue(self.config.max_queue_len)
@@ -456,7 +469,10 @@ class Hub:
         """
         if self.draining:
             raise Unavailable("the relay is shutting down; retry shortly", retry_after=5)
-        worker = router.choose(self.workers.values(), ticket.model, self._named, self._rr)
+        candidates: Iterable[Worker] = self.workers.values()
+        if self.cordons:
+            candidates = [w for w in candidates if w.name not in self.cordons]
+        worker = router.choose(candidates, ticket.model, self._named, self._rr)
         if worker is not None:
             return self._assign(ticket, worker)
         requeued = ticket.requeues > 0
@@ -495,7 +511,7 @@ class Hub:
 
     def slot_freed(self, worker: Worker) -> None:
         """Give `worker`'s free slots to the oldest queued requests it serves."""
-        if worker.draining or not self.queue or worker.id not in self.workers:
+        if worker.draining or not self.queue or worker.id not in self.workers or worker.cordoned:
             return
         named = self._named
         while worker.in_flight < worker.max_concurrent:
@@ -758,6 +774,8 @@ class Hub:
         lease = worker.leases.pop(message.request_id, None)
         if lease is not None:
             worker.requests_served += 1
+            if message.status_code >= 500:
+                worker.backend_errors += 1
             lease.finish(message)
         elif worker.cancelling.pop(message.request_id, None) is None:
             self.stats.dropped_frames += 1
@@ -846,6 +864,14 @@ class Hub:
         for worker in list(self.workers.values()):
             worker.post(frame)
         return len(self.workers)
+
+    def set_cordons(self, names: frozenset[str]) -> None:
+        """Replace the cordoned names; an uncordoned worker takes queued work at once."""
+        lifted = self.cordons - names
+        self.cordons = names
+        for worker in list(self.workers.values()):
+            if worker.name in lifted:
+                self.slot_freed(worker)
 
     def drain_worker(self, worker_id: str, reason: str | None = None) -> bool:
         worker = self.workers.get(worker_id)

@@ -19,6 +19,7 @@ from relay.keys import (
     PostgresDatabase,
     Row,
     SqliteDatabase,
+    Usage,
     hash_secret,
     is_key_id,
 )
@@ -77,6 +78,19 @@ class Counting:
         self._count("touch")
         self.inner.touch(used)
         trio.from_thread.run_sync(self.touched.set)
+
+    # The usage and cordon tables: passed through, not counted.
+    def load_usage(self) -> dict[str, Usage]:
+        return self.inner.load_usage()
+
+    def add_usage(self, deltas: dict[str, Usage]) -> None:
+        self.inner.add_usage(deltas)
+
+    def load_cordons(self) -> set[str]:
+        return self.inner.load_cordons()
+
+    def set_cordon(self, name: str, on: bool, when: dt.datetime) -> bool:
+        return self.inner.set_cordon(name, on, when)
 
     def close(self) -> None:
         self.inner.close()
