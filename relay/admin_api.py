@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING, Any
 import trio
 from quart import Blueprint, Response, request
 
-from relay.auth import SecretCheck
 from relay.dialects import Dialect, error_body
 from relay.errors import BadRequest, ClientError, NotFound, RelayError, Unauthorized
 from relay.keys import KeyStoreError
@@ -96,19 +95,13 @@ def _is_admin_path(path: str) -> bool:
 def admin_blueprint(relay: Relay) -> Blueprint:
     """The admin routes, closing over `relay`; the token check guards all of /admin."""
     bp = Blueprint("admin", __name__, url_prefix="/admin")
-    token = relay.config.admin_token
-    expected = token.encode("utf-8", "surrogateescape") if token else None
-    check = SecretCheck(
-        expected or b"",
-        limit=relay.config.auth_failure_limit,
-        window=relay.config.auth_failure_window,
-    )
+    check = relay.admin_auth
 
     @bp.before_app_request
     async def check_admin_token() -> Response | None:
         if not _is_admin_path(request.path):
             return None
-        if expected is None:
+        if check is None:
             return _error(
                 AdminDisabled(
                     "the admin API is disabled: start the relay with --admin-token "

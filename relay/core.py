@@ -17,7 +17,7 @@ import trio
 from prometheus_client.registry import CollectorRegistry
 
 from relay import __version__
-from relay.auth import ClientAuth
+from relay.auth import ClientAuth, SecretCheck
 from relay.console.series import Series
 from relay.inflight import InFlight
 from relay.keys import KeyStore
@@ -57,6 +57,23 @@ class Relay:
         )
     )
     series: Series | None = None  # the console's recent history, when the console is on
+
+    # The admin token's check and its per-address failure limit, shared by the
+    # admin API and the console's login (one token, one count); None without a token.
+    admin_auth: SecretCheck | None = attrs.field(
+        default=attrs.Factory(
+            lambda self: (
+                SecretCheck(
+                    self.config.admin_token.encode("utf-8", "surrogateescape"),
+                    limit=self.config.auth_failure_limit,
+                    window=self.config.auth_failure_window,
+                )
+                if self.config.admin_token
+                else None
+            ),
+            takes_self=True,
+        )
+    )
 
     @classmethod
     def from_config(cls, config: RelayConfig) -> Relay:
