@@ -62,6 +62,7 @@ from hypercorn.utils import parse_socket_addr, repr_socket_addr, wrap_app
 from relay import wsframes
 from relay.http_api import HANGUP_EXTENSION, SEND_NOW_EXTENSION
 from relay.worker_hub import Sent
+from relay.worker_socket import FRAMING_ERROR
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, MutableMapping
@@ -252,11 +253,21 @@ def _head_lines(status: int, headers: Iterable[tuple[bytes, bytes]], date: bytes
 
 
 def _asks_to_close(request: h11.Request) -> bool:
-    """``Connection: close`` from the client."""
+    """``Connection: close`` from the client, or a head whose framing is ambiguous.
+
+    A request with both ``Content-Length`` and ``Transfer-Encoding`` may be
+    a smuggling attempt (RFC 9112 §6.1): h11 reads it by its chunks; it is
+    answered, and its connection then closed, so nothing more is read from it.
+    """
+    length = chunked = False
     for name, value in request.headers:
         if name == b"connection" and b"close" in value.lower():
             return True
-    return False
+        if name == b"content-length":
+            length = True
+        elif name == b"transfer-encoding":
+            chunked = True
+    return length and chunked
 
 
 class _Date:
@@ -556,7 +567,12 @@ class _WebSocketExchange:
                 except wsframes.FrameError as exc:
                     await self._close(exc.code, exc.reason)
                     self.gone = True
-                    return {"type": "websocket.disconnect", "code": exc.code}
+                    # Told as such, so the session counts the worker's protocol error.
+                    return {
+                        "type": "websocket.disconnect",
+                        "code": exc.code,
+                        FRAMING_ERROR: exc.reason,
+                    }
                 self._pending.reverse()
                 continue
             event = self._pending.pop()

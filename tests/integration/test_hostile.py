@@ -19,7 +19,7 @@ import trio
 import wire
 from tests.agent.fakes import start_fake_relay
 from tests.integration.procs import SECRET, agent_process, relay_process, spawn
-from tests.relay.fake_worker import connect_worker
+from tests.relay.fake_worker import connect_worker, open_raw_ws
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -504,12 +504,31 @@ CLOSING = [
 ]
 
 
+_UNKNOWN_MODEL = b'{"model": "x"}'
+CLOSING += [
+    # The relay's own front (POST /v1/*): a 404 (no worker serves "x") is enough.
+    b"POST /v1/chat/completions HTTP/1.0\r\ncontent-length: %d\r\n\r\n%b"
+    % (len(_UNKNOWN_MODEL), _UNKNOWN_MODEL),
+    b"POST /v1/chat/completions HTTP/1.1\r\nhost: relay.test\r\ncontent-length: %d\r\n"
+    b"transfer-encoding: chunked\r\n\r\n%x\r\n%b\r\n0\r\n\r\n"
+    % (len(_UNKNOWN_MODEL), len(_UNKNOWN_MODEL), _UNKNOWN_MODEL),
+]
+
+
 @pytest.mark.parametrize(
     "request_bytes",
     CLOSING,
-    ids=["http1.0", "connection-close", "models-http1.0", "404-http1.0", "cl-and-te"],
+    ids=[
+        "http1.0",
+        "connection-close",
+        "models-http1.0",
+        "404-http1.0",
+        "cl-and-te",
+        "proxy-http1.0",
+        "proxy-cl-and-te",
+    ],
 )
-async def test_connection_ends_after_a_closing_request_on_hypercorn_routes(
+async def test_connection_ends_after_a_closing_request_on_every_route(
     request_bytes: bytes,
 ) -> None:
     async with relay_process() as (_relay, url):
@@ -522,3 +541,25 @@ async def test_connection_ends_after_a_closing_request_on_hypercorn_routes(
                 assert await conn.closed()
         for conn in conns:
             await conn.aclose()
+
+
+# --- 12: a worker's broken framing is counted with the protocol errors --------------
+
+
+async def test_a_frame_that_breaks_websocket_framing_is_a_protocol_error() -> None:
+    async with (
+        relay_process() as (relay, url),
+        httpx.AsyncClient(base_url=url, timeout=10) as client,
+    ):
+        ws_url = url.replace("http", "ws", 1) + "/v1/worker/connect"
+        stream, _ws = await open_raw_ws(ws_url, secret=SECRET)
+        with trio.fail_after(10):
+            # An unmasked frame from a client (RFC 6455 5.1): the relay closes with 1002.
+            await stream.send_all(b"\x81\x02hi")
+            raw = Raw(stream)
+            assert await raw.closed()
+            line = await relay.wait_for(lambda line: line.get("event") == "worker protocol error")
+            metrics = await client.get("/metrics")
+        await stream.aclose()
+    assert "masked" in line["error"]
+    assert "modelrelay_protocol_errors_total 1.0" in metrics.text
