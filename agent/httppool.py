@@ -48,7 +48,7 @@ import trio
 
 from agent.config import redact_url
 from agent.errors import BackendBroken, BackendUnreachable
-from agent.sockio import read_when_ready, send_all
+from mrcommon.sockio import read_when_ready, send_all
 
 __all__ = [
     "DROPPED_RESPONSE_HEADERS",

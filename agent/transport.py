@@ -44,8 +44,8 @@ from agent.errors import (
     SessionError,
     VersionRejected,
 )
-from agent.sockio import read_now, read_when_ready, send_all
 from mrcommon import closecodes
+from mrcommon.sockio import read_now, read_when_ready, send_all
 from mrcommon.streams import SocketStreamWrapper
 from wire import DEFAULT_MAX_RECEIVE_FRAME_BYTES
 
@@ -173,7 +173,7 @@ class _DirectStream(SocketStreamWrapper):
     was a trip per frame on top of trio-websocket's own. `send_all` tries a
     direct write on the non-blocking descriptor and hands what the kernel
     refused to `SocketStream.send_all`; `receive_some` tries a direct read
-    and otherwise waits for the socket and reads once (`agent.sockio`).
+    and otherwise waits for the socket and reads once (`mrcommon.sockio`).
     trio-websocket serialises its writers with a lock and reads from one
     task, which is what the direct calls need.
     """

@@ -1,12 +1,13 @@
 """`create_app(relay)`: the relay's ASGI app, served by `relay.front`.
 
 POST /v1/* goes straight to the raw-ASGI proxy (the hot path, see
-`relay.http_api`), and the worker socket to the raw-ASGI `WorkerSocket` (every
-streamed frame crosses it, see `relay.worker_socket`): the front calls both
-directly on its own sockets. Everything else, handed to Hypercorn —
+`relay.http_api`), and the worker socket to `WorkerSocket` (every streamed
+frame crosses it, see `relay.worker_socket`): the builtin front
+(`relay.front`) calls both directly on its own sockets, Hypercorn
+(``--http-front hypercorn``) through `RelayApp.__call__`. Everything else —
 models, health, metrics, the admin API and, later, the dashboard — is a
-Quart-Trio app. No globals: every view closes over the `Relay` it was built
-with.
+Quart-Trio app, reached through `RelayApp.__call__` on either front. No
+globals: every view closes over the `Relay` it was built with.
 """
 
 from __future__ import annotations

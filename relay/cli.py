@@ -85,6 +85,11 @@ class LogFormat(enum.Enum):
     JSON = "json"
 
 
+class HttpFront(enum.Enum):
+    BUILTIN = "builtin"
+    HYPERCORN = "hypercorn"
+
+
 class Shell(enum.Enum):
     BASH = "bash"
     ZSH = "zsh"
@@ -195,6 +200,14 @@ def serve(
             help="The web console under /console (needs --admin-token to log in).",
         ),
     ] = True,
+    http_front: Annotated[
+        HttpFront,
+        typer.Option(
+            envvar="HTTP_FRONT",
+            help="builtin (h11 on the socket, Hypercorn only for HTTP/2 and other upgrades) "
+            "or hypercorn (every connection on Hypercorn + Quart-Trio).",
+        ),
+    ] = HttpFront.BUILTIN,
     config: Annotated[
         Path | None,
         typer.Option(
@@ -257,6 +270,7 @@ def serve(
         body_timeout=body_timeout,
         max_pending_body_bytes=sizes["max-pending-body-bytes"],
         console=console,
+        http_front=http_front.value,
     )
     from relay.keys import KeyStoreError
     from relay.server import run_relay

@@ -71,6 +71,9 @@ class RelayConfig:
     max_pending_body_bytes: int = 256 * MiB
     # The web console under /console; it is served only with an admin token too.
     console: bool = True
+    http_front: str = attrs.field(
+        default="builtin", validator=attrs.validators.in_(("builtin", "hypercorn"))
+    )
     # Not flags: policy the spec fixes, kept here so tests can shorten them.
     max_requeues: int = 3
     model_grace: float = 60.0
@@ -86,6 +89,8 @@ class RelayConfig:
     def console_enabled(self) -> bool:
         """Whether /console is served: asked for, and an admin token to log in with."""
         return self.console and bool(self.admin_token)
+
+    keep_alive_timeout: float = 30.0
 
     @property
     def listen(self) -> str:

@@ -66,11 +66,7 @@ if TYPE_CHECKING:
     Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 __all__ = [
-    # The extension names live in relay.boundary; relay.front still imports
-    # them from here.
-    "HANGUP_EXTENSION",
     "MAX_ECHO",
-    "SEND_NOW_EXTENSION",
     "CallSummary",
     "Proxy",
     "clip",

@@ -1,7 +1,7 @@
 """`RelayServer`: the root nursery of a relay process.
 
-It builds the state (`Relay`), serves it (`relay.front`: h11 for POST
-/v1/*, Hypercorn for the rest) inside its own nursery, and shuts down by
+It builds the state (`Relay`), serves it (`relay.front`, or
+`relay.front.hypercorn` with ``--http-front hypercorn``) inside its own nursery, and shuts down by
 deadline: stop routing (new requests get 503), tell workers, wait for
 in-flight work until `drain_timeout`, cancel what is left with reason
 `server_shutdown`, then stop the listener.
@@ -23,6 +23,7 @@ from mrcommon.limits import raise_open_file_limit
 from relay import front
 from relay.app import create_app
 from relay.core import Relay
+from relay.front import hypercorn as hypercorn_front
 
 if TYPE_CHECKING:
     from relay.config import RelayConfig
@@ -39,7 +40,7 @@ def _hypercorn_config(config: RelayConfig) -> hypercorn.config.Config:
     cfg.loglevel = "WARNING"  # Hypercorn's "Running on ..." at INFO (trap 7)
     cfg.websocket_max_message_size = config.max_frame_bytes
     cfg.graceful_timeout = 2.0  # the relay drains before it stops Hypercorn (trap 4)
-    cfg.keep_alive_timeout = 30.0
+    cfg.keep_alive_timeout = config.keep_alive_timeout
     cfg.websocket_ping_interval = None  # liveness is the protocol's heartbeat
     return cfg
 
@@ -65,9 +66,10 @@ class RelayServer:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await nursery.start(self._run_services)
+            serve = front.serve if self.config.http_front == "builtin" else hypercorn_front.serve
             urls = await nursery.start(
                 partial(
-                    front.serve,
+                    serve,
                     app,
                     _hypercorn_config(self.config),
                     shutdown_trigger=self._stop_http.wait,
@@ -80,6 +82,7 @@ class RelayServer:
                     "url": self.url,
                     "worker_url": self.url.replace("http", "ws", 1) + "/v1/worker/connect",
                     "provider": self.config.provider,
+                    "http_front": self.config.http_front,
                     "open_files_limit": files,
                 },
             )

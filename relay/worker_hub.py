@@ -46,7 +46,6 @@ __all__ = [
     "HubStats",
     "Lease",
     "LeaseEnd",
-    "Sent",  # from relay.boundary; relay.front still imports it from here
     "Ticket",
     "Transport",
     "TransportClosed",

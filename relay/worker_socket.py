@@ -1,19 +1,22 @@
-"""`/v1/worker/connect`: authenticate before the upgrade, then hand off to the hub.
+"""`/v1/worker/connect`: who may connect (`WorkerSocket.judge`), and the session after.
 
-A raw ASGI websocket handler, like the proxy: every frame a worker streams
-crosses this socket, and Quart's websocket wrapper (a receiving task, a
-channel and a request context between the server and the hub) cost 7-15 % of
-the relay's CPU per streamed event. The server is the relay's own front
-(`relay.front`): `relay.wsframes` on the socket, no task or channel between the
-socket and the hub's reader.
+Every frame a worker streams crosses this socket. On the builtin front
+(`relay.front.websocket`) the socket itself is the hub's `Transport`: the
+front asks `judge`, answers a refusal or the upgrade, and calls `serve` with
+its exchange; no ASGI message, task or channel sits between the socket and
+the hub's reader. Under Hypercorn (``--http-front hypercorn``) the same
+steps run as a raw ASGI websocket app (`WorkerSocket.__call__`, with
+`AsgiTransport` adapting ASGI messages to the `Transport`); Quart's
+websocket wrapper (a receiving task, a channel and a request context) cost
+7-15 % of the relay's CPU per streamed event, so it is not used for this path.
 
-Refusing before `websocket.accept` sends a real HTTP status, which tells an
-agent more than a close frame: 401 for a bad or missing secret, 404 for an
-unknown provider, 429 with `Retry-After` once an IP has failed too often, 503
-with `Retry-After` while the relay drains. The status goes out through the
-ASGI "websocket.http.response" extension (Hypercorn has it); a server without
-it gets a `websocket.close` with 1008 instead, which refuses the upgrade with
-a 403. The frame-size bound is the front's (`--max-frame-bytes`, close 1009).
+Refusing before the upgrade sends a real HTTP status, which tells an agent
+more than a close frame: 401 for a bad or missing secret, 404 for an unknown
+provider, 429 with `Retry-After` once an IP has failed too often, 503 with
+`Retry-After` while the relay drains. Under ASGI the status goes out through
+the "websocket.http.response" extension (Hypercorn has it); a server without
+it gets a `websocket.close` with 1008 instead, which refuses the upgrade
+with a 403. The frame-size bound is the front's (`--max-frame-bytes`, close 1009).
 """
 
 from __future__ import annotations
@@ -26,39 +29,31 @@ from urllib.parse import parse_qs
 import attrs
 import trio
 
-import wire
+from mrcommon import closecodes
 from relay.auth import WorkerAuth
 from relay.worker_hub import TransportClosed
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, MutableMapping
+    from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
 
     from relay.core import Relay
+    from relay.worker_hub import Transport
 
     Scope = MutableMapping[str, Any]
     Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
     Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
-__all__ = ["FRAMING_ERROR", "WORKER_PATH", "AsgiTransport", "WorkerSocket"]
+__all__ = ["WORKER_PATH", "AsgiTransport", "Refusal", "WorkerSocket"]
 
 log = logging.getLogger("relay.worker_socket")
 
 WORKER_PATH = "/v1/worker/connect"
 
-FRAMING_ERROR = "modelrelay.framing_error"
-"""Key of a ``websocket.disconnect`` message from the relay's front: the reason
-the front closed the socket for a frame that broke RFC 6455 (or the size
-bound). The session counts it as the worker's protocol error, like a frame
-the wire protocol cannot decode."""
-
-_CLOSE_NORMAL = 1000
-_CLOSE_POLICY = 1008
-_CLOSE_INTERNAL = 1011
 _MAX_CLOSE_REASON = 123  # bytes: a close frame's payload is at most 125
 
 
 class AsgiTransport:
-    """The hub's `Transport` over one accepted ASGI websocket.
+    """The hub's `Transport` over one accepted ASGI websocket (the Hypercorn front only).
 
     Owns what the connection's two ends have said: whether the peer has gone
     (`websocket.disconnect` arrived) and whether we have closed. Hypercorn
@@ -90,9 +85,6 @@ class AsgiTransport:
             return b"" if data is None else data
         # websocket.disconnect, the only other message ASGI defines after accept.
         self.gone = True
-        framing = message.get(FRAMING_ERROR)
-        if framing is not None:
-            raise wire.ProtocolError(f"framing: {framing}")
         raise TransportClosed
 
     async def aclose(self, code: int, reason: str) -> None:
@@ -105,14 +97,29 @@ class AsgiTransport:
 
 
 @attrs.frozen
-class _Refusal:
+class Refusal:
+    """Why an upgrade is refused: the HTTP status and JSON body the agent gets."""
+
     status: int
     message: str
     retry_after: int | None = None
 
+    def body(self) -> bytes:
+        return json.dumps({"error": {"message": self.message, "code": self.status}}).encode()
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        headers = [(b"content-type", b"application/json")]
+        if self.retry_after is not None:
+            headers.append((b"retry-after", str(self.retry_after).encode()))
+        return headers
+
 
 class WorkerSocket:
-    """ASGI app for the worker socket; owns the per-IP worker-auth limiter."""
+    """The worker socket's policy and session; owns the per-IP worker-auth limiter.
+
+    Called as an ASGI app under Hypercorn; the builtin front calls `judge`
+    and `serve` itself.
+    """
 
     def __init__(self, relay: Relay) -> None:
         self.relay = relay
@@ -125,34 +132,37 @@ class WorkerSocket:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (await receive())["type"] != "websocket.connect":
             return  # gone before the handshake reached us
-        # What Quart's `websocket.remote_addr` was: the host, never the port.
-        peer: str = (scope.get("client") or ["<local>"])[0] or "unknown"
-        refusal = self._judge(scope, peer)
+        peer = peer_host(scope.get("client"))
+        refusal = self.judge(scope["headers"], scope.get("query_string", b""), peer)
         if refusal is not None:
             await _refuse(scope, send, refusal)
             return
         await send({"type": "websocket.accept"})
-        transport = AsgiTransport(receive, send)
+        await self.serve(AsgiTransport(receive, send), peer)
+
+    async def serve(self, transport: Transport, peer: str) -> None:
+        """Run an accepted worker's session on `transport` until it ends, then close it."""
         try:
             await self.relay.hub.run_session(transport, peer)
         except Exception:
             # A bug, not the worker's fault: one traceback in our log and a
             # 1011 to this worker; the session's `finally` has detached it.
             log.exception("internal error in a worker session", extra={"peer": peer})
-            code, reason = _CLOSE_INTERNAL, "internal relay error"
+            code, reason = closecodes.INTERNAL_ERROR, "internal relay error"
         else:
-            code, reason = _CLOSE_NORMAL, ""
+            code, reason = closecodes.NORMAL, ""
         # run_session closes for every reason it ends on its own, and a
         # close after the worker left is a no-op; this covers the rest.
         with trio.move_on_after(2):
             await transport.aclose(code, reason)
 
-    def _judge(self, scope: Scope, peer: str) -> _Refusal | None:
-        """Authenticate an upgrade; None to accept it."""
+    def judge(
+        self, headers: Iterable[tuple[bytes, bytes]], raw_query: bytes, peer: str
+    ) -> Refusal | None:
+        """Authenticate an upgrade from `peer` (a host); None to accept it."""
         # Blank values kept, as werkzeug's `args` did: `?provider=` is a 404, not "local".
-        raw_query: bytes = scope.get("query_string", b"")
         query = parse_qs(raw_query.decode("utf-8", "surrogateescape"), keep_blank_values=True)
-        secret = _header(scope, b"x-worker-secret")
+        secret = _header(headers, b"x-worker-secret")
         if secret is None:
             secret = _first(query, "worker_secret")  # legacy fallback
         verdict = self.auth.check(peer, secret, trio.current_time())
@@ -162,7 +172,7 @@ class WorkerSocket:
                     "worker auth rate limited",
                     extra={"peer": peer, "failures": verdict.failures},
                 )
-            return _Refusal(
+            return Refusal(
                 429,
                 "too many failed worker authentications from this address; retry later",
                 verdict.retry_after,
@@ -176,40 +186,44 @@ class WorkerSocket:
                         "reason": "missing secret" if secret is None else "bad secret",
                     },
                 )
-            return _Refusal(401, "worker authentication failed: the worker secret is wrong")
+            return Refusal(401, "worker authentication failed: the worker secret is wrong")
         provider = _first(query, "provider")
         if provider is None:
             provider = "local"
         if provider != self.relay.config.provider:
             served = self.relay.config.provider
-            return _Refusal(
+            return Refusal(
                 404, f"unknown provider {provider[:64]!r}; this relay serves {served!r}"
             )
         if self.relay.hub.draining:
-            return _Refusal(503, "the relay is shutting down", retry_after=5)
+            return Refusal(503, "the relay is shutting down", retry_after=5)
         return None
 
 
-async def _refuse(scope: Scope, send: Send, refusal: _Refusal) -> None:
-    body = json.dumps({"error": {"message": refusal.message, "code": refusal.status}}).encode()
+def peer_host(client: Sequence[object] | None) -> str:
+    """What Quart's `websocket.remote_addr` was: the host of ASGI's ``client``, never the port."""
+    return str((client or ["<local>"])[0] or "unknown")
+
+
+async def _refuse(scope: Scope, send: Send, refusal: Refusal) -> None:
     if "websocket.http.response" not in (scope.get("extensions") or {}):
         cut = refusal.message.encode("utf-8", "replace")[:_MAX_CLOSE_REASON]
         reason = cut.decode("utf-8", "ignore")
-        await send({"type": "websocket.close", "code": _CLOSE_POLICY, "reason": reason})
+        await send(
+            {"type": "websocket.close", "code": closecodes.POLICY_VIOLATION, "reason": reason}
+        )
         return
-    headers = [(b"content-type", b"application/json")]
-    if refusal.retry_after is not None:
-        headers.append((b"retry-after", str(refusal.retry_after).encode()))
-    headers.append((b"content-length", str(len(body)).encode()))
+    body = refusal.body()
+    headers = [*refusal.headers(), (b"content-length", str(len(body)).encode())]
     await send(
         {"type": "websocket.http.response.start", "status": refusal.status, "headers": headers}
     )
     await send({"type": "websocket.http.response.body", "body": body})
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
+def _header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | None:
     """The first value of header `name` (lower case), decoded as Quart did (latin-1)."""
-    for key, value in scope["headers"]:
+    for key, value in headers:
         if key.lower() == name:
             text: str = value.decode("latin-1")
             return text

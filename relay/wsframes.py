@@ -17,6 +17,14 @@ from __future__ import annotations
 import base64
 import hashlib
 
+from mrcommon.closecodes import (
+    INVALID_DATA,
+    MESSAGE_TOO_BIG,
+    NO_STATUS,
+    PROTOCOL_ERROR,
+    SENDABLE,
+)
+
 __all__ = [
     "CLOSE",
     "PING",
@@ -38,15 +46,9 @@ CLOSE = 0x8
 PING = 0x9
 PONG = 0xA
 
-PROTOCOL_ERROR = 1002
-INVALID_DATA = 1007
-TOO_BIG = 1009
-NO_STATUS = 1005
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _MAX_CONTROL = 125
-# Close codes a peer may send (RFC 6455 7.4.1, 7.4.2; 1004-1006 and 1015 never go on the wire).
-_SENDABLE = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
 
 
 class FrameError(Exception):
@@ -176,7 +178,7 @@ class FrameReader:
                 if not final or length > _MAX_CONTROL:
                     raise FrameError(PROTOCOL_ERROR, "control frames must be final and short")
             elif self._size + length > self.max_message:
-                raise FrameError(TOO_BIG, f"message larger than {self.max_message} bytes")
+                raise FrameError(MESSAGE_TOO_BIG, f"message larger than {self.max_message} bytes")
             end = start + 4 + length
             if len(buffer) < end:
                 break
@@ -233,7 +235,8 @@ def _close(payload: bytes | bytearray) -> Close:
     if len(payload) == 1:
         raise FrameError(PROTOCOL_ERROR, "close frame with a one-byte payload")
     code = int.from_bytes(payload[:2], "big")
-    if code not in _SENDABLE and not 3000 <= code <= 4999:
+    # Codes 3000-4999 are for libraries and applications (RFC 6455 7.4.2).
+    if code not in SENDABLE and not 3000 <= code <= 4999:
         raise FrameError(PROTOCOL_ERROR, f"close code {code} may not be sent")
     try:
         return Close(code, payload[2:].decode("utf-8"))

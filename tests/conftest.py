@@ -38,3 +38,19 @@ def restore_logging() -> Iterator[None]:
     for name, logger in logging.root.manager.loggerDict.items():
         if isinstance(logger, logging.Logger):
             logger.setLevel(levels.get(name, logging.NOTSET))
+
+
+@pytest.fixture(params=["direct", "portable"])
+def direct_io(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Run a test with direct socket I/O (Linux) and without it (trio only).
+
+    ``portable`` is the branch every platform without `os.write` on a socket
+    takes (`mrcommon.sockio.DIRECT_IO` off); on Linux it would otherwise never run.
+    """
+    from mrcommon import sockio
+
+    on = request.param == "direct"
+    if on and not sockio.DIRECT_IO:
+        pytest.skip("no direct socket I/O on this platform")
+    monkeypatch.setattr(sockio, "DIRECT_IO", on)
+    return on

@@ -14,13 +14,11 @@ COLUMNS = [
     ("nginx", "nginx"),
     ("litellm", "LiteLLM"),
     ("relay1", "relay + 1 agent"),
+    ("relay1h", "relay + 1 agent, Hypercorn front"),
     ("relay4", "relay + 4 agents"),
 ]
-# Shown only in runs that have them: the Hypercorn front, and a --baseline REF.
-OPTIONAL_COLUMNS = [
-    ("relay1h", "relay + 1 agent, `--http-front hypercorn`"),
-    ("relay1base", "relay + 1 agent, baseline"),
-]
+# Shown only in runs that have them: a --baseline REF.
+OPTIONAL_COLUMNS = [("relay1base", "relay + 1 agent, baseline")]
 BEGIN = "<!-- bench:results:begin (written by scripts/bench/run.py) -->"
 END = "<!-- bench:results:end -->"
 

@@ -293,6 +293,8 @@ class Relay(Setup):
 
         self.name = f"relay{agents}{suffix}"
         self.label = f"relay + {agents} agent{'s' if agents > 1 else ''}"
+        if http_front != "builtin":
+            self.label += f", {http_front} front"
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         relay = Child(
@@ -309,7 +311,7 @@ class Relay(Setup):
                 *(["--http-front", http_front] if http_front else []),
             ],
             log_dir,
-            env={"WORKER_SECRET": "", "LOG_LEVEL": "", **env},
+            env={"WORKER_SECRET": "", "LOG_LEVEL": "", "HTTP_FRONT": "", **env},
             cwd=cwd,
         )
         self.front = [relay]
@@ -373,7 +375,7 @@ def start(
         return Relay(backend, log_dir, 1)
     if name == "relay4":
         return Relay(backend, log_dir, 4)
-    if name == "relay1h":
+    if name == "relay1h":  # the same relay with every connection on Hypercorn
         return Relay(backend, log_dir, 1, http_front="hypercorn", suffix="h")
     if name == "relay1base":
         if baseline is None:

@@ -21,6 +21,9 @@ from agent.errors import BackendBroken, BackendUnreachable
 from agent.httppool import IDLE_EXPIRY_SECS, HttpPool
 from tests.agent.fakes import fast_config
 
+# Every test runs with direct socket I/O and without it (the portable branch).
+pytestmark = pytest.mark.usefixtures("direct_io")
+
 _BODY = b'{"model":"m","messages":[]}'
 
 

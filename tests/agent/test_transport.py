@@ -15,8 +15,8 @@ import trio_websocket
 
 import agent
 from agent.errors import AuthRefused, RelayClosed, RelayUnreachable, VersionRejected
-from agent.sockio import DIRECT_IO
 from agent.transport import _DIRECT_READS, _DirectStream, closed_error, open_relay_transport
+from mrcommon.sockio import DIRECT_IO
 from tests.agent.fakes import fast_config
 
 

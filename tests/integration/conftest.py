@@ -1,4 +1,9 @@
-"""Fixtures: a fake backend in this process, relay and agent as real processes."""
+"""Fixtures: a fake backend in this process, relay and agent as real processes.
+
+Every test runs once per relay front (`--http-front builtin` and
+`hypercorn`), except those marked ``one_front``: what they check does not
+go through the HTTP front, and they are the slow ones.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +14,33 @@ import httpx
 import pytest
 
 from tests.fake_backend import FakeBackend
-from tests.integration.procs import Proc, agent_process, relay_process
+from tests.integration import procs
+from tests.integration.procs import HTTP_FRONTS, Proc, agent_process, relay_process
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     import trio
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "one_front: run on the builtin front only (the front is not what it checks)"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "http_front" in metafunc.fixturenames:
+        one = metafunc.definition.get_closest_marker("one_front") is not None
+        metafunc.parametrize("http_front", HTTP_FRONTS[:1] if one else HTTP_FRONTS, indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def http_front(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The `--http-front` of every relay process this test starts."""
+    front: str = request.param
+    monkeypatch.setattr(procs, "HTTP_FRONT", front)
+    return front
 
 
 @attrs.define

@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
 SECRET = "e2e-secret"
+HTTP_FRONTS = ("builtin", "hypercorn")
+HTTP_FRONT = "builtin"
+"""The `--http-front` of every `relay_process` (the integration conftest sets it per test)."""
 Line = dict[str, Any]
 
 
@@ -152,7 +155,8 @@ async def _stop(process: trio.Process) -> None:
 
 @asynccontextmanager
 async def relay_process(*extra: str) -> AsyncIterator[tuple[Proc, str]]:
-    """A relay on an ephemeral port; yields the process and its base URL."""
+    """A relay on an ephemeral port, on `HTTP_FRONT`; yields the process and its base URL."""
+    front = [] if "--http-front" in extra else ["--http-front", HTTP_FRONT]
     args = [
         "-m",
         "relay",
@@ -163,6 +167,7 @@ async def relay_process(*extra: str) -> AsyncIterator[tuple[Proc, str]]:
         SECRET,
         "--log-format",
         "json",
+        *front,
         *extra,
     ]
     async with spawn("relay", args) as proc:

@@ -199,6 +199,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.one_front
 async def test_wrong_secret_then_right_recovers_without_restarting_agent(backend) -> None:
     port = _free_port()
     listen = ["--listen", f"127.0.0.1:{port}"]

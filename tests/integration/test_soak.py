@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import trio
 
 from tests.integration.soak import run_soak
 
 
+@pytest.mark.one_front
 async def test_chaos_soak_loses_nothing() -> None:
     with trio.fail_after(180):
         report = await run_soak(

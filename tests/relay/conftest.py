@@ -89,3 +89,14 @@ async def start_memory_relay(nursery: trio.Nursery, tmp_path: Path) -> Callable[
 @pytest.fixture
 async def memory_relay(start_memory_relay: Callable[..., MemoryRelay]) -> MemoryRelay:
     return start_memory_relay()
+
+
+FRONTS = ["builtin", "hypercorn"]
+
+
+@pytest.fixture(params=FRONTS)
+async def any_front_relay(
+    request: pytest.FixtureRequest, start_relay: Callable[..., object]
+) -> RunningRelay:
+    """A relay on each `--http-front`: the builtin one, and Hypercorn for everything."""
+    return await start_relay(http_front=request.param)  # type: ignore[misc,no-any-return]

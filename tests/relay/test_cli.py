@@ -47,6 +47,7 @@ def test_version() -> None:
             "--require-api-keys",
         ),
         (["serve", "--worker-secret", "s", "--log-level", "loud"], {}, "--log-level"),
+        (["serve", "--worker-secret", "s"], {"HTTP_FRONT": "nginx"}, "--http-front"),
     ],
 )
 def test_bad_values_fail_fast_with_one_line(
@@ -76,6 +77,17 @@ def test_sizes_and_listen_parse() -> None:
     assert parse_listen("0.0.0.0:80") == ("0.0.0.0", 80)
     with pytest.raises(ValueError, match="HOST:PORT"):
         parse_listen("8080x")
+
+
+async def test_http_front_comes_from_the_flag_or_http_front_env(tmp_path: Path) -> None:
+    base = ["-m", "relay", "serve", "--listen", "127.0.0.1:0", "--worker-secret", "s"]
+    async with spawn("relay", [*base, "--log-format", "json"]) as proc:
+        line = await proc.wait_for(lambda line: line.get("event") == "relay listening")
+    assert line["http_front"] == "builtin"  # the default
+    env = {"HTTP_FRONT": "hypercorn", "LOG_FORMAT": "json"}
+    async with spawn("relay", base, env=env) as proc:
+        line = await proc.wait_for(lambda line: line.get("event") == "relay listening")
+    assert line["http_front"] == "hypercorn"
 
 
 async def test_precedence_flag_over_env_over_file(tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
 import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
@@ -9,7 +11,16 @@ from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_
 import wire
 from tests.relay.fake_worker import connect_worker
 
+if TYPE_CHECKING:
+    from tests.relay.conftest import RunningRelay
+
 CHAT = {"model": "m1", "messages": []}
+
+
+@pytest.fixture
+def relay(any_front_relay: RunningRelay) -> RunningRelay:
+    """Every test here runs on both fronts (the worker socket is framed by each)."""
+    return any_front_relay
 
 
 async def _rejected(url: str, secret: str | None) -> ConnectionRejected:
@@ -176,11 +187,21 @@ async def test_silent_worker_is_dropped_after_heartbeat_timeout(start_relay, nur
 
 
 async def test_answered_pings_keep_worker_alive(start_relay) -> None:
+    """A worker that answers every ping outlives several heartbeat timeouts.
+
+    Measured by the relay's own ping stamps, not by a window on the test's clock.
+    """
     relay = await start_relay(heartbeat_interval=0.05, heartbeat_timeout=0.3)
     async with connect_worker(relay.ws_url) as worker:
-        with trio.move_on_after(0.8):
-            while True:
-                await worker.recv()  # answers pings
+        stamps: list[int] = []
+        with trio.fail_after(10):
+            while not stamps or stamps[-1] - stamps[0] < 3 * 300:
+                message = wire.decode_relay_frame(await worker.ws.get_message())
+                assert isinstance(message, wire.Ping), message
+                stamps.append(message.timestamp_unix_ms)
+                await worker.send(
+                    wire.Pong(current_load=0, timestamp_unix_ms=message.timestamp_unix_ms)
+                )
         assert worker.ack.worker_id in relay.hub.workers
 
 

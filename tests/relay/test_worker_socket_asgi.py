@@ -1,6 +1,6 @@
 """The raw-ASGI worker socket: refusals on the wire, the query, the transport.
 
-Two halves. Against a real relay (Hypercorn, real sockets): what an agent
+Two halves. Against a real relay (each front, real sockets): what an agent
 sees of a refusal, how the query is read, and a worker whose TCP connection
 just drops. In memory, against `WorkerSocket` and `AsgiTransport` with
 scripted ASGI messages: what only a different server, a bug or an exact
@@ -32,8 +32,17 @@ if TYPE_CHECKING:
 
     from wsproto import WSConnection
 
+    from tests.relay.conftest import RunningRelay
+
 CHAT = {"model": "m1", "messages": []}
 REGISTER = wire.Register(worker_name="w", models=("m1",), max_concurrent=1)
+
+
+@pytest.fixture
+def relay(any_front_relay: RunningRelay) -> RunningRelay:
+    """The real-relay half runs on both fronts: the builtin one calls `WorkerSocket`
+    directly, Hypercorn through ASGI; an agent must see no difference."""
+    return any_front_relay
 
 
 # --------------------------------------------------------------- real relay

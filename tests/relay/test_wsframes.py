@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Message, Ping, Pong, TextMessage
 
+from mrcommon import closecodes
 from relay import wsframes
 
 
@@ -71,7 +72,7 @@ def test_ping_pong_and_close() -> None:
 def test_a_close_without_a_code_is_1005() -> None:
     (event,) = wsframes.FrameReader(1024).feed(_masked(0x88, b""))
     assert isinstance(event, wsframes.Close)
-    assert event.code == wsframes.NO_STATUS
+    assert event.code == closecodes.NO_STATUS
 
 
 @pytest.mark.parametrize(

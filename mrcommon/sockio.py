@@ -2,21 +2,47 @@
 
 trio yields to its run loop after every socket operation, also one that
 completed without waiting (a checkpoint: one more loop iteration, one more
-``epoll_wait``). On the agent's hot path (a request to the backend, a frame
-to the relay) the kernel almost always takes or has the bytes at once, so
-these try the non-blocking descriptor directly and go through trio only for
-what it could not do. relay/front.py does the same on the relay's side (the
-two daemons are deployed apart, and `wire` does no I/O).
+``epoll_wait``). On both daemons' hot paths (the relay's client and worker
+sockets, the agent's requests to its backend and frames to the relay) the
+kernel almost always takes or has the bytes at once, so these try the
+non-blocking descriptor directly and go through trio only for what it could
+not do.
+
+`DIRECT_IO` is read at every call (as ``sockio.DIRECT_IO``), so a test can
+turn it off to run the portable branch (trio's own ``send_all`` and
+``receive_some``) on Linux too.
 """
+
+from __future__ import annotations
 
 import os
 
 import trio
 
-__all__ = ["DIRECT_IO", "read_now", "read_when_ready", "send_all"]
+__all__ = ["DIRECT_IO", "read_now", "read_when_ready", "send_all", "write_now"]
 
 DIRECT_IO = os.name == "posix"
 """os.write()/os.read() work on a socket's descriptor on POSIX, not on Windows."""
+
+
+def write_now(stream: trio.SocketStream, data: bytes | bytearray | memoryview) -> int:
+    """Write what the kernel takes of `data` at once; how many bytes that was.
+
+    Never blocks and never yields: 0 when the socket's buffer is full, or
+    always without direct I/O. The caller must be the socket's only writer
+    at that moment.
+
+    Raises:
+        trio.BrokenResourceError: The peer is gone (EPIPE, ECONNRESET, EBADF).
+    """
+    if not DIRECT_IO:
+        return 0
+    try:
+        return os.write(stream.socket.fileno(), data)
+    except BlockingIOError:
+        return 0
+    except OSError as exc:  # EPIPE, ECONNRESET, EBADF: as send_all would say
+        raise trio.BrokenResourceError(str(exc)) from exc
 
 
 async def send_all(stream: trio.SocketStream, data: bytes | bytearray | memoryview) -> None:
@@ -29,15 +55,11 @@ async def send_all(stream: trio.SocketStream, data: bytes | bytearray | memoryvi
         trio.BrokenResourceError: The peer is gone (EPIPE, ECONNRESET, EBADF).
     """
     if DIRECT_IO:
-        try:
-            sent = os.write(stream.socket.fileno(), data)
-        except BlockingIOError:
-            sent = 0
-        except OSError as exc:  # EPIPE, ECONNRESET, EBADF: as send_all would say
-            raise trio.BrokenResourceError(str(exc)) from exc
+        sent = write_now(stream, data)
         if sent == len(data):
             return
-        data = memoryview(data)[sent:]
+        if sent:
+            data = memoryview(data)[sent:]
     await stream.send_all(data)
 
 
