@@ -56,6 +56,10 @@ class RelayApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
         if scope["type"] == "http" and scope["method"] == "POST" and path.startswith("/v1/"):
+            # Served by Hypercorn (the builtin front calls proxy_request
+            # itself, and closes an ambiguously framed request's connection).
+            if _ambiguous_framing(scope):
+                send = partial(_send_shielding_the_end, send, True)
             await self.proxy_request(scope, receive, send)
         elif scope["type"] == "websocket" and path == WORKER_PATH:
             await self.worker_socket(scope, receive, send)

@@ -84,6 +84,8 @@ class AsgiTransport:
             data: bytes | None = message.get("bytes")
             return b"" if data is None else data
         # websocket.disconnect, the only other message ASGI defines after accept.
+        # (Hypercorn reports a close for broken framing as any other, 1006:
+        # only the builtin front can count it as the worker's protocol error.)
         self.gone = True
         raise TransportClosed
 
@@ -192,9 +194,7 @@ class WorkerSocket:
             provider = "local"
         if provider != self.relay.config.provider:
             served = self.relay.config.provider
-            return Refusal(
-                404, f"unknown provider {provider[:64]!r}; this relay serves {served!r}"
-            )
+            return Refusal(404, f"unknown provider {provider[:64]!r}; this relay serves {served!r}")
         if self.relay.hub.draining:
             return Refusal(503, "the relay is shutting down", retry_after=5)
         return None

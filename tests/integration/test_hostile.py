@@ -144,7 +144,9 @@ def backend_posts(backend: FakeBackend) -> list[str]:
 # --- 1: nothing held for a client without a key, or for a body that never comes ---
 
 
-async def test_key_is_checked_from_the_head_without_100_continue(tmp_path: Path) -> None:
+async def test_key_is_checked_from_the_head_without_100_continue(
+    tmp_path: Path, http_front: str
+) -> None:
     async with relay_process(
         "--require-api-keys", "--admin-token", "adm", "--data-dir", str(tmp_path)
     ) as (_relay, url):
@@ -152,6 +154,11 @@ async def test_key_is_checked_from_the_head_without_100_continue(tmp_path: Path)
         with trio.fail_after(10):
             await conn.send(request_head(CHAT, 1000, expect=True))
             answer = await conn.answer()
+            if http_front == "hypercorn" and answer.status == 100:
+                # Hypercorn sends 100 Continue itself as it parses the head,
+                # before the app runs: the builtin front is the one that
+                # keeps this rule (docs/security.md).
+                answer = await conn.answer()
             # 401 at once: no 100 Continue invited the body, none was waited for.
             assert answer.status == 401, answer
             assert answer.json()["error"]["code"] == "invalid_api_key"  # type: ignore[index]
@@ -217,6 +224,7 @@ async def test_bodies_held_across_requests_are_bounded(backend: FakeBackend) -> 
 # --- 2: a client's x-request-id is a label, never an identity ---------------------
 
 
+@pytest.mark.one_front
 async def test_same_client_request_id_never_crosses_responses(stack: Stack) -> None:
     conns = [await Raw.open(stack.url), await Raw.open(stack.url)]
     bodies = [chat_body(text="alpha", delay=0.2, chunks=2), chat_body(text="beta", chunks=1)]
@@ -280,6 +288,7 @@ async def test_paths_that_could_leave_v1_are_refused_by_the_relay(stack: Stack) 
 # --- 6: deep nesting is bad input, not a crash --------------------------------------
 
 
+@pytest.mark.one_front
 async def test_deeply_nested_body_is_400_not_500(stack: Stack) -> None:
     depth = 100_000
     body = b'{"model": "fake-model", "x": ' + b"[" * depth + b"]" * depth + b"}"
@@ -295,6 +304,7 @@ async def test_deeply_nested_body_is_400_not_500(stack: Stack) -> None:
 # --- 7: a worker's answer HTTP cannot carry is the worker's fault -------------------
 
 
+@pytest.mark.one_front
 @pytest.mark.parametrize(
     ("status", "headers"),
     [
@@ -349,6 +359,7 @@ async def test_control_character_in_a_header_is_400_from_the_relay(stack: Stack)
     assert backend_posts(stack.backend) == []
 
 
+@pytest.mark.one_front
 async def test_backend_failures_never_show_its_address_to_a_client() -> None:
     with trio.socket.socket() as sock:  # a port nobody listens on
         await sock.bind(("127.0.0.1", 0))
@@ -403,6 +414,7 @@ async def test_wrong_admin_tokens_are_limited_and_logged_once(tmp_path: Path) ->
 # --- 11: client strings are capped where they are echoed or logged -----------------
 
 
+@pytest.mark.one_front
 async def test_long_model_names_are_capped_in_answers_and_logs(stack: Stack) -> None:
     huge = "m" * 900_000
     unknown = "u" * 500
@@ -431,6 +443,7 @@ AGENT_ESCAPES = [
 ]
 
 
+@pytest.mark.one_front
 async def test_the_agent_refuses_such_paths_again(
     nursery: trio.Nursery, backend: FakeBackend
 ) -> None:
@@ -466,6 +479,7 @@ async def test_the_agent_refuses_such_paths_again(
 # --- 5: a client cannot forge a text log line on either daemon ----------------------
 
 
+@pytest.mark.one_front
 async def test_text_logs_escape_what_a_client_sends(backend: FakeBackend) -> None:
     forged = "12:00:00.000 ERROR relay.request forged"
     relay_args = ["-m", "relay", "serve", "--listen", "127.0.0.1:0", "--worker-secret", SECRET]
@@ -546,6 +560,7 @@ async def test_connection_ends_after_a_closing_request_on_every_route(
 # --- 12: a worker's broken framing is counted with the protocol errors --------------
 
 
+@pytest.mark.one_front  # Hypercorn reports such a close as any other (1006)
 async def test_a_frame_that_breaks_websocket_framing_is_a_protocol_error() -> None:
     async with (
         relay_process() as (relay, url),
@@ -561,5 +576,5 @@ async def test_a_frame_that_breaks_websocket_framing_is_a_protocol_error() -> No
             line = await relay.wait_for(lambda line: line.get("event") == "worker protocol error")
             metrics = await client.get("/metrics")
         await stream.aclose()
-    assert "masked" in line["error"]
+    assert line["error"].startswith("framing:")
     assert "modelrelay_protocol_errors_total 1.0" in metrics.text
