@@ -112,6 +112,8 @@ async def run_job(job: Job, *, exchange: Exchange, outbox: Outbox) -> None:
 
 def _public_reason(exc: BackendError) -> str:
     """What a client may learn of a backend failure: its kind, no URL or address."""
+    if exc.public:
+        return f"The worker's backend failed: {exc.message}"
     if isinstance(exc, BackendUnreachable):
         return "The worker could not reach its backend"
     if isinstance(exc, BackendTimeout):
