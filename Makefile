@@ -22,7 +22,8 @@ LOCK_EXTRAS := test,live,postgres,desktop,desktop-test
 # What Qt's xcb platform plugin loads (PySide6 >= 6.5) beyond a minimal Debian.
 QT_XCB_LIBS := libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 \
   libxcb-shape0 libxkbcommon-x11-0 libegl1 libfontconfig1 libdbus-1-3
-SYSTEM_PACKAGES := nginx-light wrk postgresql openssl chromium xvfb trayer $(QT_XCB_LIBS)
+SYSTEM_PACKAGES := nginx-light wrk postgresql openssl chromium xvfb trayer $(QT_XCB_LIBS) \
+  zsh fish docker-compose systemd
 
 BIN := $(VENV)/bin
 # Two steps, one lock: `make run` needs only the runtime + the live backend
@@ -41,7 +42,7 @@ MAKEFLAGS += --no-print-directory
 PIP_NOISE := ^WARNING: Location '[^']*' is ignored: it is neither a file nor a directory\.$$
 QUIET_PIP = 2> >(grep -Ev "$(PIP_NOISE)" >&2)
 
-.PHONY: help venv run test test-live check bench deps-system completions lock clean distclean
+.PHONY: help venv run test test-live check bench deps-system completions cli-docs lock clean distclean
 
 help:
 	@echo "make run          start relay + agent + SmolLM2 on llama.cpp (PORT=$(PORT)); Ctrl-C stops"
@@ -51,6 +52,7 @@ help:
 	@echo "make bench        the benchmark harness"
 	@echo "make deps-system  apt packages some tests and tools use: $(SYSTEM_PACKAGES)"
 	@echo "make completions  shell completion scripts into contrib/completions/"
+	@echo "make cli-docs     regenerate docs/cli.md from the programs (tests check it)"
 	@echo "make lock         regenerate requirements.lock from pyproject.toml"
 	@echo "make clean        caches and .run/;  make distclean: also $(VENV)/"
 
@@ -117,7 +119,10 @@ bench: $(STAMP)
 # Debian/Ubuntu packages: nginx (the TLS-proxy recipe and make bench), wrk (make bench),
 # postgresql (initdb/pg_ctl: the key-store tests start a throwaway cluster of their own),
 # xvfb + trayer + Qt's xcb libraries (the desktop app's real-tray test and screenshots).
-# Chromium joins this list with the web dashboard and its browser tests (not built yet).
+# zsh and fish (tests/test_completions.py runs both programs' completions in each shell),
+# docker-compose (its copy of the Compose specification's schema checks contrib/docker/compose.yaml),
+# systemd (systemd-analyze verify checks contrib/systemd's units).
+# chromium (the web console's browser tests, driven by Playwright).
 # Installs only what is missing, without recommends.
 deps-system:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do \
@@ -144,6 +149,13 @@ completions: $(RUN_STAMP)
 	  $(BIN)/$$prog --completions $$sh > contrib/completions/$$prog.$$sh; \
 	  echo "wrote contrib/completions/$$prog.$$sh"; \
 	done; done
+
+# --------------------------------------------------------------- cli-docs
+
+# docs/cli.md is generated from the Typer apps; tests/test_cli_docs.py fails
+# when it is stale. Run this after adding or changing a flag.
+cli-docs: $(RUN_STAMP)
+	@$(BIN)/python scripts/cli_docs.py
 
 # ------------------------------------------------------------------- lock
 

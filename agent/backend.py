@@ -12,7 +12,7 @@ generating.
 """
 
 import math
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Protocol
 
@@ -226,7 +226,11 @@ class Backend:
 
 
 @asynccontextmanager
-async def open_backend(config: AgentConfig) -> AsyncIterator[Backend]:
+async def open_backend(
+    config: AgentConfig,
+    *,
+    httpx_transport: Callable[[], httpx.AsyncBaseTransport] | None = None,
+) -> AsyncIterator[Backend]:
     """Open the agent's HTTP clients to its backend for the whole run.
 
     An ``http://`` backend gets an `HttpPool` for the POSTs, keeping as many
@@ -246,6 +250,13 @@ async def open_backend(config: AgentConfig) -> AsyncIterator[Backend]:
 
     Args:
         config: The agent's configuration.
+        httpx_transport: Makes the transport (connection layer) of each httpx
+            client, in place of httpx's own: for tests that must answer in
+            memory (virtual time, reads split at chosen bytes) or see which
+            client carried a request. Called once per client, because each
+            shard exists to own its connection pool. The pool limits above
+            are then the transport's business; the `HttpPool` of an
+            ``http://`` backend is unaffected and still carries its POSTs.
 
     Yields:
         The backend.
@@ -267,6 +278,7 @@ async def open_backend(config: AgentConfig) -> AsyncIterator[Backend]:
                     timeout=httpx.Timeout(None, connect=connect),
                     trust_env=False,
                     follow_redirects=False,
+                    transport=None if httpx_transport is None else httpx_transport(),
                 )
             )
             for _ in range(shards)

@@ -14,12 +14,11 @@ after a second signal), 2 bad usage or configuration, 1 anything else.
 
 import logging
 import sys
-import tomllib
 from collections.abc import Sequence
-from importlib import metadata
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, NoReturn
 
+import attrs
 import trio
 import typer
 
@@ -32,6 +31,12 @@ from agent.desktop.command import desktop_command
 from agent.errors import ConfigError
 from agent.llamafile.cli import app as llamafile_app
 from agent.logging import configure_logging
+from agent.metrics import parse_metrics_listen
+from agent.tls import check_ca_file
+from mrcommon.clihelp import PanelCommand
+from mrcommon.configfile import META_KEY, ConfigFileError, from_file_message, read_settings
+from mrcommon.meta import distribution_version
+from mrcommon.startup import describe_os_error, leaf_errors
 
 __all__ = ["app", "main", "run_main", "worker_app"]
 
@@ -57,10 +62,7 @@ worker_app = typer.Typer(
 
 
 def _version() -> str:
-    try:
-        return metadata.version("modelrelay")
-    except metadata.PackageNotFoundError:  # running from a source tree
-        return "0+unknown"
+    return distribution_version()
 
 
 def _version_callback(ctx: typer.Context, _param: typer.CallbackParam, value: bool) -> None:
@@ -117,44 +119,45 @@ def _load_config_file(
     """Eager callback: load the TOML file into ``ctx.default_map`` (below env and flags)."""
     if value is None or ctx.resilient_parsing:
         return value
+    known = {p.name for p in ctx.command.params if p.name and p.expose_value} - {"config"}
     try:
-        data = tomllib.loads(value.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise typer.BadParameter(f"cannot read {str(value)!r}: {exc.strerror}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise typer.BadParameter(f"{str(value)!r} is not valid TOML: {exc}") from None
-    section = data.get("agent")
-    entries = {k: v for k, v in data.items() if k != "agent" or not isinstance(v, dict)}
-    if isinstance(section, dict):
-        entries.update(section)
-    known = {p.name for p in ctx.command.params if p.name and p.expose_value}
-    known.discard("config")
-    defaults: dict[str, Any] = {}
-    for key, item in entries.items():
-        name = key.replace("-", "_")
-        if name not in known:
-            raise typer.BadParameter(f"unknown key {key!r} in {str(value)!r}")
-        if isinstance(item, list):
-            item = ",".join(str(part) for part in item)
-        elif isinstance(item, dict):
-            raise typer.BadParameter(f"key {key!r} in {str(value)!r} must not be a table")
-        defaults[name] = item
-    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+        values, keys = read_settings(value, "agent", known)
+    except ConfigFileError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    ctx.meta[META_KEY] = (value, keys)
+    ctx.default_map = {**(ctx.default_map or {}), **values}
     return value
 
 
 def run_command(
+    ctx: typer.Context,
     proxy_url: Annotated[
-        str, typer.Option(envvar="PROXY_URL", help="The relay (http/https; ws/wss derived).")
+        str,
+        typer.Option(
+            envvar="PROXY_URL",
+            help="The relay (http/https; ws/wss derived).",
+            metavar="URL",
+            rich_help_panel="Relay connection",
+        ),
     ] = DEFAULT_PROXY_URL,
     worker_secret: Annotated[
         str | None,
         typer.Option(
-            envvar="WORKER_SECRET", help="Secret for the relay (required).", show_default=False
+            envvar="WORKER_SECRET",
+            help="Secret for the relay (required).",
+            show_default=False,
+            metavar="SECRET",
+            rich_help_panel="Relay connection",
         ),
     ] = None,
     backend_url: Annotated[
-        str, typer.Option(envvar="BACKEND_URL", help="Local OpenAI-compatible backend.")
+        str,
+        typer.Option(
+            envvar="BACKEND_URL",
+            help="Local OpenAI-compatible backend.",
+            metavar="URL",
+            rich_help_panel="Backend",
+        ),
     ] = DEFAULT_BACKEND_URL,
     backend_api_key: Annotated[
         str | None,
@@ -162,45 +165,111 @@ def run_command(
             envvar="BACKEND_API_KEY",
             help="Credential the agent adds for its backend.",
             show_default=False,
+            metavar="KEY",
+            rich_help_panel="Backend",
         ),
     ] = None,
     models: Annotated[
-        str, typer.Option(envvar="MODELS", help="Comma list; '*' = discover from the backend.")
+        str,
+        typer.Option(
+            envvar="MODELS",
+            help="Comma list; '*' = discover from the backend.",
+            metavar="LIST",
+            rich_help_panel="Backend",
+        ),
     ] = "*",
     models_poll_interval: Annotated[
         float,
-        typer.Option(envvar="MODELS_POLL_SECS", help="Seconds between discovery checks."),
+        typer.Option(
+            envvar="MODELS_POLL_SECS",
+            help="Seconds between discovery checks.",
+            metavar="SECONDS",
+            rich_help_panel="Backend",
+        ),
     ] = 30.0,
     provider: Annotated[
-        str, typer.Option(envvar="PROVIDER_NAME", help="Provider to register under.")
+        str,
+        typer.Option(
+            envvar="PROVIDER_NAME",
+            help="Provider to register under.",
+            metavar="NAME",
+            rich_help_panel="Relay connection",
+        ),
     ] = "local",
     worker_name: Annotated[
         str | None,
         typer.Option(
-            envvar="WORKER_NAME", help="Name shown on the dashboard [default: host name]."
+            envvar="WORKER_NAME",
+            help="Name the relay shows in /admin/workers [default: host name].",
+            metavar="NAME",
+            rich_help_panel="Relay connection",
         ),
     ] = None,
     max_concurrency: Annotated[
-        int, typer.Option(envvar="MAX_CONCURRENCY", help="Requests at once.")
+        int,
+        typer.Option(
+            envvar="MAX_CONCURRENCY",
+            help="Requests at once.",
+            metavar="N",
+            rich_help_panel="Limits and timeouts",
+        ),
     ] = 1,
     backend_dialect: Annotated[
         str,
         typer.Option(
             envvar="BACKEND_DIALECT",
             help="anthropic: the backend serves /v1/messages; openai: translate; auto: probe.",
+            metavar="auto|anthropic|openai",
+            rich_help_panel="Backend",
         ),
     ] = "auto",
     drain_timeout: Annotated[
         float,
-        typer.Option(envvar="DRAIN_TIMEOUT_SECS", help="Seconds SIGTERM waits for in-flight work."),
+        typer.Option(
+            envvar="DRAIN_TIMEOUT_SECS",
+            help="Seconds SIGTERM waits for in-flight work.",
+            metavar="SECONDS",
+            rich_help_panel="Limits and timeouts",
+        ),
     ] = 30.0,
     log_level: Annotated[
         str,
         typer.Option(
-            envvar=["LOG_LEVEL", "RUST_LOG"], help="e.g. debug, or agent=debug,httpx=warning."
+            envvar=["LOG_LEVEL", "RUST_LOG"],
+            help="e.g. debug, or agent=debug,httpx=warning.",
+            metavar="SPEC",
+            rich_help_panel="Logging",
         ),
     ] = "info",
-    log_format: Annotated[str, typer.Option(envvar="LOG_FORMAT", help="text or json.")] = "text",
+    log_format: Annotated[
+        str,
+        typer.Option(
+            envvar="LOG_FORMAT",
+            help="text or json.",
+            metavar="text|json",
+            rich_help_panel="Logging",
+        ),
+    ] = "text",
+    ca_file: Annotated[
+        str | None,
+        typer.Option(
+            envvar="MODELRELAY_CA_FILE",
+            help="PEM file of extra CA certificates for an https relay (a private CA).",
+            show_default=False,
+            metavar="FILE",
+            rich_help_panel="Relay connection",
+        ),
+    ] = None,
+    metrics_listen: Annotated[
+        str | None,
+        typer.Option(
+            envvar="METRICS_LISTEN",
+            help="Serve this agent's Prometheus /metrics on HOST:PORT (off when unset).",
+            show_default=False,
+            metavar="HOST:PORT",
+            rich_help_panel="Metrics",
+        ),
+    ] = None,
     config: Annotated[
         Path | None,
         typer.Option(
@@ -209,6 +278,7 @@ def run_command(
             is_eager=True,
             callback=_load_config_file,
             help="TOML file with option values (flags and environment override it).",
+            rich_help_panel="Configuration",
         ),
     ] = None,
     version: VersionOption = False,
@@ -231,8 +301,23 @@ def run_command(
             log_level=log_level,
             log_format=log_format,
         )
+        if ca_file:
+            agent_config = attrs.evolve(agent_config, ca_file=check_ca_file(ca_file))
+        if metrics_listen:
+            try:
+                parse_metrics_listen(metrics_listen)
+            except ValueError as exc:
+                raise ConfigError("--metrics-listen", str(exc)) from None
+            agent_config = attrs.evolve(agent_config, metrics_listen=metrics_listen)
     except ConfigError as exc:
-        raise typer.BadParameter(exc.message, param_hint=f"'{exc.option}'") from None
+        name = exc.option.lstrip("-").replace("-", "_")
+        param = next((p for p in ctx.command.params if p.name == name), None)
+        raise typer.BadParameter(
+            exc.message,
+            ctx=ctx,
+            param=param,  # type: ignore[arg-type]  # Typer's annotation names its subclass
+            param_hint=f"'{exc.option}'",
+        ) from None
     _serve(agent_config)
 
 
@@ -241,13 +326,20 @@ def _serve(config: AgentConfig) -> None:
     # Imported here so that --version, --help and usage errors skip loading
     # the networking stack.
     from agent.daemon import run_agent
+    from agent.metrics import run_with_metrics
 
     configure_logging(config.log_level, config.log_format)
-    trio.run(run_agent, config)
+    try:
+        trio.run(run_with_metrics, config, run_agent)
+    except* OSError as group:  # e.g. the --metrics-listen port is taken
+        first = next(e for e in leaf_errors(group) if isinstance(e, OSError))
+        where = f"{config.metrics_listen} (--metrics-listen)"
+        print(f"agent: error: {describe_os_error(first, listen=where)}", file=sys.stderr)
+        sys.exit(1)
 
 
-app.command("run")(run_command)
-worker_app.command()(run_command)
+app.command("run", cls=PanelCommand)(run_command)
+worker_app.command(cls=PanelCommand)(run_command)
 app.add_typer(llamafile_app, name="llamafile")  # agent/llamafile/: pick, download, serve
 # The tray app (the [desktop] extra): its module imports no Qt until it runs.
 app.command("desktop")(desktop_command)
@@ -263,7 +355,7 @@ def _run(typer_app: typer.Typer, argv: Sequence[str] | None, prog_name: str) -> 
             standalone_mode=False,
         )
     except typer.TyperException as exc:  # click's ClickException family, usage errors included
-        message = " ".join(exc.format_message().split())
+        message = " ".join((from_file_message(exc) or exc.format_message()).split())
         print(f"{prog_name}: error: {message}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except typer.Abort:

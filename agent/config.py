@@ -214,6 +214,10 @@ class AgentConfig:
     log_format: LogFormat
     backoff: Backoff = Backoff()
     timeouts: Timeouts = Timeouts()
+    # --ca-file: extra CA certificates for wss:// to the relay (agent/tls.py).
+    ca_file: str | None = None
+    # --metrics-listen: HOST:PORT of the agent's own /metrics (agent/metrics.py).
+    metrics_listen: str | None = None
 
     @property
     def discover_models(self) -> bool:

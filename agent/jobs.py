@@ -19,6 +19,7 @@ import logging
 import attrs
 import trio
 
+from agent import metrics as agent_metrics
 from agent.errors import BackendError, BackendTimeout, BackendUnreachable
 from agent.exchange import Exchange, Reply, backend_headers
 from agent.logging import bind_log_context
@@ -66,6 +67,7 @@ async def run_job(job: Job, *, exchange: Exchange, outbox: Outbox) -> None:
     """
     request = job.request
     reply = Reply(request, outbox)
+    agent_metrics.job_started()
     # The client's own x-request-id, if the relay passed it: a label for the log.
     label = (request.headers or {}).get("x-request-id")
     context = (
@@ -156,13 +158,17 @@ async def _answer(request: Request, exchange: Exchange, reply: Reply) -> None:
 
 
 def _log_finished(job: Job, reply: Reply) -> None:
+    agent_metrics.job_finished(  # --metrics-listen (agent/metrics.py); a no-op without it
+        job.request.model, reply.status, reply.error, trio.current_time() - job.started_at
+    )
     if not log.isEnabledFor(logging.INFO if reply.completed else logging.WARNING):
         return  # e.g. --log-level warning: not even the fields are built
     request = job.request
     fields: dict[str, object] = {
         "model": request.model,
-        "endpoint": request.endpoint_path,
-        "streaming": request.is_streaming,
+        # The same names as the relay's line for the same request.
+        "path": request.endpoint_path,
+        "stream": request.is_streaming,
         "status": reply.status,
         "duration_ms": round((trio.current_time() - job.started_at) * 1000, 1),
         "bytes": reply.bytes_in,

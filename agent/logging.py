@@ -15,7 +15,6 @@ Nothing here knows a secret: callers never pass one, and the config's
 
 import contextlib
 import contextvars
-import datetime
 import json
 import logging
 import sys
@@ -23,7 +22,7 @@ import types
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from mrcommon.logs import escape_controls, extra_fields, parse_level_spec, text_value
+from mrcommon.logs import escape_controls, extra_fields, parse_level_spec, rfc3339, text_value
 
 __all__ = [
     "JsonFormatter",
@@ -57,11 +56,6 @@ def bind_log_context(**fields: object) -> Iterator[None]:
         _context.reset(token)
 
 
-def _timestamp(record: logging.LogRecord) -> str:
-    moment = datetime.datetime.fromtimestamp(record.created, tz=datetime.UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 class _InjectContext(logging.Filter):
     """Copies the bound context onto the record at log time (the handler may not share it)."""
 
@@ -77,7 +71,7 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         parts = [
-            _timestamp(record),
+            rfc3339(record.created),
             record.levelname,
             record.name,
             escape_controls(record.getMessage()),
@@ -94,7 +88,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         obj: dict[str, Any] = {
-            "timestamp": _timestamp(record),
+            "timestamp": rfc3339(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "event": record.getMessage(),

@@ -262,6 +262,14 @@ class Session:
             },
         )
         for warning in ack.warnings or ():
+            if not ack.models and "without any routable models" in warning:
+                # Expected at every start: the agent registers before discovery
+                # has found a model (relays, ours and upstream, say so).
+                log.info(
+                    "no model to offer yet: the relay routes nothing here until one is found",
+                    extra={"worker_id": ack.worker_id},
+                )
+                continue
             log.warning("relay warning: %s", warning, extra={"worker_id": ack.worker_id})
         return ack
 

@@ -25,7 +25,6 @@ each, which this module accepts (it used to swap them for eager versions;
 """
 
 import email.utils
-import ssl
 import time
 import urllib.parse
 from collections.abc import AsyncIterator
@@ -44,6 +43,7 @@ from agent.errors import (
     SessionError,
     VersionRejected,
 )
+from agent.tls import relay_tls_context
 from mrcommon import closecodes
 from mrcommon.sockio import read_now, read_when_ready, send_all
 from mrcommon.streams import SocketStreamWrapper
@@ -220,7 +220,10 @@ async def _connect(
     try:
         if tls:
             stream = trio.SSLStream(
-                stream, ssl.create_default_context(), server_hostname=host, https_compatible=True
+                stream,
+                relay_tls_context(config.ca_file),  # system CAs + --ca-file
+                server_hostname=host,
+                https_compatible=True,
             )
             await stream.do_handshake()
         ws = await trio_websocket.wrap_client_stream(

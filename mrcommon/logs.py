@@ -15,6 +15,7 @@ between the two:
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from typing import TYPE_CHECKING
 
@@ -26,6 +27,7 @@ __all__ = [
     "escape_controls",
     "extra_fields",
     "parse_level_spec",
+    "rfc3339",
     "text_value",
 ]
 
@@ -173,3 +175,16 @@ def text_value(value: object) -> str:
     if text and text.isprintable() and _NEEDS_QUOTES.isdisjoint(text):
         return text
     return '"' + "".join(map(_escape, text)) + '"'
+
+
+def rfc3339(created: float) -> str:
+    """A record's time as both daemons write it: RFC 3339, UTC, milliseconds.
+
+    Args:
+        created: seconds since the epoch (`logging.LogRecord.created`).
+
+    Returns:
+        e.g. ``2026-11-26T21:02:11.532Z``.
+    """
+    moment = dt.datetime.fromtimestamp(created, dt.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

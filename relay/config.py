@@ -8,6 +8,7 @@ from pathlib import Path
 
 import attrs
 
+from relay.trusted import TrustedProxies
 from wire import limits
 
 __all__ = ["RelayConfig", "default_data_dir", "parse_listen"]
@@ -74,6 +75,8 @@ class RelayConfig:
     http_front: str = attrs.field(
         default="builtin", validator=attrs.validators.in_(("builtin", "hypercorn"))
     )
+    # --trusted-proxies: whose X-Forwarded-For/-Proto to believe (relay/proxies.py).
+    trusted_proxies: TrustedProxies = attrs.field(factory=TrustedProxies)
     # Not flags: policy the spec fixes, kept here so tests can shorten them.
     max_requeues: int = 3
     model_grace: float = 60.0

@@ -16,13 +16,14 @@ import attrs
 import trio
 from prometheus_client.registry import CollectorRegistry
 
-from relay import __version__
+from relay import __version__, telemetry
 from relay.auth import ClientAuth, SecretCheck
 from relay.console.series import Series
 from relay.inflight import InFlight
 from relay.keys import KeyStore
 from relay.metrics import build_registry
 from relay.stats import Stats
+from relay.telemetry import Telemetry
 from relay.worker_hub import Hub
 
 if TYPE_CHECKING:
@@ -57,6 +58,8 @@ class Relay:
         )
     )
     series: Series | None = None  # the console's recent history, when the console is on
+    # Client-side figures for /metrics (relay/telemetry.py).
+    telemetry: Telemetry = attrs.field(factory=Telemetry)
 
     # The admin token's check and its per-address failure limit, shared by the
     # admin API and the console's login (one token, one count); None without a token.
@@ -90,6 +93,7 @@ class Relay:
             keys = KeyStore.from_config(config)
         relay = cls(config=config, hub=Hub(config), keys=keys)
         relay.registry = build_registry(relay)
+        telemetry.register(relay.telemetry, relay.registry)
         return relay
 
     async def run_services(
@@ -148,6 +152,7 @@ class Relay:
     ) -> None:
         """Count and log a request refused before it was queued (`path` already clipped)."""
         self.stats.rejected(exc.status, key_id)
+        self.telemetry.rejected(path, exc.status)
         log.info(
             "request rejected",
             extra={
@@ -178,5 +183,7 @@ class Relay:
             tokens_out=counts.completion_tokens if counts is not None else None,
             queue_wait=summary.queue_wait,
         )
+        worker = self.hub.workers.get(summary.worker_id or "")
+        self.telemetry.finished(summary, worker.name if worker is not None else None)
         if log.isEnabledFor(logging.INFO):  # the fields cost a dict per request
             log.info("request finished", extra=summary.log_fields())

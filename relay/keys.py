@@ -403,7 +403,7 @@ def _psycopg() -> ModuleType:
         import psycopg  # an optional dependency: imported only when configured
     except ImportError:
         raise KeyStoreError(
-            "--database-url needs the PostgreSQL driver: pip install 'modelrelay[postgres]'"
+            "--database-url needs the PostgreSQL driver: pip install 'modelrelay-server[postgres]'"
         ) from None
     return psycopg
 

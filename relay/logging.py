@@ -15,7 +15,6 @@ event loop. When the queue is full, lines are dropped and counted.
 from __future__ import annotations
 
 import atexit
-import datetime as dt
 import json
 import logging
 import logging.handlers
@@ -23,7 +22,7 @@ import queue
 import sys
 from typing import Any
 
-from mrcommon.logs import escape_controls, extra_fields, parse_level_spec, text_value
+from mrcommon.logs import escape_controls, extra_fields, parse_level_spec, rfc3339, text_value
 
 __all__ = ["configure_logging", "stop_logging"]
 
@@ -32,7 +31,7 @@ _QUIET = ("hypercorn", "quart", "httpx", "httpcore", "trio-websocket", "trio_web
 
 class _TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        stamp = dt.datetime.fromtimestamp(record.created, dt.UTC).strftime("%H:%M:%S.%f")[:-3]
+        stamp = rfc3339(record.created)
         parts = [stamp, f"{record.levelname:<5}", record.name, escape_controls(record.getMessage())]
         parts.extend(
             f"{k}={text_value(v)}" for k, v in extra_fields(record, skip_none=True).items()
@@ -46,7 +45,7 @@ class _TextFormatter(logging.Formatter):
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {
-            "timestamp": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(),
+            "timestamp": rfc3339(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "event": record.getMessage(),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import signal
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import attrs
 import hypercorn.config
@@ -21,11 +21,14 @@ import trio
 import wire
 from mrcommon.limits import raise_open_file_limit
 from relay import front
+from relay.announce import announce_settings
 from relay.app import create_app
 from relay.core import Relay
 from relay.front import hypercorn as hypercorn_front
+from relay.proxies import ClientApp, install_client_log_filter
 
 if TYPE_CHECKING:
+    from relay.app import RelayApp
     from relay.config import RelayConfig
 
 __all__ = ["RelayServer", "run_relay"]
@@ -62,7 +65,9 @@ class RelayServer:
     async def run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until `drain()` finishes; `task_status.started(url)` once listening."""
         files = raise_open_file_limit()
-        app = create_app(self.relay)
+        # The real client (--trusted-proxies) and its user agent, for every route and log.
+        app = cast("RelayApp", ClientApp(create_app(self.relay), self.config.trusted_proxies))
+        install_client_log_filter()
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await nursery.start(self._run_services)
@@ -86,6 +91,7 @@ class RelayServer:
                     "open_files_limit": files,
                 },
             )
+            announce_settings(self.config)
             task_status.started(self.url)
 
     async def _run_services(

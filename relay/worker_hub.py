@@ -647,7 +647,7 @@ class Hub:
             extra={
                 "worker_id": worker.id,
                 "worker_name": worker.name,
-                "models": ",".join(worker.model_list),
+                "models": list(worker.model_list),  # a list, as the agent logs it
                 "max_concurrent": worker.max_concurrent,
                 "peer": worker.peer,
             },
@@ -680,7 +680,7 @@ class Hub:
             self._set_draining(worker, "the agent said so")
         log.info(
             "worker models updated",
-            extra={"worker_id": worker.id, "models": ",".join(models), "warnings": warnings},
+            extra={"worker_id": worker.id, "models": list(models), "warnings": warnings},
         )
         self.slot_freed(worker)
 

@@ -49,7 +49,7 @@ def desktop_command(
     except ImportError as exc:
         print(
             f"agent desktop: error: the desktop app needs the [desktop] extra ({exc.name} is "
-            "missing): pip install 'modelrelay[desktop]'",
+            "missing): pip install 'modelrelay-server[desktop]'",
             file=sys.stderr,
         )
         raise typer.Exit(2) from None

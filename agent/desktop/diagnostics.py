@@ -15,6 +15,7 @@ from importlib import metadata
 import attrs
 
 from agent.config import AgentConfig
+from mrcommon.meta import DISTRIBUTION
 
 __all__ = ["diagnostics_text"]
 
@@ -44,7 +45,7 @@ def diagnostics_text(
     """
     lines = [
         "ModelRelay Desktop diagnostics",
-        f"modelrelay: {_version('modelrelay')}",
+        f"{DISTRIBUTION}: {_version(DISTRIBUTION)}",
         f"python: {sys.version.split()[0]} ({sys.executable})",
         f"platform: {platform.platform()}",
         f"trio: {_version('trio')}",

@@ -1,6 +1,6 @@
 """The update check: is a newer release on the package index, and how to install it.
 
-It reads the index's JSON API (``https://pypi.org/pypi/modelrelay/json``,
+It reads the index's JSON API (``https://pypi.org/pypi/modelrelay-server/json``,
 or a URL the user configured, in the same shape), compares versions, and
 says what changed (the versions in between, a changelog link, and a
 ``changes`` table when a configured feed gives one). It never downloads or
@@ -10,11 +10,12 @@ installed (pipx, uv tool, or pip).
 
 import json
 import sys
-from importlib import metadata
 
 import attrs
 import httpx
 from packaging.version import InvalidVersion, Version
+
+from mrcommon.meta import distribution_version
 
 __all__ = [
     "DEFAULT_INDEX_URL",
@@ -27,7 +28,7 @@ __all__ = [
     "upgrade_command",
 ]
 
-DEFAULT_INDEX_URL = "https://pypi.org/pypi/modelrelay/json"
+DEFAULT_INDEX_URL = "https://pypi.org/pypi/modelrelay-server/json"
 _MAX_BODY = 8 * 1024 * 1024  # PyPI's JSON for a project with a long history stays far below
 
 
@@ -77,11 +78,8 @@ class UpdateInfo:
 
 
 def installed_version() -> str:
-    """The installed ``modelrelay`` version (``0`` from a source tree)."""
-    try:
-        return metadata.version("modelrelay")
-    except metadata.PackageNotFoundError:
-        return "0"
+    """The installed distribution's version (``0.0.0+source`` from a source tree)."""
+    return distribution_version()
 
 
 def install_method(prefix: str | None = None) -> str:
@@ -100,7 +98,7 @@ def upgrade_command(method: str) -> str:
         return "pipx upgrade modelrelay"
     if method == "uv":
         return "uv tool upgrade modelrelay"
-    return "python -m pip install --upgrade 'modelrelay[desktop]'"
+    return "python -m pip install --upgrade 'modelrelay-server[desktop]'"
 
 
 def parse_index(body: bytes, installed: str, method: str) -> UpdateInfo:

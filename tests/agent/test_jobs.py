@@ -323,12 +323,12 @@ async def test_multibyte_character_split_across_reads_is_not_broken() -> None:
     async def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=Pieces())
 
-    # https://: its POSTs go through httpx, whose transport is replaced.
+    # https://: its POSTs go through httpx, whose transport open_backend is given.
     config = fast_config("ws://127.0.0.1:1", "https://backend.invalid")
     send, receive = trio.open_memory_channel[Outgoing](100)
-    async with open_backend(config) as backend:
-        for client in backend._clients:
-            client._transport = httpx.MockTransport(handler)
+    async with open_backend(
+        config, httpx_transport=lambda: httpx.MockTransport(handler)
+    ) as backend:
         job = Job(chat("r1", stream=True), trio.current_time())
         await run_job(job, exchange=DialectExchange.for_backend(backend), outbox=send)
     frames = []

@@ -51,12 +51,12 @@ async def mocked_backend(
     """A backend whose HTTP is an in-memory handler: for tests in virtual time only.
 
     An https:// URL, so that POSTs go through httpx (the HttpPool serves
-    http:// only), whose transport is replaced here.
+    http:// only), whose transport `open_backend` is given here.
     """
     config = fast_config("ws://127.0.0.1:1", "https://backend.test", **overrides)
-    async with open_backend(config) as backend:
-        for client in backend._clients:
-            client._transport = httpx.MockTransport(handler)
+    async with open_backend(
+        config, httpx_transport=lambda: httpx.MockTransport(handler)
+    ) as backend:
         yield backend
 
 

@@ -182,7 +182,7 @@ async def test_claude_code_shaped_request_reaches_the_backend_intact(
     )
     # The relay forwards the path; whether "?beta=true" follows is its choice
     # (today it does not: llama.cpp, Ollama and vLLM ignore it anyway).
-    assert agent_line["endpoint"].split("?")[0] == "/v1/messages"
+    assert agent_line["path"].split("?")[0] == "/v1/messages"
     assert fake_stack.fake is not None
     (recorded,) = [r for r in fake_stack.fake.requests if r.method == "POST"]
     assert recorded.path == "/v1/messages"

@@ -189,7 +189,7 @@ async def test_messages_pass_through_to_llamas_native_endpoint(llama_stack: Stac
     assert streamed.content[0].type == "text"
     assert streamed.content[0].text == "".join(pieces)
     # Passed through: the agent did not translate it, and the path is llama.cpp's own.
-    assert agent_line["endpoint"] == "/v1/messages"
+    assert agent_line["path"] == "/v1/messages"
     assert "translated" not in agent_line
     assert relay_line["prompt_tokens"] == whole.usage.input_tokens
     assert relay_line["completion_tokens"] == whole.usage.output_tokens

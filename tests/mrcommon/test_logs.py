@@ -99,9 +99,9 @@ def test_escape_controls_keeps_printable_text_as_it_is() -> None:
 
 
 def test_extra_fields() -> None:
-    record = logging.LogRecord("x", logging.INFO, __file__, 1, "event", None, None)
-    record.status = 200
-    record.error = None
-    record._private = 1
+    # What ``extra=`` puts on a record: plain attributes, a private one among them.
+    record = logging.makeLogRecord(
+        {"name": "x", "msg": "event", "status": 200, "error": None, "_private": 1}
+    )
     assert extra_fields(record) == {"status": 200, "error": None}
     assert extra_fields(record, skip_none=True) == {"status": 200}

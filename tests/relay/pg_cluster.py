@@ -70,7 +70,9 @@ def pg_cluster_or_skip() -> Iterator[PgCluster]:
     try:
         import psycopg  # noqa: F401
     except ImportError:
-        _unavailable("the psycopg driver is not installed (pip install 'modelrelay[postgres]')")
+        _unavailable(
+            "the psycopg driver is not installed (pip install 'modelrelay-server[postgres]')"
+        )
     bin_dir = _bin_dir()
     if bin_dir is None or not (bin_dir / "initdb").exists():
         _unavailable("no PostgreSQL server binaries (apt-get install postgresql)")

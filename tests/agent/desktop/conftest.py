@@ -32,7 +32,7 @@ def need(module: str, why: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError:
-        message = f"{module} is not installed ({why}): pip install 'modelrelay[desktop]'"
+        message = f"{module} is not installed ({why}): pip install 'modelrelay-server[desktop]'"
         if os.environ.get("CI") == "true":
             pytest.fail(message, pytrace=False)
         pytest.skip(message, allow_module_level=True)

@@ -17,7 +17,7 @@ from agent.desktop.updates import (
 
 INDEX = {
     "info": {
-        "name": "modelrelay",
+        "name": "modelrelay-server",
         "version": "0.3.0",
         "project_urls": {"Changelog": "https://example.org/changes"},
     },
@@ -38,7 +38,7 @@ def index_url() -> Iterator[str]:
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            if self.path == "/pypi/modelrelay/json":
+            if self.path == "/pypi/modelrelay-server/json":
                 body, status = json.dumps(INDEX).encode(), 200
             elif self.path == "/broken":
                 body, status = b"<html>", 200
@@ -64,7 +64,9 @@ def index_url() -> Iterator[str]:
 
 
 def test_newer_release_with_what_changed_and_the_command(index_url: str) -> None:
-    info = check_for_update(f"{index_url}/pypi/modelrelay/json", installed="0.1.0", method="pipx")
+    info = check_for_update(
+        f"{index_url}/pypi/modelrelay-server/json", installed="0.1.0", method="pipx"
+    )
     assert info.available
     assert info.latest == "0.3.0"
     assert info.newer == ("0.3.0", "0.2.0")  # no yanked release, no pre-release
@@ -76,7 +78,9 @@ def test_newer_release_with_what_changed_and_the_command(index_url: str) -> None
 
 
 def test_up_to_date(index_url: str) -> None:
-    info = check_for_update(f"{index_url}/pypi/modelrelay/json", installed="0.3.0", method="pip")
+    info = check_for_update(
+        f"{index_url}/pypi/modelrelay-server/json", installed="0.3.0", method="pip"
+    )
     assert not info.available
     assert info.summary() == "ModelRelay 0.3.0 is the newest release."
 
@@ -103,7 +107,7 @@ def test_install_method_and_commands() -> None:
     assert install_method("/home/u/.local/share/uv/tools/modelrelay") == "uv"
     assert install_method("/home/u/venv") == "pip"
     assert upgrade_command("uv") == "uv tool upgrade modelrelay"
-    assert "pip install --upgrade 'modelrelay[desktop]'" in upgrade_command("pip")
+    assert "pip install --upgrade 'modelrelay-server[desktop]'" in upgrade_command("pip")
 
 
 def test_a_source_tree_version_counts_as_oldest() -> None:
