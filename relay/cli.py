@@ -287,6 +287,7 @@ def serve(
             envvar="BODY_TIMEOUT_SECS",
             callback=_seconds,
             help="Seconds a request body may take to arrive after its head (0 = none).",
+            rich_help_panel="Limits and timeouts",
         ),
     ] = 30,
     max_pending_body_bytes: Annotated[
@@ -294,6 +295,7 @@ def serve(
         typer.Option(
             envvar="MAX_PENDING_BODY_BYTES",
             help="Request bodies held at once across requests not yet dispatched.",
+            rich_help_panel="Limits and timeouts",
         ),
     ] = "256MiB",
     console: Annotated[
