@@ -106,7 +106,7 @@ class ClientApp:
     """Wraps the relay's app: real client address in the scope, client fields for logs.
 
     It offers what the front uses of `relay.app.RelayApp` (an ASGI `__call__`,
-    `proxy_request`, `worker_socket`) and hands every other attribute through.
+    `proxy_request`) and hands every other attribute (`worker_socket`) through.
     """
 
     def __init__(self, app: Any, trusted: TrustedProxies) -> None:  # noqa: ANN401 - RelayApp or any ASGI app with its entry points
@@ -127,10 +127,10 @@ class ClientApp:
         _bind_client(scope)
         await self.app.proxy_request(scope, receive, send)
 
-    async def worker_socket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        scope = _rewritten(scope, self.trusted)
-        _bind_client(scope)
-        await self.app.worker_socket(scope, receive, send)
+    # `worker_socket` passes through (`__getattr__`): the builtin front calls
+    # the `WorkerSocket`'s own `judge` and `serve`, which a wrapping method hid
+    # (every agent's upgrade then failed with an AttributeError); under
+    # Hypercorn the upgrade comes through `__call__` above.
 
 
 class ClientLogFilter(logging.Filter):
