@@ -127,10 +127,37 @@ class ClientApp:
         _bind_client(scope)
         await self.app.proxy_request(scope, receive, send)
 
-    # `worker_socket` passes through (`__getattr__`): the builtin front calls
-    # the `WorkerSocket`'s own `judge` and `serve`, which a wrapping method hid
-    # (every agent's upgrade then failed with an AttributeError); under
-    # Hypercorn the upgrade comes through `__call__` above.
+    @property
+    def worker_socket(self) -> _TrustedWorkerSocket:
+        """The `WorkerSocket` as the builtin front uses it (`judge`, then `serve`),
+        with the peer it is given replaced by the real client's address. (Under
+        Hypercorn the upgrade comes through `__call__` above.)"""
+        return _TrustedWorkerSocket(self.app.worker_socket, self.trusted)
+
+
+class _TrustedWorkerSocket:
+    """One upgrade's view of the `WorkerSocket`: the peer as the trusted proxies say.
+
+    The builtin front takes it once per upgrade and calls `judge`, then
+    `serve` with the same socket peer; `judge` works out the real address
+    from the head and `serve` uses the same.
+    """
+
+    def __init__(self, inner: Any, trusted: TrustedProxies) -> None:  # noqa: ANN401 - WorkerSocket
+        self.inner = inner
+        self.trusted = trusted
+        self._real: str | None = None
+
+    def judge(self, headers: Any, query: bytes, peer: str) -> Any:  # noqa: ANN401 - WorkerSocket's
+        address, _ = client_of({"headers": list(headers), "client": (peer, 0)}, self.trusted)
+        self._real = address or peer
+        return self.inner.judge(headers, query, self._real)
+
+    async def serve(self, exchange: Any, peer: str) -> None:  # noqa: ANN401 - the front's exchange
+        await self.inner.serve(exchange, self._real or peer)
+
+    def __getattr__(self, name: str) -> Any:  # noqa: ANN401 - whatever the WorkerSocket has
+        return getattr(self.inner, name)
 
 
 class ClientLogFilter(logging.Filter):
