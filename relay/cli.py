@@ -286,6 +286,7 @@ def serve(
         typer.Option(
             envvar="BODY_TIMEOUT_SECS",
             callback=_seconds,
+            metavar="SECONDS",
             help="Seconds a request body may take to arrive after its head (0 = none).",
             rich_help_panel="Limits and timeouts",
         ),
@@ -294,6 +295,7 @@ def serve(
         str,
         typer.Option(
             envvar="MAX_PENDING_BODY_BYTES",
+            metavar="SIZE",
             help="Request bodies held at once across requests not yet dispatched.",
             rich_help_panel="Limits and timeouts",
         ),
