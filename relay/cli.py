@@ -305,7 +305,7 @@ def serve(
         typer.Option(
             "--console/--no-console",
             envvar="MODELRELAY_CONSOLE",
-            help="The web console under /console (needs --admin-token to log in).",
+            help="The web console under /console; you log in with the admin token.",
             rich_help_panel="Keys and admin",
         ),
     ] = True,
