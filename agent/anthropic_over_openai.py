@@ -138,6 +138,7 @@ class AnthropicOverOpenAI:
                 f"the backend's answer is larger than {_MAX_TRANSLATED_BODY // (1024 * 1024)} "
                 "MiB and cannot be translated",
                 url,
+                public=True,
             )
         try:
             parsed = json.loads(raw)
@@ -146,7 +147,7 @@ class AnthropicOverOpenAI:
             message = translate.chat_to_message(parsed, model=model, stop_sequences=stops)
         except (ValueError, RecursionError) as exc:
             raise BackendError(
-                f"the backend's chat completion could not be translated ({exc})", url
+                f"the backend's chat completion could not be translated ({exc})", url, public=True
             ) from None
         usage = parsed.get("usage")
         prompt = completion = None

@@ -143,14 +143,18 @@ class BackendError(AgentError):
 
     Attributes:
         url: The backend URL that was called (never carries a credential).
+        public: The message names no URL, address or OS error text, so a
+            client may read it (a job otherwise tells the client only the
+            kind of failure; the log always gets all of it).
     """
 
     url: str
 
-    def __init__(self, message: str, url: str) -> None:
+    def __init__(self, message: str, url: str, *, public: bool = False) -> None:
         super().__init__(message, url)
         self.message = message
         self.url = url
+        self.public = public
 
     def __str__(self) -> str:
         return f"{self.message} ({self.url})"

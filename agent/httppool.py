@@ -541,6 +541,7 @@ class HttpPool:
                 raise BackendBroken(
                     f"the request cannot be sent to the backend: invalid header name {name!r}",
                     redact_url(url),
+                    public=True,
                 )
             if _FIELD_VALUE.fullmatch(value) is None:
                 # Never the value itself in the message: it may be a credential.
@@ -548,6 +549,7 @@ class HttpPool:
                     f"the request cannot be sent to the backend: the {key} header holds"
                     " a control character or a character outside Latin-1",
                     redact_url(url),
+                    public=True,
                 )
             lines.append(f"{key}: {value}\r\n".encode("latin-1"))
         if authorization is not None:
@@ -614,7 +616,9 @@ class HttpPool:
                     if conn.reused:
                         raise _StaleConnection
                     raise BackendBroken(
-                        "the backend closed the connection before answering", redact_url(url)
+                        "the backend closed the connection before answering",
+                        redact_url(url),
+                        public=True,
                     )
                 received += len(data)
                 answer.feed(data)

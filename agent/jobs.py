@@ -21,14 +21,14 @@ import trio
 
 from agent import metrics as agent_metrics
 from agent.dialects import error_body, json_headers
-from agent.errors import BackendBroken, BackendError, BackendUnreachable
+from agent.errors import BackendBroken, BackendError, BackendTimeout, BackendUnreachable
 from agent.exchange import Exchange, Reply, backend_headers
 from agent.health import BackendHealth
 from agent.logging import bind_log_context
 from agent.outbox import Outbox
 from wire import REFUSED_BACKEND_DOWN, REFUSED_HEADER, Request
 
-__all__ = ["BACKEND_DOWN_MESSAGE", "Job", "refuse_backend_down", "run_job"]
+__all__ = ["BACKEND_DOWN_MESSAGE", "Job", "path_problem", "refuse_backend_down", "run_job"]
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,14 @@ async def run_job(
     request = job.request
     reply = Reply(request, outbox, cache_tokens=cache_tokens)
     agent_metrics.job_started()
-    with bind_log_context(request_id=request.request_id):
+    # The client's own x-request-id, if the relay passed it: a label for the log.
+    label = (request.headers or {}).get("x-request-id")
+    context = (
+        {"request_id": request.request_id}
+        if label is None
+        else {"request_id": request.request_id, "client_request_id": label[:128]}
+    )
+    with bind_log_context(**context):
         try:
             with job.cancel_scope:
                 await _answer(request, exchange, reply)
@@ -94,6 +101,8 @@ async def run_job(
                 # the backend response closes, changes nothing.)
                 await reply.complete(499)
         except BackendError as exc:
+            # The whole story (URL, addresses, the OS's words) is for the log;
+            # the client learns what kind of failure it was, never where.
             reply.error = str(exc)
             if reply.completed:  # the answer is already out: only the log learns of it
                 return
@@ -114,8 +123,8 @@ async def run_job(
             await reply.fail(
                 502,
                 "backend_unreachable" if reply.backend_status is None else "backend_error",
-                f"The worker's backend failed: {exc.message}. Check that the model "
-                "server is running and reachable from the agent.",
+                f"{_public_reason(exc)}; the worker's operator can find the details "
+                "in the agent's log.",
             )
         except Exception as exc:
             # A bug in the agent must cost one request, never the session.
@@ -151,10 +160,47 @@ async def refuse_backend_down(reply: Reply) -> None:
     await reply.complete(502, headers, body=body)
 
 
+def _public_reason(exc: BackendError) -> str:
+    """What a client may learn of a backend failure: its kind, no URL or address."""
+    if exc.public:
+        return f"The worker's backend failed: {exc.message}"
+    if isinstance(exc, BackendUnreachable):
+        return "The worker could not reach its backend"
+    if isinstance(exc, BackendTimeout):
+        return "The worker's backend stopped answering in time"
+    return "The worker's backend failed this request"
+
+
+def path_problem(endpoint_path: str) -> str | None:
+    """Why `endpoint_path` must not reach the backend, or None for a normal path under /v1/.
+
+    The relay refuses these already; the agent checks again so that a relay
+    (or anything speaking the protocol) cannot reach backend paths outside
+    ``/v1/``, or above a ``--backend-url`` prefix, with ``..`` or encodings.
+    """
+    path = endpoint_path.split("?", 1)[0]
+    if not path.startswith("/v1/"):
+        return "not under /v1/"
+    if "%" in path or "\\" in path or "#" in path:
+        return "an encoded or unusual character"
+    if "/." in path:
+        for segment in path.split("/"):
+            if segment in (".", ".."):
+                return "a dot segment"
+    return None
+
+
 async def _answer(request: Request, exchange: Exchange, reply: Reply) -> None:
-    path = request.endpoint_path
-    if not path.startswith("/") or "://" in path:
-        await reply.fail(400, "invalid_request", f"Invalid endpoint path {path[:100]!r}.")
+    problem = path_problem(request.endpoint_path)
+    if problem is not None:
+        path = request.endpoint_path.split("?", 1)[0]
+        reply.error = f"refused path ({problem})"
+        await reply.fail(
+            400,
+            "invalid_request",
+            f"Invalid endpoint path {path[:100]!r} ({problem}): "
+            "only normal paths under /v1/ are forwarded.",
+        )
         return
     await exchange.answer(request, backend_headers(request), reply)
 

@@ -3,7 +3,11 @@
 Every path under `/admin` (unknown ones included, so the API does not reveal
 its routes) needs `Authorization: Bearer <admin token>`, compared in constant
 time. With no token configured every admin path answers 403; a missing or
-wrong token 401. Errors use the OpenAI shape like the rest of the relay.
+wrong token 401, and after `auth_failure_limit` wrong tokens from one
+address within `auth_failure_window` seconds, 429 until the window passes
+(the same limiter as worker secrets, relay/auth.py; the right token always
+gets in). Failures are logged once per address and window, not each.
+Errors use the OpenAI shape like the rest of the relay.
 
     GET    /admin/workers               connected workers
     GET    /admin/stats                 totals, per model, per key
@@ -23,11 +27,11 @@ worker thread.
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 from typing import TYPE_CHECKING, Any
 
+import trio
 from quart import Blueprint, Response, request
 
 from relay.dialects import Dialect, error_body
@@ -38,7 +42,7 @@ if TYPE_CHECKING:
     from relay.core import Relay
     from relay.worker_hub import WorkerStatistics
 
-__all__ = ["AdminDisabled", "AdminUnauthorized", "admin_blueprint"]
+__all__ = ["AdminDisabled", "AdminRateLimited", "AdminUnauthorized", "admin_blueprint"]
 
 log = logging.getLogger("relay.admin")
 
@@ -58,6 +62,15 @@ class AdminUnauthorized(Unauthorized):
     """The admin token is missing or wrong (401)."""
 
     code = "invalid_admin_token"
+
+
+class AdminRateLimited(ClientError):
+    """Too many wrong admin tokens from this address (429)."""
+
+    status = 429
+    code = "too_many_auth_failures"
+    openai_type = "rate_limit_error"
+    anthropic_type = "rate_limit_error"
 
 
 def _json(doc: object, status: int = 200) -> Response:
@@ -82,14 +95,13 @@ def _is_admin_path(path: str) -> bool:
 def admin_blueprint(relay: Relay) -> Blueprint:
     """The admin routes, closing over `relay`; the token check guards all of /admin."""
     bp = Blueprint("admin", __name__, url_prefix="/admin")
-    token = relay.config.admin_token
-    expected = token.encode("utf-8", "surrogateescape") if token else None
+    check = relay.admin_auth
 
     @bp.before_app_request
     async def check_admin_token() -> Response | None:
         if not _is_admin_path(request.path):
             return None
-        if expected is None:
+        if check is None:
             return _error(
                 AdminDisabled(
                     "the admin API is disabled: start the relay with --admin-token "
@@ -97,14 +109,30 @@ def admin_blueprint(relay: Relay) -> Blueprint:
                 )
             )
         scheme, _, presented = request.headers.get("authorization", "").strip().partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(
-            presented.strip().encode("utf-8", "surrogateescape"), expected
-        ):
-            return None
-        log.warning(
-            "admin auth failed",
-            extra={"peer": request.remote_addr, "path": request.path, "method": request.method},
+        peer = request.remote_addr or "unknown"
+        verdict = check.check(
+            peer,
+            presented.strip() if scheme.lower() == "bearer" else None,
+            trio.current_time(),
         )
+        if verdict.status == 200:
+            return None
+        if verdict.status == 429:
+            if verdict.report:  # once per address and window; the rest are collapsed
+                log.warning(
+                    "admin auth rate limited", extra={"peer": peer, "failures": verdict.failures}
+                )
+            return _error(
+                AdminRateLimited(
+                    "too many wrong admin tokens from this address; retry later",
+                    retry_after=verdict.retry_after,
+                )
+            )
+        if verdict.report:  # the first failure from this address in the window
+            log.warning(
+                "admin auth failed",
+                extra={"peer": peer, "path": request.path[:200], "method": request.method},
+            )
         return _error(
             AdminUnauthorized(
                 "the admin API needs 'Authorization: Bearer <admin token>' with the "

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -55,10 +56,16 @@ class RelayApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
         if scope["type"] == "http" and scope["method"] == "POST" and path.startswith("/v1/"):
+            # Served by Hypercorn (the builtin front calls proxy_request
+            # itself, and closes an ambiguously framed request's connection).
+            if _ambiguous_framing(scope):
+                send = partial(_send_shielding_the_end, send, True)
             await self.proxy_request(scope, receive, send)
         elif scope["type"] == "websocket" and path == WORKER_PATH:
             await self.worker_socket(scope, receive, send)
         else:
+            if scope["type"] == "http":
+                send = partial(_send_shielding_the_end, send, _ambiguous_framing(scope))
             # Quart types the ASGI messages as TypedDicts; ours are plain mappings.
             await self.quart(scope, receive, send)  # type: ignore[arg-type]
 
@@ -90,6 +97,45 @@ class RelayApp:
                     }
                 )
                 await send({"type": "http.response.body", "body": body})
+
+
+# How long the end of a response served by Quart may take to go out and close.
+_END_GRACE = 5.0
+
+
+def _ambiguous_framing(scope: Scope) -> bool:
+    """The request carries both ``Content-Length`` and ``Transfer-Encoding``.
+
+    RFC 9112 §6.1: such a message may be a smuggling attempt; the server
+    answers it and then closes the connection, so nothing else is read from it.
+    """
+    names = {name.lower() for name, _ in scope.get("headers", ())}
+    return b"content-length" in names and b"transfer-encoding" in names
+
+
+async def _send_shielding_the_end(
+    send: Send, close: bool, message: MutableMapping[str, Any]
+) -> None:
+    """The server's `send`, with the response's last piece safe from Quart-Trio's cancel.
+
+    Hypercorn does all that ends a response from inside the app's last
+    `send`: it writes the end, tells the app ``http.disconnect``, and then
+    closes the connection (``Connection: close``, HTTP/1.0) or arms its
+    keep-alive timer. Quart-Trio cancels the request's nursery as soon as
+    it sees that disconnect, which cut the close (or the timer) short: the
+    connection then stayed open for as long as the client liked. Shielded,
+    the end completes, within `_END_GRACE` seconds.
+
+    With `close`, the response says ``Connection: close``, which makes the
+    server close the connection after it.
+    """
+    if close and message["type"] == "http.response.start":
+        message = {**message, "headers": [*message.get("headers", ()), (b"connection", b"close")]}
+    if message["type"] != "http.response.body" or message.get("more_body", False):
+        await send(message)
+        return
+    with trio.CancelScope(shield=True, deadline=trio.current_time() + _END_GRACE):
+        await send(message)
 
 
 def _json(doc: object, status: int = 200) -> Response:

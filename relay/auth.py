@@ -5,13 +5,16 @@ and `/v1/models` ask it): with ``--require-api-keys`` a request needs a
 valid, unrevoked key from the key store (relay/keys.py), and the credential
 is consumed here, so a relay key never reaches a worker.
 
-`WorkerAuth` checks an agent's worker secret, with a per-IP failure limit.
-Secrets are compared in constant time. After `limit` failures from one IP
-within `window` seconds, further *failing* attempts from it are answered 429
-until the window passes; a correct secret is always accepted (several agents
-may share a box with one bad one among them).
-
-(The admin token is checked by the admin API's own guard, relay/admin_api.py.)
+`SecretCheck` checks a shared secret with a per-IP failure limit: an
+agent's worker secret (`WorkerAuth`, relay/worker_socket.py) and the admin
+token (relay/admin_api.py), each with its own limiter. Secrets are compared
+in constant time. After `limit` failures from one IP within `window`
+seconds, further *failing* attempts from it are answered 429 until the
+window passes; a correct secret is always accepted (several agents may
+share a box with one bad one among them). Each verdict says whether it is
+worth a log line (`AuthVerdict.report`): the first failure from an address
+in a window, and the first refusal once it is limited; the rest are
+counted, not logged, so a guessing client cannot flood the log.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ if TYPE_CHECKING:
 
     from relay.keys import KeyStore
 
-__all__ = ["AuthVerdict", "ClientAuth", "WorkerAuth"]
+__all__ = ["AuthVerdict", "ClientAuth", "SecretCheck", "WorkerAuth"]
 
 _MAX_TRACKED_IPS = 10_000
 _CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key"})
@@ -102,47 +105,73 @@ class ClientAuth:
 
 @attrs.frozen
 class AuthVerdict:
-    """The answer to one worker's upgrade attempt."""
+    """The answer to one attempt at a secret."""
 
     status: int  # 200 ok, 401 bad secret, 429 rate limited
     retry_after: int | None = None
+    # Worth a log line: the first failure from this address in the window, or
+    # the first refusal once it is limited (later ones are collapsed into it).
+    report: bool = False
+    failures: int = 0  # failures from this address within the window
 
 
 @attrs.define(eq=False)
-class WorkerAuth:
-    """Owns the worker-secret check and the failures counted per IP."""
+class _Failures:
+    times: deque[float] = attrs.field(factory=deque)
+    limit_reported: bool = False
+
+
+@attrs.define(eq=False)
+class SecretCheck:
+    """Owns one secret's check and the failures counted per IP."""
 
     secret: bytes = attrs.field(repr=False)
     limit: int = 10
     window: float = 60.0
-    _failures: dict[str, deque[float]] = attrs.field(factory=dict)
+    _failures: dict[str, _Failures] = attrs.field(factory=dict)
 
     def check(self, ip: str, presented: str | None, now: float) -> AuthVerdict:
-        """Judge one upgrade attempt from `ip` at time `now`."""
+        """Judge one attempt from `ip` at time `now`."""
         if presented is not None and hmac.compare_digest(
             presented.encode("utf-8", "surrogateescape"), self.secret
         ):
             return AuthVerdict(200)
-        failures = self._failures.get(ip)
-        if failures is not None:
-            while failures and failures[0] <= now - self.window:
-                failures.popleft()
-            if len(failures) >= self.limit:
+        record = self._failures.get(ip)
+        if record is not None:
+            times = record.times
+            while times and times[0] <= now - self.window:
+                times.popleft()
+            if len(times) >= self.limit:
                 # Not recorded: the window is not extended by the refusals.
+                report = not record.limit_reported
+                record.limit_reported = True
                 return AuthVerdict(
-                    429, retry_after=max(1, math.ceil(failures[0] + self.window - now))
+                    429,
+                    retry_after=max(1, math.ceil(times[0] + self.window - now)),
+                    report=report,
+                    failures=len(times),
                 )
+            if not times:
+                record.limit_reported = False
         else:
             if len(self._failures) >= _MAX_TRACKED_IPS:
                 self._prune(now)
-            failures = self._failures.setdefault(ip, deque())
-        failures.append(now)
-        return AuthVerdict(401)
+            record = self._failures.setdefault(ip, _Failures())
+        record.times.append(now)
+        return AuthVerdict(401, report=len(record.times) == 1, failures=len(record.times))
 
     def _prune(self, now: float) -> None:
-        stale = [ip for ip, f in self._failures.items() if not f or f[-1] <= now - self.window]
+        stale = [
+            ip
+            for ip, f in self._failures.items()
+            if not f.times or f.times[-1] <= now - self.window
+        ]
         for ip in stale:
             del self._failures[ip]
         if len(self._failures) >= _MAX_TRACKED_IPS:  # all fresh: forget the oldest half
             for ip in list(self._failures)[: _MAX_TRACKED_IPS // 2]:
                 del self._failures[ip]
+
+
+WorkerAuth = SecretCheck
+"""The worker secret's check (the name the worker socket knows it by)."""

@@ -301,6 +301,25 @@ def serve(
             rich_help_panel="Limits and timeouts",
         ),
     ] = "1GiB",
+    body_timeout: Annotated[
+        float,
+        typer.Option(
+            envvar="BODY_TIMEOUT_SECS",
+            callback=_seconds,
+            metavar="SECONDS",
+            help="Seconds a request body may take to arrive after its head (0 = none).",
+            rich_help_panel="Limits and timeouts",
+        ),
+    ] = 30,
+    max_pending_body_bytes: Annotated[
+        str,
+        typer.Option(
+            envvar="MAX_PENDING_BODY_BYTES",
+            metavar="SIZE",
+            help="Request bodies held at once across requests not yet dispatched.",
+            rich_help_panel="Limits and timeouts",
+        ),
+    ] = "256MiB",
     console: Annotated[
         bool,
         typer.Option(
@@ -362,6 +381,7 @@ def serve(
         ("max-body-bytes", max_body_bytes),
         ("max-frame-bytes", max_frame_bytes),
         ("max-response-bytes", max_response_bytes),
+        ("max-pending-body-bytes", max_pending_body_bytes),
     ):
         try:
             sizes[name] = _size_option(value)
@@ -393,6 +413,8 @@ def serve(
         stream_keepalive=stream_keepalive,
         max_frame_bytes=sizes["max-frame-bytes"],
         max_response_bytes=sizes["max-response-bytes"],
+        body_timeout=body_timeout,
+        max_pending_body_bytes=sizes["max-pending-body-bytes"],
         console=console,
         http_front=http_front.value,
         trusted_proxies=proxies,

@@ -71,6 +71,9 @@ class RelayConfig:
     max_body_bytes: int = 32 * MiB
     max_frame_bytes: int = limits.DEFAULT_MAX_RECEIVE_FRAME_BYTES
     max_response_bytes: int = 1024 * MiB
+    body_timeout: float = 30.0
+    # Body bytes held across all requests read but not yet dispatched.
+    max_pending_body_bytes: int = 256 * MiB
     # The web console under /console; it is served only with an admin token too.
     console: bool = True
     http_front: str = attrs.field(

@@ -17,7 +17,7 @@ import trio
 from prometheus_client.registry import CollectorRegistry
 
 from relay import __version__, telemetry
-from relay.auth import ClientAuth
+from relay.auth import ClientAuth, SecretCheck
 from relay.console.series import Series
 from relay.inflight import InFlight
 from relay.keys import KeyStore
@@ -63,6 +63,23 @@ class Relay:
     # Set at the first signal, before the drain proper (RelayServer.drain):
     # /health answers 503 from then on, so balancers stop sending new work.
     leaving: bool = False
+
+    # The admin token's check and its per-address failure limit, shared by the
+    # admin API and the console's login (one token, one count); None without a token.
+    admin_auth: SecretCheck | None = attrs.field(
+        default=attrs.Factory(
+            lambda self: (
+                SecretCheck(
+                    self.config.admin_token.encode("utf-8", "surrogateescape"),
+                    limit=self.config.auth_failure_limit,
+                    window=self.config.auth_failure_window,
+                )
+                if self.config.admin_token
+                else None
+            ),
+            takes_self=True,
+        )
+    )
 
     @classmethod
     def from_config(cls, config: RelayConfig) -> Relay:
@@ -134,13 +151,16 @@ class Relay:
         *,
         model: str | None = None,
         key_id: str | None = None,
+        client_request_id: str | None = None,
     ) -> None:
+        """Count and log a request refused before it was queued (`path` already clipped)."""
         self.stats.rejected(exc.status, key_id)
         self.telemetry.rejected(path, exc.status)
         log.info(
             "request rejected",
             extra={
                 "request_id": request_id,
+                "client_request_id": client_request_id,
                 "path": path,
                 "model": model,
                 "key_id": key_id,

@@ -9,6 +9,7 @@ renders it in the endpoint's dialect (OpenAI or Anthropic)::
     │   ├── Unauthorized            401  API key missing, unknown or revoked
     │   ├── ModelNotFound           404  no worker serves the model
     │   ├── NotFound                404  unknown path
+    │   ├── RequestTimeout          408  the body did not arrive within --body-timeout
     │   ├── PayloadTooLarge         413  body (or the frame it makes) too large
     │   └── QueueFull               429  the queue is at --max-queue-len
     └── ServiceError                5xx: the relay or its workers could not serve
@@ -28,6 +29,7 @@ __all__ = [
     "PayloadTooLarge",
     "QueueFull",
     "RelayError",
+    "RequestTimeout",
     "ServiceError",
     "Unauthorized",
     "Unavailable",
@@ -85,6 +87,11 @@ class NotFound(ClientError):
     status = 404
     code = "not_found"
     anthropic_type = "not_found_error"
+
+
+class RequestTimeout(ClientError):
+    status = 408
+    code = "body_timeout"
 
 
 class PayloadTooLarge(ClientError):

@@ -27,6 +27,7 @@ relay/boundary.py (`ClientWriter`).
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -47,6 +48,7 @@ from relay.errors import (
     ModelNotFound,
     PayloadTooLarge,
     RelayError,
+    RequestTimeout,
     Unavailable,
     UpstreamError,
 )
@@ -64,13 +66,27 @@ if TYPE_CHECKING:
     Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 __all__ = [
+    "MAX_ECHO",
     "CallSummary",
     "Proxy",
+    "clip",
 ]
 
 log = logging.getLogger("relay.http")
 
-_SANE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+_SANE_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
+# A header value that holds a control character (HTAB aside) is bad input: it
+# could not reach a backend, and it must not reach a log (h11 lets them by).
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+# In a raw path: an encoded "/", "?" or "#", which would change the path's
+# shape once a backend (or its proxy) decodes it.
+_ENCODED_DELIMITERS = (b"%2f", b"%3f", b"%23")
+# Client strings (model names, paths) echoed in an answer or written to a log
+# are cut to this many characters.
+MAX_ECHO = 200
+# Model names longer than this are not names of models: refused with 400, so
+# that no log line, statistic or metric label ever holds one.
+MAX_MODEL_CHARS = 512
 # Never passed from a worker's response to the client: hop-by-hop, or
 # recomputed here (the agent's httpx already decoded any content-encoding).
 _DROP_RESPONSE_HEADERS = frozenset(
@@ -124,6 +140,9 @@ class _Call:
     error: str | None = None  # code of the error the relay answered with
     completed: bool = False  # the last byte of the response was handed to the server
     send_now: Callable[[bytes], Sent] | None = None  # the server's SEND_NOW_EXTENSION
+    shown_id: str = ""  # the response's x-request-id: the client's label, else request_id
+    label: str | None = None  # the client's own sane x-request-id, for the logs
+    held: int = 0  # body bytes counted against the proxy's budget until dispatch
 
     def summary(self, now: float) -> CallSummary:
         """What the statistics and the canonical log line need of it, finished at `now`."""
@@ -131,8 +150,9 @@ class _Call:
         reason = self.tracked.reason
         return CallSummary(
             request_id=ticket.request_id,
+            client_request_id=self.label,
             model=ticket.model,
-            path=self.path,
+            path=clip(self.path),
             worker_id=self.worker_id,
             status=self.status or 499,
             stream=self.stream,
@@ -153,9 +173,10 @@ class _Call:
 class CallSummary:
     """One finished request: what `Relay.record_finished` counts and logs."""
 
-    request_id: str
+    request_id: str  # the relay's own, unique
+    client_request_id: str | None  # the client's x-request-id, a label only
     model: str
-    path: str
+    path: str  # clipped to MAX_ECHO characters
     worker_id: str | None
     status: int  # what the client got; 499 when it left before a status was sent
     stream: bool
@@ -179,6 +200,7 @@ class CallSummary:
         reason = self.cancel_reason
         fields: dict[str, object] = {
             "request_id": self.request_id,
+            "client_request_id": self.client_request_id,
             "model": self.model,
             "path": self.path,
             "worker_id": self.worker_id,
@@ -211,30 +233,62 @@ class Proxy:
         self.relay = relay
         self.config = relay.config
         self.hub = relay.hub
+        # Request ids: this process's random prefix and a counter (unique,
+        # and cheaper than a uuid per request).
+        self._id_prefix = uuid.uuid4().hex[:12]
+        self._ids = itertools.count(1)
+        # Body bytes read and not yet dispatched, across every request; past
+        # the budget, a request being read is refused with 503.
+        self.held_body_bytes = 0
+        self.body_budget = max(relay.config.max_pending_body_bytes, relay.config.max_body_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = trio.current_time()
         path: str = scope["path"]
         dialect = Dialect.for_path(path)
         headers: list[tuple[bytes, bytes]] = scope["headers"]
-        request_id = self._request_id(headers)
+        # The relay's own id, unique: the worker's frame and every lease are
+        # keyed by it. The client's x-request-id is a label only.
+        request_id = f"{self._id_prefix}{next(self._ids):x}"
+        label, declared, bad_header = _scan_head(headers)
+        shown_id = label or request_id  # the x-request-id the client gets back
         model: str | None = None
         key_id: str | None = None
+        held = 0  # body bytes this request counts against the relay's budget
         try:
+            if bad_header is not None:
+                raise BadRequest(
+                    f"the {bad_header} header holds a control character; "
+                    "header values must be visible characters, spaces or tabs"
+                )
+            _check_path(path, scope.get("raw_path"))
+            # From the head, before any body byte is read (and so before any
+            # `100 Continue`): a client without a key holds nothing.
+            forwarded, key_id = self.relay.client_auth.authorize(headers)
+            limit = self.config.max_body_bytes
+            if declared is not None and declared > limit:
+                raise PayloadTooLarge(_too_large(declared, limit))
             try:
-                body = await self._read_body(headers, receive)
+                body = await self._read_body(receive, start)
             except _ClientGone:
                 return
-            forwarded, key_id = self.relay.client_auth.authorize(headers)
+            held = len(body)
             model, stream = _parse_body(body)
             if self.hub.draining:
                 raise Unavailable("the relay is shutting down; retry shortly", retry_after=5)
             if not self.hub.is_routable(model):
                 served = self.hub.served_models()
-                listing = ", ".join(served) if served else "none (no worker is connected)"
+                listing = ", ".join(clip(m) for m in served[:20]) if served else ""
+                if len(served) > 20:
+                    listing += f" and {len(served) - 20} more"
                 raise ModelNotFound(
-                    f"no worker serves model {model!r}; models served now: {listing}"
+                    f"no worker serves model {clip(model)!r}; models served now: "
+                    + (listing or "none (no worker is connected)")
                 )
+            if label is not None:
+                # The agent logs the client's label next to the relay's id; it
+                # is not on the backend allowlist, so the agent drops it there.
+                forwarded["x-request-id"] = label
             frame = wire.encode(
                 wire.Request(
                     request_id=request_id,
@@ -251,9 +305,16 @@ class Proxy:
                     f"{wire.limits.MAX_SEND_FRAME_BYTES // (1024 * 1024)} MiB frame to a worker"
                 )
         except RelayError as exc:
-            await _send_error(send, dialect, exc, request_id)
+            self.held_body_bytes -= held
+            await _send_error(send, dialect, exc, shown_id)
             self.relay.record_rejected(
-                request_id, path, exc, trio.current_time() - start, model=model, key_id=key_id
+                request_id,
+                clip(path),
+                exc,
+                trio.current_time() - start,
+                model=model,
+                key_id=key_id,
+                client_request_id=label,
             )
             return
 
@@ -267,6 +328,9 @@ class Proxy:
             start=start,
             send=send,
             key_id=key_id,
+            shown_id=shown_id,
+            label=label,
+            held=held,
         )
         self.relay.record_started(model, key_id)
         self.relay.inflight.add(call.tracked)
@@ -289,39 +353,63 @@ class Proxy:
                     finally:
                         unwatch()
         finally:
+            self.held_body_bytes -= call.held
+            call.held = 0
             self.relay.inflight.remove(call.tracked)
             self.relay.record_finished(call.summary(trio.current_time()))
 
-    def _request_id(self, headers: list[tuple[bytes, bytes]]) -> str:
-        for name, value in headers:
-            if name == b"x-request-id":
-                text = value.decode("latin-1")
-                if _SANE_ID.fullmatch(text) and text not in self.relay.inflight:
-                    return text
-                break
-        return uuid.uuid4().hex
+    async def _read_body(self, receive: Receive, start: float) -> bytes:
+        """The whole body, within `--body-timeout` of the head and the relay's body budget.
 
-    async def _read_body(self, headers: list[tuple[bytes, bytes]], receive: Receive) -> bytes:
-        limit = self.config.max_body_bytes
-        for name, value in headers:
-            if name == b"content-length" and value.isdigit() and int(value) > limit:
-                raise PayloadTooLarge(_too_large(int(value), limit))
+        Every byte read counts against `held_body_bytes` until the request is
+        dispatched or ends (the caller releases it); what a failed read had
+        counted is released here.
+
+        Raises:
+            PayloadTooLarge: past `--max-body-bytes`.
+            Unavailable: the bodies held across all requests would pass the budget.
+            RequestTimeout: the body did not arrive in time.
+            _ClientGone: the client left.
+        """
+        cfg = self.config
+        limit = cfg.max_body_bytes
+        budget = self.body_budget
         parts: list[bytes] = []
         size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise _ClientGone
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                # A chunked body: `size` is only what arrived so far, not its size.
-                raise PayloadTooLarge(
-                    f"the request body is over the relay's limit of {limit} bytes"
-                )
-            parts.append(chunk)
-            if not message.get("more_body", False):
-                return parts[0] if len(parts) == 1 else b"".join(parts)
+        deadline = start + cfg.body_timeout if cfg.body_timeout > 0 else math.inf
+        try:
+            with trio.move_on_at(deadline):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        raise _ClientGone
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    self.held_body_bytes += len(chunk)
+                    if size > limit:
+                        # A chunked body: `size` is only what arrived so far, not its size.
+                        raise PayloadTooLarge(
+                            f"the request body is over the relay's limit of {limit} bytes"
+                        )
+                    if self.held_body_bytes > budget:
+                        log.warning(
+                            "request bodies past the relay's budget: refusing one",
+                            extra={"held_bytes": self.held_body_bytes, "budget": budget},
+                        )
+                        raise Unavailable(
+                            "the relay is holding too many request bodies; retry shortly",
+                            retry_after=1,
+                        )
+                    parts.append(chunk)
+                    if not message.get("more_body", False):
+                        return parts[0] if len(parts) == 1 else b"".join(parts)
+        except BaseException:
+            self.held_body_bytes -= size
+            raise
+        self.held_body_bytes -= size
+        raise RequestTimeout(
+            f"the request body did not arrive within {cfg.body_timeout:g}s of its head"
+        )
 
     async def _run(self, call: _Call) -> None:
         cfg = self.config
@@ -348,6 +436,9 @@ class Proxy:
                     try:
                         with lease.scope:
                             lease.post_request(call.frame)
+                            if call.held:  # dispatched: its body no longer counts
+                                self.held_body_bytes -= call.held
+                                call.held = 0
                             await self._relay_response(call, lease)
                             return
                     except _WorkerRefused as exc:
@@ -405,7 +496,7 @@ class Proxy:
                     "status": 200,
                     "headers": [
                         *_SSE_HEADERS,
-                        (b"x-request-id", call.ticket.request_id.encode()),
+                        (b"x-request-id", call.shown_id.encode()),
                     ],
                 }
             )
@@ -472,7 +563,7 @@ class Proxy:
                 {
                     "type": "http.response.start",
                     "status": 200,
-                    "headers": [*_SSE_HEADERS, (b"x-request-id", call.ticket.request_id.encode())],
+                    "headers": [*_SSE_HEADERS, (b"x-request-id", call.shown_id.encode())],
                 }
             )
             call.started = True
@@ -525,14 +616,29 @@ class Proxy:
         await call.send({"type": "http.response.body", "body": event, "more_body": False})
 
     async def _send_whole(self, call: _Call, complete: wire.ResponseComplete, body: str) -> None:
+        status = complete.status_code
+        try:
+            headers = [
+                (name.encode("latin-1"), value.encode("latin-1"))
+                for name, value in (complete.headers or {}).items()
+                if name.lower() not in _DROP_RESPONSE_HEADERS
+            ]
+        except UnicodeEncodeError:
+            headers = None
+        if headers is None or not 200 <= status <= 599:
+            # A 1xx would leave the client waiting for a final answer that
+            # never comes; a header HTTP cannot carry cannot be sent.
+            why = (
+                f"response status {status} outside 200-599"
+                if headers is not None
+                else "a response header that is not Latin-1"
+            )
+            assert call.worker_id is not None
+            self.hub.response_fault(call.worker_id, call.ticket.request_id, why)
+            raise UpstreamError(f"the worker sent an invalid response ({why})")
         payload = body.encode()
-        headers = [
-            (name.encode("latin-1"), value.encode("latin-1"))
-            for name, value in (complete.headers or {}).items()
-            if name.lower() not in _DROP_RESPONSE_HEADERS
-        ]
         headers.append((b"content-length", str(len(payload)).encode()))
-        headers.append((b"x-request-id", call.ticket.request_id.encode()))
+        headers.append((b"x-request-id", call.shown_id.encode()))
         call.status = complete.status_code
         call.token_counts = complete.token_counts
         await call.send(
@@ -557,7 +663,7 @@ class Proxy:
             },
         )
         if not call.started:
-            await _send_error(call.send, call.dialect, exc, call.ticket.request_id)
+            await _send_error(call.send, call.dialect, exc, call.shown_id)
             return
         code = "worker_lost" if isinstance(exc, UpstreamError) else exc.code
         event = stream_error_event(call.dialect, code, exc.message)
@@ -613,16 +719,83 @@ def _text(body: bytes) -> str:
         raise BadRequest("the request body must be UTF-8 encoded JSON") from None
 
 
+def clip(text: str, limit: int = MAX_ECHO) -> str:
+    """`text` cut to `limit` characters (marked with an ellipsis), for answers and logs."""
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def _scan_head(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, int | None, str | None]:
+    """One pass over the request's headers.
+
+    Returns:
+        The client's x-request-id if it is sane (a label), the declared
+        content-length if any, and the name of a header whose value holds a
+        control character (None when all are clean).
+    """
+    label = None
+    declared = None
+    bad = None
+    search = _CONTROL.search
+    for name, value in headers:
+        if search(value) is not None and bad is None:
+            bad = clip(name.decode("latin-1"), 64)
+        if name == b"x-request-id":
+            if label is None and _SANE_ID.fullmatch(value):
+                label = value.decode("ascii")
+        elif name == b"content-length" and value.isdigit():
+            declared = int(value)
+    return label, declared, bad
+
+
+def _check_path(path: str, raw_path: bytes | None) -> None:
+    """Refuse a path that is not a normal path under /v1/.
+
+    A dot segment (decoded: ``%2e`` is a dot), an encoded ``/``, ``?`` or ``#``,
+    or a ``%`` left after decoding (a second round of decoding downstream
+    would turn it into one of those) could take the request somewhere
+    else than the path the relay routed: a backend's ``/api/pull``, or
+    above an agent's ``--backend-url`` prefix. Cheap on the usual path: two
+    substring tests.
+
+    Raises:
+        BadRequest: with what is wrong (the path itself clipped).
+    """
+    if "/." in path or "%" in path or "\\" in path:
+        for segment in path.split("/"):
+            if segment in (".", ".."):
+                raise BadRequest(
+                    f"the path {clip(path)!r} has a dot segment; send the normalised path"
+                )
+        if "%" in path or "\\" in path:
+            raise BadRequest(f"the path {clip(path)!r} holds an encoded or unusual character")
+    if raw_path is not None and b"%" in raw_path:
+        lowered = raw_path.lower()
+        for encoded in _ENCODED_DELIMITERS:
+            if encoded in lowered:
+                raise BadRequest(
+                    f"the path {clip(path)!r} holds an encoded '/', '?' or '#'; "
+                    "paths must use them unencoded or not at all"
+                )
+    if not path.startswith("/v1/"):
+        raise BadRequest(f"the path {clip(path)!r} is not under /v1/")
+
+
 def _parse_body(body: bytes) -> tuple[str, bool]:
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"the request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest("the request body is nested too deeply to be read as JSON") from None
     if not isinstance(doc, dict):
         raise BadRequest("the request body must be a JSON object")
     model = doc.get("model")
     if not isinstance(model, str) or not model.strip():
         raise BadRequest('the request body needs a "model" string naming the model to use')
+    if len(model) > MAX_MODEL_CHARS:
+        raise BadRequest(
+            f'"model" is {len(model)} characters long; model names have at most {MAX_MODEL_CHARS}'
+        )
     stream = doc.get("stream", False)
     if stream is None:
         stream = False

@@ -727,6 +727,19 @@ class Hub:
             retry_after=max(1, math.ceil(wait)),
         )
 
+    def response_fault(self, worker_id: str, request_id: str, why: str) -> None:
+        """A worker answered a request with something HTTP cannot carry (`why`).
+
+        The request gets a 502 from the relay; the worker's fault is logged and
+        counted with the protocol errors. Its session goes on: the frame was
+        well formed, only its content was unusable.
+        """
+        self.stats.protocol_errors += 1
+        log.warning(
+            "worker protocol error",
+            extra={"worker_id": worker_id, "request_id": request_id, "error": why},
+        )
+
     def _set_draining(self, worker: Worker, why: str) -> None:
         """No new request goes to `worker`; what it carries finishes."""
         if not worker.draining:

@@ -85,6 +85,8 @@ class AsgiTransport:
             data: bytes | None = message.get("bytes")
             return b"" if data is None else data
         # websocket.disconnect, the only other message ASGI defines after accept.
+        # (Hypercorn reports a close for broken framing as any other, 1006:
+        # only the builtin front can count it as the worker's protocol error.)
         self.gone = True
         raise TransportClosed
 
@@ -181,27 +183,32 @@ class WorkerSocket:
             secret = _first(query, "worker_secret")  # legacy fallback
         verdict = self.auth.check(peer, secret, trio.current_time())
         if verdict.status == 429:
-            log.warning("worker auth rate limited", extra={"peer": peer})
+            if verdict.report:  # once per address and window; the rest are collapsed
+                log.warning(
+                    "worker auth rate limited",
+                    extra={"peer": peer, "failures": verdict.failures},
+                )
             return Refusal(
                 429,
                 "too many failed worker authentications from this address; retry later",
                 verdict.retry_after,
             )
         if verdict.status != 200:
-            log.warning(
-                "worker auth failed",
-                extra={
-                    "peer": peer,
-                    "reason": "missing secret" if secret is None else "bad secret",
-                },
-            )
+            if verdict.report:  # the first failure from this address in the window
+                log.warning(
+                    "worker auth failed",
+                    extra={
+                        "peer": peer,
+                        "reason": "missing secret" if secret is None else "bad secret",
+                    },
+                )
             return Refusal(401, "worker authentication failed: the worker secret is wrong")
         provider = _first(query, "provider")
         if provider is None:
             provider = "local"
         if provider != self.relay.config.provider:
             served = self.relay.config.provider
-            return Refusal(404, f"unknown provider {provider!r}; this relay serves {served!r}")
+            return Refusal(404, f"unknown provider {provider[:64]!r}; this relay serves {served!r}")
         if self.relay.hub.draining:
             return Refusal(503, "the relay is shutting down", retry_after=5)
         return None

@@ -145,6 +145,7 @@ def console_blueprint(relay: Relay) -> Blueprint:
         config.console_session_secs,
         limit=config.auth_failure_limit,
         window=config.auth_failure_window,
+        login=relay.admin_auth,
     )
     # session nonce -> the events that end that session's open streams, oldest first
     streams: dict[str, list[trio.Event]] = {}
@@ -251,7 +252,8 @@ def console_blueprint(relay: Relay) -> Blueprint:
         peer = client_addr(request)
         verdict = sessions.check_login(peer, presented.strip(), trio.current_time())
         if verdict.status == 429:
-            log.warning("console login rate limited", extra={"peer": peer})
+            if verdict.report:  # once per address and window; the rest are collapsed
+                log.warning("console login rate limited", extra={"peer": peer})
             limited = await login_page(
                 f"Too many failed attempts from your address. Try again in "
                 f"{verdict.retry_after} s.",
@@ -261,7 +263,8 @@ def console_blueprint(relay: Relay) -> Blueprint:
             limited.headers["retry-after"] = str(verdict.retry_after)
             return limited
         if verdict.status != 200:
-            log.warning("console login failed", extra={"peer": peer})
+            if verdict.report:  # the first failure from this address in the window
+                log.warning("console login failed", extra={"peer": peer})
             return await login_page(
                 "That is not this relay's admin token (the value of --admin-token "
                 "or MODELRELAY_ADMIN_TOKEN).",

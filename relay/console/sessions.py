@@ -61,13 +61,23 @@ class Sessions:
 
     @classmethod
     def for_token(
-        cls, admin_token: str, lifetime: float, *, limit: int = 10, window: float = 60.0
+        cls,
+        admin_token: str,
+        lifetime: float,
+        *,
+        limit: int = 10,
+        window: float = 60.0,
+        login: WorkerAuth | None = None,
     ) -> Sessions:
         token = admin_token.encode("utf-8", "surrogateescape")
         # A derived key: the cookie's MAC never uses the token itself.
         key = hmac.new(token, b"modelrelay console session v1", hashlib.sha256).digest()
-        # The same per-address failure limit as worker auth; its "secret" is the token.
-        return cls(key, lifetime, WorkerAuth(token, limit=limit, window=window))
+        # The same per-address failure limit as worker auth; its "secret" is the
+        # token. The relay passes the admin API's own (`Relay.admin_auth`): one
+        # token, one count of wrong guesses per address.
+        if login is None:
+            login = WorkerAuth(token, limit=limit, window=window)
+        return cls(key, lifetime, login)
 
     def check_login(self, peer: str, presented: str, monotonic: float) -> AuthVerdict:
         """Judge one login attempt: 200, 401, or 429 with `retry_after` (see `WorkerAuth`)."""

@@ -72,11 +72,21 @@ def head_lines(status: int, headers: Iterable[tuple[bytes, bytes]], date: bytes)
 
 
 def asks_to_close(request: h11.Request) -> bool:
-    """``Connection: close`` from the client."""
+    """``Connection: close`` from the client, or a head whose framing is ambiguous.
+
+    A request with both ``Content-Length`` and ``Transfer-Encoding`` may be
+    a smuggling attempt (RFC 9112 §6.1): h11 reads it by its chunks; it is
+    answered, and its connection then closed, so nothing more is read from it.
+    """
+    length = chunked = False
     for name, value in request.headers:
         if name == b"connection" and b"close" in value.lower():
             return True
-    return False
+        if name == b"content-length":
+            length = True
+        elif name == b"transfer-encoding":
+            chunked = True
+    return length and chunked
 
 
 class HttpDate:

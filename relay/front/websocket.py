@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+import wire
 from mrcommon import closecodes, sockio
 from relay import wsframes
 from relay.front.http1 import MAX_RECV, head_lines
@@ -115,8 +116,10 @@ class WebSocketExchange:
         """The agent's next whole message, text or binary.
 
         Raises:
-            TransportClosed: The agent closed, left, or broke the framing (then
-                our close frame with the code it calls for has gone out).
+            TransportClosed: The agent closed or left.
+            wire.ProtocolError: The agent broke the framing (RFC 6455, or the
+                size bound); our close frame with the code it calls for has
+                gone out.
         """
         while not self.gone:
             if not self._pending:
@@ -132,7 +135,10 @@ class WebSocketExchange:
                     self._pending = self.reader.feed(data)
                 except wsframes.FrameError as exc:
                     await self._close(exc.code, exc.reason)
-                    break
+                    self.gone = True
+                    # The worker's protocol error (counted and logged by its
+                    # session), like a frame the wire protocol cannot decode.
+                    raise wire.ProtocolError(f"framing: {exc.reason}") from None
                 self._pending.reverse()
                 continue
             event = self._pending.pop()

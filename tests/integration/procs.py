@@ -75,6 +75,22 @@ class Proc:
                     )
                 await self._changed.wait()
 
+    async def wait_for_raw(self, predicate: Callable[[str], bool]) -> str:
+        """The first raw stderr line `predicate` accepts (text logs), waiting if need be."""
+        seen = 0
+        with trio.fail_after(self.wait_limit):
+            while True:
+                for text in self.raw[seen:]:
+                    if predicate(text):
+                        return text
+                seen = len(self.raw)
+                if self.process.returncode is not None:
+                    raise AssertionError(
+                        f"{self.name} exited {self.process.returncode}:\n"
+                        + "\n".join(self.raw[-30:])
+                    )
+                await self._changed.wait()
+
     def events(self, name: str) -> list[Line]:
         return [line for line in self.lines if line.get("event") == name]
 

@@ -96,11 +96,16 @@ async def test_request_id_follows_the_request_across_both_logs(stack) -> None:
         json={"model": "fake-model", "messages": []},
         headers={"x-request-id": "trace-me-123"},
     )
+    # The client's id is a label: echoed, and logged next to the relay's own.
     assert response.headers["x-request-id"] == "trace-me-123"
-    await stack.relay.wait_for(
-        lambda line: line.get("request_id") == "trace-me-123" and line.get("status") == 200
+    relay_line = await stack.relay.wait_for(
+        lambda line: line.get("client_request_id") == "trace-me-123" and line.get("status") == 200
     )
-    await stack.agent.wait_for(lambda line: line.get("request_id") == "trace-me-123")
+    assert relay_line["request_id"] != "trace-me-123"
+    agent_line = await stack.agent.wait_for(
+        lambda line: line.get("client_request_id") == "trace-me-123"
+    )
+    assert agent_line["request_id"] == relay_line["request_id"]
 
 
 @pytest.mark.parametrize("stream", [False, True])

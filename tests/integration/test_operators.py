@@ -97,10 +97,12 @@ async def test_keys_end_to_end_and_logs_follow_the_request(
             relay_line = await relay.wait_for(
                 lambda line: (
                     line.get("event") == "request finished"
-                    and line.get("request_id") == "op-trace-1"
+                    and line.get("client_request_id") == "op-trace-1"
                 )
             )
-            agent_line = await agent.wait_for(lambda line: line.get("request_id") == "op-trace-1")
+            agent_line = await agent.wait_for(
+                lambda line: line.get("client_request_id") == "op-trace-1"
+            )
 
             stats = (await client.get("/admin/stats", headers=AUTH)).json()
             (listed,) = (await client.get("/admin/keys", headers=AUTH)).json()["keys"]
@@ -111,7 +113,7 @@ async def test_keys_end_to_end_and_logs_follow_the_request(
     assert relay_line["model"] == "fake-model"
     assert relay_line["worker_id"].startswith("worker-")
     assert relay_line["duration_ms"] >= relay_line["ttfb_ms"] >= 0
-    assert agent_line["request_id"] == "op-trace-1"
+    assert agent_line["request_id"] == relay_line["request_id"]
     assert_all_json(relay)
     assert_all_json(agent)
     assert key not in "\n".join(relay.raw + agent.raw)  # never logged, anywhere

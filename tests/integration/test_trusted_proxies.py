@@ -49,7 +49,7 @@ async def test_real_client_address_through_nginx(tmp_path: Path) -> None:
                     headers={"user-agent": "operator-test/1.0", "x-request-id": "via-nginx"},
                 )
                 assert answer.status_code == 404
-            line = await relay.wait_for(lambda line: line.get("request_id") == "via-nginx")
+            line = await relay.wait_for(lambda line: line.get("client_request_id") == "via-nginx")
             assert line["client_ip"] == "127.0.0.2"
             assert line["user_agent"] == "operator-test/1.0"
 
@@ -80,5 +80,5 @@ async def test_headers_from_an_untrusted_peer_are_ignored() -> None:
                 headers={"x-forwarded-for": "203.0.113.9", "x-request-id": "spoofed"},
             )
         assert answer.status_code == 404
-        line = await relay.wait_for(lambda line: line.get("request_id") == "spoofed")
+        line = await relay.wait_for(lambda line: line.get("client_request_id") == "spoofed")
         assert line["client_ip"] == "127.0.0.5"

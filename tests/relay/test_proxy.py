@@ -171,12 +171,15 @@ async def test_wrong_types_are_400(memory_relay) -> None:
 
 
 async def test_client_request_id_kept_when_sane_replaced_when_not(memory_relay, nursery) -> None:
+    # The client's id is a label: it comes back in the header and reaches the
+    # worker as a header, but the worker's request id is the relay's own.
     async with memory_relay.worker() as worker:
 
         async def serve(n: int) -> None:
             for _ in range(n):
                 request = await worker.recv_request()
-                await worker.reply(request, json.dumps({"id": request.request_id}))
+                label = (request.headers or {}).get("x-request-id")
+                await worker.reply(request, json.dumps({"id": request.request_id, "label": label}))
 
         nursery.start_soon(serve, 2)
         with trio.fail_after(5):
@@ -184,8 +187,10 @@ async def test_client_request_id_kept_when_sane_replaced_when_not(memory_relay, 
             replaced = await memory_relay.post(
                 json_body=CHAT, headers=[("x-request-id", "bad id\twith junk")]
             )
-    assert kept.headers["x-request-id"] == "abc-123" == kept.json()["id"]
+    assert kept.headers["x-request-id"] == "abc-123" == kept.json()["label"]
+    assert kept.json()["id"] != "abc-123"
     assert replaced.headers["x-request-id"] == replaced.json()["id"] != "bad id\twith junk"
+    assert replaced.json()["label"] is None
 
 
 async def test_query_string_reaches_the_worker(memory_relay, nursery) -> None:

@@ -92,7 +92,8 @@ class Fleet:
         assert response.status_code == 200, response.text
         line = await self.relay.wait_for(
             lambda line: (
-                line.get("event") == "request finished" and line.get("request_id") == request_id
+                line.get("event") == "request finished"
+                and line.get("client_request_id") == request_id
             )
         )
         worker_id = line["worker_id"]
