@@ -1018,9 +1018,9 @@ def rm_command(
     )
 
 
-DEFAULT_CATALOG_URL = (
-    "https://raw.githubusercontent.com/modelrelay/modelrelay/main/agent/llamafile/catalog.toml"
-)
+# No catalog URL is built in: the project publishes none yet, and a guessed
+# address would fetch whatever lives there. `--url` or `config set catalog-url`.
+DEFAULT_CATALOG_URL = ""
 
 
 @app.command("update-catalog")
@@ -1039,6 +1039,11 @@ def update_catalog_command(
     home = _home()
     _ensure(home)
     source = url or str(_settings(home).get("catalog-url", DEFAULT_CATALOG_URL))
+    if not source:
+        raise CatalogError(
+            "no catalog URL: pass --url URL, or set one with "
+            "`agent llamafile config set catalog-url URL`; kept the current catalog"
+        )
     try:
         with httpx.stream("GET", source, timeout=30, follow_redirects=True) as response:
             if response.status_code != 200:
