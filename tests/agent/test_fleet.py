@@ -93,7 +93,7 @@ async def test_one_budget_across_relays(nursery: trio.Nursery, fake_backend: Fak
     assert cancelled.status_code == 499
     assert room == Pong(current_load=0)
     assert third.status_code == 200
-    assert fake_backend.max_in_flight == 1
+    assert fake_backend.max_running == 1
 
 
 async def test_a_relay_without_the_fleet_extension_gets_worker_busy(
