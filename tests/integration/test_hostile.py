@@ -376,7 +376,9 @@ async def test_backend_failures_never_show_its_address_to_a_client() -> None:
                 "/v1/messages", json={"model": "fake-model", "max_tokens": 5, "messages": []}
             )
     for response in (openai, anthropic):
-        assert response.status_code == 502
+        # No healthy worker left for the model: 503 with Retry-After (issue 14's rule).
+        assert response.status_code == 503
+        assert response.headers["retry-after"]
         for leak in (str(port), "127.0.0.1", "secret-prefix"):
             assert leak not in response.text, response.text
 
