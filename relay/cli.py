@@ -279,6 +279,7 @@ def serve(
         typer.Option(
             envvar="STREAM_KEEPALIVE_SECS",
             min=0,
+            metavar="SECONDS",
             help="Keepalive period for a streamed request waiting for its first token (0 = off).",
             rich_help_panel="Limits and timeouts",
         ),

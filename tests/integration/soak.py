@@ -143,6 +143,8 @@ async def run_soak(
     kill_every: tuple[float, float] | None = (0.3, 1.0),
     backends: int = 1,
     stop_every: tuple[float, float] = (0.3, 1.0),
+    min_kills: int = 0,
+    min_stops: int = 0,
 ) -> SoakReport:
     """Run the soak; return what happened to every request.
 
@@ -155,6 +157,10 @@ async def run_soak(
             backends, each stopped and restarted in turn (agent `i` sits in
             front of backend ``i % backends``).
         stop_every: Seconds between backend stops (and each stop's length).
+        min_kills, min_stops: The load goes on past `requests` until this many
+            agents were killed and backends stopped, so that a fast machine
+            cannot finish the load before the chaos it is meant to meet
+            (`report.requests` then says how many were sent).
     """
     rng = random.Random(seed)
     report = SoakReport(requests, concurrency, agents, 0, 0.0, backends=backends)
@@ -170,6 +176,7 @@ async def run_soak(
                     report,
                     kill_every,
                     pool.chaos(rng, report, stop_every),
+                    (min_kills, min_stops),
                 )
             nursery.cancel_scope.cancel()
         return report
@@ -183,7 +190,7 @@ async def run_soak(
         first = await backend_proc.stdout.receive_some(200)
         backend_url = first.decode().split("=", 1)[1].strip()
         async with _relay() as (relay, url):
-            await _soak(relay, url, [backend_url], rng, report, kill_every, None)
+            await _soak(relay, url, [backend_url], rng, report, kill_every, None, (min_kills, 0))
     finally:
         backend_proc.send_signal(signal.SIGTERM)
         with trio.move_on_after(5):
@@ -279,6 +286,7 @@ async def _soak(
     report: SoakReport,
     kill_every: tuple[float, float] | None,
     backend_chaos: Callable[[trio.Event, httpx.AsyncClient], Awaitable[None]] | None,
+    chaos_wanted: tuple[int, int] = (0, 0),
 ) -> None:
     flags = ("--models", "soak", "--max-concurrency", "16")
     start = trio.current_time()
@@ -316,13 +324,21 @@ async def _soak(
                 async with limiter:
                     await _one(client, i, rng, report, addresses)
 
+            min_kills, min_stops = chaos_wanted
+
+            def more() -> bool:
+                return report.kills < min_kills or report.backend_stops < min_stops
+
             async with trio.open_nursery() as n:
-                for i in range(report.requests):
+                i = 0
+                while i < report.requests or more():
                     await limiter.acquire()
                     limiter.release()
                     n.start_soon(bounded, i)
                     if i % 200 == 0:
                         report.relay_rss_kib.append(_rss_kib(relay.process.pid))
+                    i += 1
+                report.requests = i
             load_done.set()
 
         async with trio.open_nursery() as nursery:
