@@ -68,10 +68,9 @@ _MAX_NAME = 200
 def request_is_tls(req: Request) -> bool:
     """Whether the browser reached us over TLS: decides the cookie's `Secure` flag.
 
-    The ASGI scope's scheme says so for a TLS listener. Behind a TLS proxy
-    this is where `X-Forwarded-Proto` from a `--trusted-proxies` address
-    belongs (the operator issue); until then such a deployment gets a
-    cookie without `Secure`, which the browser still sends only to this host.
+    The ASGI scope's scheme says so: behind a TLS proxy listed in
+    `--trusted-proxies`, `relay.proxies.ClientApp` has already set it from
+    that proxy's `X-Forwarded-Proto`; anyone else's header is ignored.
     """
     return req.scheme in ("https", "wss")
 
