@@ -4,11 +4,15 @@ It sits between the agent and a real llama.cpp server and:
 
 - records every POST body it receives, as received (the captured Claude Code
   request kept in tests/agent/golden/ came from here);
-- makes the model's answer short and the same every run: ``temperature: 0``
-  and a stop at the first newline or end of sentence (``stop_sequences`` on
-  ``/v1/messages``, ``stop`` on ``/v1/chat/completions``), as other live
-  tests decode greedily (a greedy line can run for hundreds of tokens).
-  SmolLM2 sampled under Claude Code's prompt can ramble for minutes;
+- makes the model's answer short and the same every run: ``temperature: 0``,
+  a stop at the first newline or end of sentence (``stop_sequences`` on
+  ``/v1/messages``, ``stop`` on ``/v1/chat/completions``) and at most
+  `SHORT_ANSWER_TOKENS` tokens, an answer cut there being reported as a
+  natural stop. SmolLM2 sampled under Claude Code's prompt can ramble for
+  minutes, and a greedy line can loop without punctuation until the context
+  is full (minutes on 2 cores, past the relay's request timeout, after which
+  Claude Code retries); a ``max_tokens`` stop would make Claude Code ask the
+  model to go on, so it is reported as ``end_turn`` / ``stop``;
 - notes when the first generated token came back (``first_token``: a
   ``*_delta`` event from llama.cpp), so a test can cut a client after it
   (llama.cpp finishes a prompt's prefill before it looks at its client again);
@@ -30,7 +34,7 @@ import hypercorn.config
 import hypercorn.trio
 import trio
 
-__all__ = ["RecordingProxy"]
+__all__ = ["SHORT_ANSWER_TOKENS", "RecordingProxy"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -38,6 +42,13 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 _STOPS = ("\n", ".", "!", "?")
+SHORT_ANSWER_TOKENS = 48
+# A shortened answer cut at its token cap ends as if at a stop: llama.cpp
+# writes compact JSON, one event per write.
+_CAP_AS_STOP = (
+    (b'"stop_reason":"max_tokens"', b'"stop_reason":"end_turn"'),
+    (b'"finish_reason":"length"', b'"finish_reason":"stop"'),
+)
 _HOP = frozenset({b"content-length", b"transfer-encoding", b"connection", b"keep-alive"})
 
 
@@ -130,6 +141,9 @@ class RecordingProxy:
                 async for data in response.aiter_raw():
                     if b"_delta" in data or b'"delta"' in data:
                         self.first_token.set()
+                    if self.shorten:
+                        for capped, stopped in _CAP_AS_STOP:
+                            data = data.replace(capped, stopped)
                     await send({"type": "http.response.body", "body": data, "more_body": True})
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
             finally:
@@ -144,7 +158,7 @@ async def _watch_disconnect(receive: Receive, scope: trio.CancelScope) -> None:
 
 
 def _shorten(path: str, body: bytes) -> bytes:
-    """Greedy decoding, stopped at the first sentence: a short answer, the same every run."""
+    """Greedy decoding, stopped at the first sentence or token cap: short, the same every run."""
     try:
         doc = json.loads(body)
     except ValueError:
@@ -152,8 +166,10 @@ def _shorten(path: str, body: bytes) -> bytes:
     if not isinstance(doc, dict):
         return body
     doc["temperature"] = 0
+    doc["max_tokens"] = SHORT_ANSWER_TOKENS
     if path.startswith("/v1/messages"):
         doc["stop_sequences"] = list(_STOPS)
     elif path.startswith("/v1/chat/completions"):
         doc["stop"] = list(_STOPS)
+        doc.pop("max_completion_tokens", None)
     return json.dumps(doc).encode()
