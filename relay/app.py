@@ -60,7 +60,7 @@ class RelayApp:
             # itself, and closes an ambiguously framed request's connection).
             if _ambiguous_framing(scope):
                 send = partial(_send_shielding_the_end, send, True)
-            await self.proxy_request(scope, receive, send)
+            await self._guarded_proxy(scope, receive, send)
         elif scope["type"] == "websocket" and path == WORKER_PATH:
             await self.worker_socket(scope, receive, send)
         else:
@@ -70,7 +70,16 @@ class RelayApp:
             await self.quart(scope, receive, send)  # type: ignore[arg-type]
 
     async def proxy_request(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """POST /v1/*: the proxy, with a bug answered as a plain 500 (relay.front calls it)."""
+        """POST /v1/*, for the builtin front (relay.front), which answers a bug itself.
+
+        The front knows whether a response has started, so the hot path needs
+        no wrapped ``send`` to find out; Hypercorn's path goes through
+        `_guarded_proxy`.
+        """
+        await self.proxy(scope, receive, send)
+
+    async def _guarded_proxy(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """POST /v1/* under Hypercorn: the proxy, with a bug answered as a plain 500."""
         started = False
 
         async def tracking_send(message: MutableMapping[str, Any]) -> None:

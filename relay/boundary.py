@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 __all__ = [
     "HANGUP_EXTENSION",
     "SEND_NOW_EXTENSION",
+    "WHOLE_BODY_EXTENSION",
     "ClientWriter",
     "ConcurrentWrite",
     "Sent",
@@ -60,6 +61,12 @@ SEND_NOW_EXTENSION = "modelrelay.send_now"
 of a started streamed response at once, without blocking, if the socket takes
 it. Called from another task than the request's, so only under the rule of
 this module (the proxy wraps it in a `ClientWriter`)."""
+
+WHOLE_BODY_EXTENSION = "modelrelay.whole_body"
+"""ASGI scope extension: the whole request body (bytes), present when the
+server already had all of it with the head. The app then reads no
+``http.request`` message: ``receive()`` goes straight to waiting for
+``http.disconnect``. Saves the small request a receive and a deadline scope."""
 
 HANGUP_EXTENSION = "modelrelay.hangup"
 """ASGI scope extension a server may offer instead of ``http.disconnect`` watching.

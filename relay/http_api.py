@@ -40,7 +40,13 @@ import attrs
 import trio
 
 import wire
-from relay.boundary import HANGUP_EXTENSION, SEND_NOW_EXTENSION, ClientWriter, Sent
+from relay.boundary import (
+    HANGUP_EXTENSION,
+    SEND_NOW_EXTENSION,
+    WHOLE_BODY_EXTENSION,
+    ClientWriter,
+    Sent,
+)
 from relay.dialects import Dialect, error_body, stream_error_event
 from relay.errors import (
     BadRequest,
@@ -106,6 +112,7 @@ _DROP_RESPONSE_HEADERS = frozenset(
 )
 _ANTHROPIC_PING = b'event: ping\ndata: {"type": "ping"}\n\n'
 _SSE_KEEPALIVE = b": keepalive\n\n"
+_NO_EXTENSIONS: dict[str, Any] = {}
 _SSE_HEADERS = [
     (b"content-type", b"text/event-stream"),
     (b"cache-control", b"no-cache"),
@@ -247,6 +254,7 @@ class Proxy:
         path: str = scope["path"]
         dialect = Dialect.for_path(path)
         headers: list[tuple[bytes, bytes]] = scope["headers"]
+        extensions = scope.get("extensions") or _NO_EXTENSIONS
         # The relay's own id, unique: the worker's frame and every lease are
         # keyed by it. The client's x-request-id is a label only.
         request_id = f"{self._id_prefix}{next(self._ids):x}"
@@ -268,11 +276,17 @@ class Proxy:
             limit = self.config.max_body_bytes
             if declared is not None and declared > limit:
                 raise PayloadTooLarge(_too_large(declared, limit))
-            try:
-                body = await self._read_body(receive, start)
-            except _ClientGone:
-                return
-            held = len(body)
+            whole: bytes | None = extensions.get(WHOLE_BODY_EXTENSION)
+            if whole is not None:  # it came with the head: nothing to wait for
+                held = len(whole)  # counted from here on (released below if refused)
+                self._hold(held, held)
+                body = whole
+            else:
+                try:
+                    body = await self._read_body(receive, start)
+                except _ClientGone:
+                    return
+                held = len(body)
             model, stream = _parse_body(body)
             if self.hub.draining:
                 raise Unavailable("the relay is shutting down; retry shortly", retry_after=5)
@@ -334,7 +348,6 @@ class Proxy:
         )
         self.relay.record_started(model, key_id)
         self.relay.inflight.add(call.tracked)
-        extensions = scope.get("extensions") or {}
         call.send_now = extensions.get(SEND_NOW_EXTENSION)
         watch = extensions.get(HANGUP_EXTENSION)
         try:
@@ -372,8 +385,6 @@ class Proxy:
             _ClientGone: the client left.
         """
         cfg = self.config
-        limit = cfg.max_body_bytes
-        budget = self.body_budget
         parts: list[bytes] = []
         size = 0
         deadline = start + cfg.body_timeout if cfg.body_timeout > 0 else math.inf
@@ -385,21 +396,7 @@ class Proxy:
                         raise _ClientGone
                     chunk = message.get("body", b"")
                     size += len(chunk)
-                    self.held_body_bytes += len(chunk)
-                    if size > limit:
-                        # A chunked body: `size` is only what arrived so far, not its size.
-                        raise PayloadTooLarge(
-                            f"the request body is over the relay's limit of {limit} bytes"
-                        )
-                    if self.held_body_bytes > budget:
-                        log.warning(
-                            "request bodies past the relay's budget: refusing one",
-                            extra={"held_bytes": self.held_body_bytes, "budget": budget},
-                        )
-                        raise Unavailable(
-                            "the relay is holding too many request bodies; retry shortly",
-                            retry_after=1,
-                        )
+                    self._hold(len(chunk), size)
                     parts.append(chunk)
                     if not message.get("more_body", False):
                         return parts[0] if len(parts) == 1 else b"".join(parts)
@@ -410,6 +407,27 @@ class Proxy:
         raise RequestTimeout(
             f"the request body did not arrive within {cfg.body_timeout:g}s of its head"
         )
+
+    def _hold(self, added: int, size: int) -> None:
+        """Count `added` body bytes against the relay's budget; `size` is the body's so far.
+
+        Raises (the bytes stay counted: the caller releases what it held):
+            PayloadTooLarge: past `--max-body-bytes`.
+            Unavailable: the bodies held across all requests would pass the budget.
+        """
+        self.held_body_bytes += added
+        limit = self.config.max_body_bytes
+        if size > limit:
+            # A chunked body: `size` is only what arrived so far, not its size.
+            raise PayloadTooLarge(f"the request body is over the relay's limit of {limit} bytes")
+        if self.held_body_bytes > self.body_budget:
+            log.warning(
+                "request bodies past the relay's budget: refusing one",
+                extra={"held_bytes": self.held_body_bytes, "budget": self.body_budget},
+            )
+            raise Unavailable(
+                "the relay is holding too many request bodies; retry shortly", retry_after=1
+            )
 
     async def _run(self, call: _Call) -> None:
         cfg = self.config

@@ -10,8 +10,10 @@ admin-auth limit and the logs all use the real address.
 
 `ClientApp` wraps the relay's app at its three entry points (the front calls
 `proxy_request` and `worker_socket` directly, Hypercorn calls the app), and
-binds the client's address and user agent in context variables, which
-`ClientLogFilter` adds to the `relay.request` log lines.
+binds the request's scope in a context variable, from which `ClientLogFilter`
+adds the client's address and user agent to the `relay.request` log lines.
+Both are worked out only when a line is written: with no trusted proxy and
+no request log, a request pays one context-variable set here.
 """
 
 from __future__ import annotations
@@ -43,8 +45,10 @@ __all__ = [
 _MAX_USER_AGENT = 256
 _MAX_FORWARDED = 2048
 
-_client_ip: contextvars.ContextVar[str | None] = contextvars.ContextVar("client_ip", default=None)
-_user_agent: contextvars.ContextVar[str | None] = contextvars.ContextVar("user_agent", default=None)
+# The scope of the request this task serves (as rewritten for trusted proxies).
+_request_scope: contextvars.ContextVar[Scope | None] = contextvars.ContextVar(
+    "request_scope", default=None
+)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -95,11 +99,10 @@ def _rewritten(scope: Scope, trusted: TrustedProxies) -> Scope:
     return scope
 
 
-def _bind_client(scope: Scope) -> None:
-    """Bind the client's address and user agent for this request's log lines."""
-    _client_ip.set((scope.get("client") or (None,))[0])
+def _client_fields(scope: Scope) -> tuple[str | None, str | None]:
+    """The client's address and user agent (clipped), for a log line."""
     agent = _header(scope, b"user-agent")
-    _user_agent.set(agent[:_MAX_USER_AGENT] if agent else None)
+    return (scope.get("client") or (None,))[0], agent[:_MAX_USER_AGENT] if agent else None
 
 
 class ClientApp:
@@ -119,13 +122,15 @@ class ClientApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope.get("type") in ("http", "websocket"):
-            scope = _rewritten(scope, self.trusted)
-            _bind_client(scope)
+            if self.trusted:
+                scope = _rewritten(scope, self.trusted)
+            _request_scope.set(scope)
         await self.app(scope, receive, send)
 
     async def proxy_request(self, scope: Scope, receive: Receive, send: Send) -> None:
-        scope = _rewritten(scope, self.trusted)
-        _bind_client(scope)
+        if self.trusted:
+            scope = _rewritten(scope, self.trusted)
+        _request_scope.set(scope)
         await self.app.proxy_request(scope, receive, send)
 
 
@@ -133,10 +138,12 @@ class ClientLogFilter(logging.Filter):
     """Adds `client_ip` and `user_agent` to a record from the request's context."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        scope = _request_scope.get()
+        client_ip, user_agent = _client_fields(scope) if scope is not None else (None, None)
         if getattr(record, "client_ip", None) is None:
-            record.client_ip = _client_ip.get()
+            record.client_ip = client_ip
         if getattr(record, "user_agent", None) is None:
-            record.user_agent = _user_agent.get()
+            record.user_agent = user_agent
         return True
 
 

@@ -86,11 +86,16 @@ class Telemetry:
         status = summary.status
         key = (model, endpoint_label(summary.path), str(status))
         self.by_code[key] = self.by_code.get(key, 0) + 1
-        wait = self.queue_wait.setdefault(model, Histogram())
+        wait = self.queue_wait.get(model)
+        if wait is None:  # not setdefault: that builds a histogram per request
+            wait = self.queue_wait[model] = Histogram()
         if summary.queue_wait is not None:
             wait.observe(summary.queue_wait)
         if summary.ttfb is not None and 200 <= status < 300:
-            self.client_ttfb.setdefault(model, Histogram()).observe(summary.ttfb)
+            ttfb = self.client_ttfb.get(model)
+            if ttfb is None:
+                ttfb = self.client_ttfb[model] = Histogram()
+            ttfb.observe(summary.ttfb)
         worker_id = summary.worker_id
         if worker_id and status >= 500 and status != 504:
             wkey = (str(worker_id), worker_name or "")

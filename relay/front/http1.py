@@ -71,15 +71,18 @@ def head_lines(status: int, headers: Iterable[tuple[bytes, bytes]], date: bytes)
     return lines
 
 
-def asks_to_close(request: h11.Request) -> bool:
+def asks_to_close(headers: list[tuple[bytes, bytes]]) -> bool:
     """``Connection: close`` from the client, or a head whose framing is ambiguous.
 
     A request with both ``Content-Length`` and ``Transfer-Encoding`` may be
     a smuggling attempt (RFC 9112 §6.1): h11 reads it by its chunks; it is
     answered, and its connection then closed, so nothing more is read from it.
+
+    Args:
+        headers: The request's headers as h11 parsed them (lowercase names).
     """
     length = chunked = False
-    for name, value in request.headers:
+    for name, value in headers:
         if name == b"connection" and b"close" in value.lower():
             return True
         if name == b"content-length":
@@ -134,6 +137,33 @@ class Exchange:
         self._continued = False  # 100 Continue sent
         self._head: MutableMapping[str, Any] | None = None
         self._backlog = b""  # what a `send_now` could not write; goes out first
+        self._parts: list[bytes] = []  # body parsed by `buffered_body`, not yet received
+
+    def buffered_body(self) -> bytes | None:
+        """The whole request body if it came with the head, else None; never reads the socket.
+
+        A small request's body usually arrives in the same read as its head,
+        and then the proxy needs neither ``receive()`` nor a deadline to wait
+        for it (`relay.boundary.WHOLE_BODY_EXTENSION`). What is parsed of a
+        longer body stays for `receive`, as does a framing error (h11 raises
+        it again there).
+        """
+        conn = self.conn
+        parts = self._parts
+        while True:
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError:
+                return None
+            kind = type(event)
+            if kind is h11.Data:
+                parts.append(event.data)
+            elif kind is h11.EndOfMessage:
+                self._body_done = True
+                self._parts = []
+                return parts[0] if len(parts) == 1 else b"".join(parts)
+            else:
+                return None  # NEED_DATA: the rest is on its way, or waits for 100 Continue
 
     async def receive(self) -> dict[str, Any]:
         if self.gone:
@@ -143,7 +173,7 @@ class Exchange:
             if conn.client_is_waiting_for_100_continue and not self._continued:
                 self._continued = True
                 await self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            parts: list[bytes] = []
+            parts, self._parts = self._parts, []
             while not self.gone:
                 try:
                     event = conn.next_event()
@@ -298,9 +328,20 @@ class Exchange:
 
 
 def http_scope(
-    request: h11.Request, client: tuple[str, int] | None, server: tuple[str, int] | None
+    request: h11.Request,
+    headers: list[tuple[bytes, bytes]],
+    client: tuple[str, int] | None,
+    server: tuple[str, int] | None,
 ) -> dict[str, Any]:
-    """The ASGI scope of `request` as an HTTP request (the worker socket amends it)."""
+    """The ASGI scope of `request` as an HTTP request.
+
+    Args:
+        request: The head h11 parsed.
+        headers: Its headers, read once into a list (h11's `Headers` is a
+            `Sequence`: every pass over it calls ``__getitem__`` per header).
+        client: The peer's address.
+        server: Ours.
+    """
     raw_path, _, query = request.target.partition(b"?")
     return {
         "type": "http",
@@ -312,7 +353,7 @@ def http_scope(
         "raw_path": raw_path,
         "query_string": query,
         "root_path": "",
-        "headers": list(request.headers),
+        "headers": headers,
         "client": client,
         "server": server,
         "extensions": {},

@@ -37,7 +37,7 @@ import h11
 import trio
 
 from mrcommon import sockio
-from relay.boundary import HANGUP_EXTENSION, SEND_NOW_EXTENSION
+from relay.boundary import HANGUP_EXTENSION, SEND_NOW_EXTENSION, WHOLE_BODY_EXTENSION
 from relay.front.hangup import HangupWatch
 from relay.front.http1 import MAX_HEAD, MAX_RECV, Exchange, HttpDate, asks_to_close, http_scope
 from relay.front.hypercorn import HandOff
@@ -77,7 +77,7 @@ def _url(family: int, address: tuple[Any, ...]) -> str:
     return f"http://[{host}]:{port}" if family == socket.AF_INET6 else f"http://{host}:{port}"
 
 
-def _route(request: h11.Request) -> str | None:
+def _route(request: h11.Request, headers: list[tuple[bytes, bytes]]) -> str | None:
     """What serves `request` here: the proxy, the worker socket, the app, or None (Hypercorn).
 
     Hypercorn gets only what this front does not speak: another upgrade
@@ -86,11 +86,11 @@ def _route(request: h11.Request) -> str | None:
     """
     method = request.method
     if method == b"POST" and request.target.startswith(b"/v1/"):
-        for name, _ in request.headers:
+        for name, _ in headers:
             if name == b"upgrade":
                 return None
         return _PROXY
-    for name, value in request.headers:
+    for name, value in headers:
         if name == b"upgrade":
             if (
                 method == b"GET"
@@ -196,7 +196,11 @@ class Front:
                 return False
             if event is None and conn.trailing_data[1]:
                 return False  # the client left halfway through a head
-            route = None if event is None else _route(event)
+            if event is None:
+                route = None
+            else:
+                headers = list(event.headers)  # a `Sequence`: read it once
+                route = _route(event, headers)
             if route is None:
                 if self.closing:
                     return False
@@ -207,15 +211,18 @@ class Front:
                 return False
             del raw
             exchange = Exchange(stream, conn, self._date.now())
-            if asks_to_close(event):
+            if asks_to_close(headers):
                 exchange.keep_alive = False
-            scope = http_scope(event, client, server)
+            scope = http_scope(event, headers, client, server)
             if route is _PROXY:
-                scope["extensions"][SEND_NOW_EXTENSION] = exchange.send_now
+                extensions = scope["extensions"]
+                extensions[SEND_NOW_EXTENSION] = exchange.send_now
                 if self.hangups is not None:
-                    watch = partial(self.hangups.watch, sock.fileno())
-                    scope["extensions"][HANGUP_EXTENSION] = watch
-                await self.app.proxy_request(scope, exchange.receive, exchange.send)
+                    extensions[HANGUP_EXTENSION] = partial(self.hangups.watch, sock.fileno())
+                body = exchange.buffered_body()
+                if body is not None:
+                    extensions[WHOLE_BODY_EXTENSION] = body
+                await self._proxy_request(scope, exchange)
             else:
                 await self._app_request(scope, exchange, event.method == b"HEAD")
             if exchange.malformed and not exchange.started:
@@ -259,6 +266,21 @@ class Front:
             return False
         finally:
             idle.pop(stream, None)
+
+    async def _proxy_request(self, scope: dict[str, Any], exchange: Exchange) -> None:
+        """POST /v1/*: the proxy, with a bug answered here as a plain 500.
+
+        One traceback in our log, a plain 500 if nothing was sent yet, and
+        every other request goes on (the exchange knows what was sent, so
+        the proxy's ``send`` needs no wrapper to track it).
+        """
+        try:
+            await self.app.proxy_request(scope, exchange.receive, exchange.send)
+        except Exception:
+            log.exception("internal error in the proxy", extra={"path": scope["path"]})
+            exchange.keep_alive = False
+            if not exchange.started:
+                await exchange.internal_error()
 
     async def _app_request(self, scope: dict[str, Any], exchange: Exchange, head: bool) -> None:
         """Any other request (models, health, metrics, admin, the dashboard): the Quart app."""

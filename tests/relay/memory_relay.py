@@ -23,7 +23,7 @@ import attrs
 import trio
 
 import wire
-from relay.boundary import HANGUP_EXTENSION, SEND_NOW_EXTENSION, Sent
+from relay.boundary import HANGUP_EXTENSION, SEND_NOW_EXTENSION, WHOLE_BODY_EXTENSION, Sent
 from relay.core import Relay
 from relay.http_api import Proxy
 from relay.worker_hub import TransportClosed
@@ -116,6 +116,8 @@ class MemoryExchange:
         extensions: offer the front's ``send_now`` and hang-up watch; without
             them a hang-up is reported through ``receive()`` (Hypercorn's way).
         direct: what ``send_now`` answers once a stream has started.
+        whole: hand the body over in the scope, as the builtin front does when
+            it came with the head (``receive()`` then only waits for a hang-up).
     """
 
     def __init__(
@@ -126,6 +128,7 @@ class MemoryExchange:
         *,
         extensions: bool = True,
         direct: Sent = Sent.ALL,
+        whole: bool = False,
     ) -> None:
         target, _, query = path.partition("?")
         self.scope: dict[str, Any] = {
@@ -139,8 +142,10 @@ class MemoryExchange:
         if extensions:
             self.scope["extensions"][SEND_NOW_EXTENSION] = self.send_now
             self.scope["extensions"][HANGUP_EXTENSION] = self.watch
+        if whole:
+            self.scope["extensions"][WHOLE_BODY_EXTENSION] = body
         self._body = body
-        self._body_sent = False
+        self._body_sent = whole
         self._direct = direct
         self._on_hangup: Callable[[], None] | None = None
         self.gone = trio.Event()  # the client hung up
@@ -288,9 +293,12 @@ class MemoryRelay:
         headers: Sequence[tuple[str, str]] = (),
         extensions: bool = True,
         direct: Sent = Sent.ALL,
+        whole: bool = False,
     ) -> MemoryExchange:
         body = content if content is not None else json.dumps(json_body).encode()
-        return MemoryExchange(path, body, headers, extensions=extensions, direct=direct)
+        return MemoryExchange(
+            path, body, headers, extensions=extensions, direct=direct, whole=whole
+        )
 
     async def serve(self, exchange: MemoryExchange) -> Response:
         """Run the proxy for `exchange` in this task, to its end."""
@@ -308,10 +316,11 @@ class MemoryRelay:
         content: bytes | None = None,
         headers: Sequence[tuple[str, str]] = (),
         extensions: bool = True,
+        whole: bool = False,
     ) -> Response:
         """One request through the proxy, served in this task."""
         exchange = self.exchange(
-            path, json_body, content=content, headers=headers, extensions=extensions
+            path, json_body, content=content, headers=headers, extensions=extensions, whole=whole
         )
         return await self.serve(exchange)
 

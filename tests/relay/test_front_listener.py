@@ -20,7 +20,7 @@ import trio
 import trio.testing
 
 import wire
-from relay.boundary import HANGUP_EXTENSION
+from relay.boundary import HANGUP_EXTENSION, WHOLE_BODY_EXTENSION
 from relay.front import listener
 from relay.front.hangup import HangupWatch
 from tests.relay.fake_worker import connect_worker
@@ -388,9 +388,11 @@ async def test_an_unfinished_head_past_16_kib_is_refused_without_harm(relay) -> 
 class _App:
     """A stand-in for `RelayApp` with the three entries the listener calls.
 
-    ``proxy_request`` (POST /v1/*) waits for its client to hang up through
-    the hang-up watch and records it; ``__call__`` answers every other request
-    ``ok`` (or raises, for paths starting ``/boom``) and speaks the lifespan.
+    ``proxy_request`` (POST /v1/*) records the body it got (whole with the
+    head, or by ``receive()``), raises for ``/v1/boom``, and otherwise waits
+    for its client to hang up through the hang-up watch and records it;
+    ``__call__`` answers every other request ``ok`` (or raises, for paths
+    starting ``/boom``) and speaks the lifespan.
     """
 
     worker_socket = None
@@ -398,6 +400,7 @@ class _App:
     def __init__(self) -> None:
         self.hung_up = trio.Event()
         self.proxied: list[str] = []
+        self.bodies: list[tuple[str, bytes]] = []  # ("whole" or "received", body)
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -416,7 +419,14 @@ class _App:
         self, scope: MutableMapping[str, Any], receive: Receive, send: Send
     ) -> None:
         self.proxied.append(scope["path"])
-        await receive()  # the body
+        whole = scope["extensions"].get(WHOLE_BODY_EXTENSION)
+        if whole is not None:
+            self.bodies.append(("whole", whole))
+        else:
+            message = await receive()
+            self.bodies.append(("received", message["body"]))
+        if scope["path"] == "/v1/boom":
+            raise RuntimeError("a bug in the proxy")
         watch = scope["extensions"].get(HANGUP_EXTENSION)
         assert watch is not None, "a POST /v1/* here always gets the hang-up watch"
         left = trio.Event()
@@ -479,6 +489,42 @@ async def test_a_bug_below_the_app_is_a_plain_500_and_the_connection_closes(
         assert await client.at_eof()
     assert "internal error in the app" in caplog.text
     await client.aclose()
+
+
+async def test_a_bug_in_the_proxy_is_a_plain_500_and_the_connection_closes(
+    front_app, caplog
+) -> None:
+    _app, url = front_app
+    client = await RawClient.open(url)
+    with trio.fail_after(5):
+        await client.send(post("/v1/boom"))
+        head, body = await client.response()
+        assert head.status_code == 500
+        assert "internal relay error" in json.loads(body)["error"]["message"]
+        assert await client.at_eof()
+    assert "internal error in the proxy" in caplog.text
+    await client.aclose()
+
+
+async def test_a_body_that_came_with_its_head_is_handed_over_whole(front_app) -> None:
+    """One read brought head and body: the proxy gets the body in the scope
+    and waits for nothing; a body still on its way comes by ``receive()``."""
+    app, url = front_app
+    body = b'{"model": "m"}'
+    whole = await RawClient.open(url)
+    later = await RawClient.open(url)
+    with trio.fail_after(5):
+        await whole.send(post("/v1/boom", body=body))
+        await whole.response()
+        request = post("/v1/boom", body=body)
+        await later.send(request[: -len(body)])  # the head only
+        await trio.testing.wait_all_tasks_blocked(cushion=0.01)
+        assert len(app.bodies) == 1  # the second waits for its body
+        await later.send(body)
+        await later.response()
+    assert app.bodies == [("whole", body), ("received", body)]
+    await whole.aclose()
+    await later.aclose()
 
 
 async def test_a_post_after_a_get_is_cancelled_when_its_client_leaves(relay) -> None:

@@ -153,14 +153,37 @@ async def test_unknown_model_is_404_listing_served(memory_relay) -> None:
     assert "alpha, beta" in response.json()["error"]["message"]
 
 
-async def test_body_over_limit_is_413_before_reading_it(start_memory_relay) -> None:
+@pytest.mark.parametrize("whole", [False, True], ids=["received", "whole-with-head"])
+async def test_body_over_limit_is_413_before_reading_it(start_memory_relay, whole) -> None:
     relay = start_memory_relay(max_body_bytes=1000)
     big = {"model": "m1", "messages": [{"role": "user", "content": "x" * 2000}]}
     declared = [("content-length", str(len(json.dumps(big))))]
     for headers in (declared, []):  # declared, or found out while reading
-        response = await relay.post("/v1/messages", big, headers=headers)
+        response = await relay.post("/v1/messages", big, headers=headers, whole=whole)
         assert response.status == 413
         assert response.json()["error"]["type"] == "request_too_large"
+    assert relay.proxy.held_body_bytes == 0
+
+
+async def test_a_whole_body_past_the_budget_is_503_and_holds_nothing(start_memory_relay) -> None:
+    relay = start_memory_relay(max_body_bytes=1000, max_pending_body_bytes=1000)
+    relay.proxy.held_body_bytes = 990  # other requests' bodies, still being read
+    response = await relay.post(json_body=CHAT, whole=True)
+    assert response.status == 503
+    assert response.headers["retry-after"] == "1"
+    assert relay.proxy.held_body_bytes == 990
+
+
+async def test_a_whole_body_is_served_without_a_receive(memory_relay, nursery) -> None:
+    async with memory_relay.worker() as worker:
+        exchange = memory_relay.exchange(json_body=CHAT, whole=True)
+        nursery.start_soon(memory_relay.serve, exchange)
+        request = await worker.recv_request()
+        assert json.loads(request.body) == CHAT
+        await worker.reply(request, '{"ok": true}')
+        await exchange.finished.wait()
+    assert exchange.response().status == 200
+    assert memory_relay.proxy.held_body_bytes == 0
 
 
 async def test_wrong_types_are_400(memory_relay) -> None:
