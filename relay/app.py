@@ -69,14 +69,15 @@ class RelayApp:
             # Quart types the ASGI messages as TypedDicts; ours are plain mappings.
             await self.quart(scope, receive, send)  # type: ignore[arg-type]
 
-    async def proxy_request(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """POST /v1/*, for the builtin front (relay.front), which answers a bug itself.
+    @property
+    def proxy_request(self) -> Proxy:
+        """POST /v1/* for the builtin front (relay.front), which answers a bug itself: the proxy.
 
         The front knows whether a response has started, so the hot path needs
-        no wrapped ``send`` to find out; Hypercorn's path goes through
-        `_guarded_proxy`.
+        no wrapped ``send`` to find out, nor a layer of its own; Hypercorn's
+        path goes through `_guarded_proxy`.
         """
-        await self.proxy(scope, receive, send)
+        return self.proxy
 
     async def _guarded_proxy(self, scope: Scope, receive: Receive, send: Send) -> None:
         """POST /v1/* under Hypercorn: the proxy, with a bug answered as a plain 500."""

@@ -59,6 +59,7 @@ from relay.errors import (
     UpstreamError,
 )
 from relay.inflight import Tracked
+from relay.proxies import bind_request
 from relay.worker_hub import LeaseEnd, Ticket
 
 if TYPE_CHECKING:
@@ -251,6 +252,7 @@ class Proxy:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = trio.current_time()
+        bind_request(scope)  # the client's address and user agent, should a line be logged
         path: str = scope["path"]
         dialect = Dialect.for_path(path)
         headers: list[tuple[bytes, bytes]] = scope["headers"]
@@ -524,10 +526,8 @@ class Proxy:
         await call.send({"type": "http.response.body", "body": frame, "more_body": True})
 
     async def _first_items(self, call: _Call, lease: Lease) -> list[Item]:
-        """The worker's first items, with keepalives while a streamed client waits for them."""
+        """A streamed request's first items from the worker, with keepalives while it waits."""
         period = self.config.stream_keepalive
-        if not call.stream or period <= 0:
-            return await lease.receive()
         while True:
             with trio.move_on_after(period):
                 return await lease.receive()
@@ -548,7 +548,10 @@ class Proxy:
 
     async def _relay_response(self, call: _Call, lease: Lease) -> None:
         send = call.send
-        items = await self._first_items(call, lease)
+        if call.stream and self.config.stream_keepalive > 0:
+            items = await self._first_items(call, lease)
+        else:
+            items = await lease.receive()
         call.first_byte_at = trio.current_time()
         first = items[0]
         if isinstance(first, wire.ResponseComplete):

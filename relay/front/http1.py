@@ -155,10 +155,9 @@ class Exchange:
                 event = conn.next_event()
             except h11.RemoteProtocolError:
                 return None
-            kind = type(event)
-            if kind is h11.Data:
+            if type(event) is h11.Data:
                 parts.append(event.data)
-            elif kind is h11.EndOfMessage:
+            elif type(event) is h11.EndOfMessage:
                 self._body_done = True
                 self._parts = []
                 return parts[0] if len(parts) == 1 else b"".join(parts)

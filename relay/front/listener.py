@@ -122,6 +122,7 @@ class Front:
         self.config = config
         self.state = state
         self.hand_off = HandOff(app, config, state)
+        self._proxy = app.proxy_request  # looked up once: it is the same for every request
         self.closing = False
         # Connections waiting for a request head, and since when. Kept here
         # rather than as a deadline per request: one scan a second is cheaper
@@ -275,7 +276,7 @@ class Front:
         the proxy's ``send`` needs no wrapper to track it).
         """
         try:
-            await self.app.proxy_request(scope, exchange.receive, exchange.send)
+            await self._proxy(scope, exchange.receive, exchange.send)
         except Exception:
             log.exception("internal error in the proxy", extra={"path": scope["path"]})
             exchange.keep_alive = False
