@@ -109,7 +109,8 @@ class Ticket:
     bounced: bool = False
     lease: Lease | None = None
     error: Exception | None = None
-    _assigned: trio.Event | None = None
+    # Set by the hub once it has filled `lease` or `error` (made by `Hub.acquire`).
+    assigned: trio.Event | None = None
 
 
 @attrs.define(eq=False)
@@ -267,7 +268,8 @@ class Worker:
     # sends nothing after a cancel).
     cancelling: dict[str, float] = attrs.field(factory=dict)
     session_scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
-    _outbox: trio.MemorySendChannel[str] | None = None
+    # The session's frames to the agent, drained by its writer task (set by the hub).
+    outbox: trio.MemorySendChannel[str] | None = None
     _cancel_added: trio.Event = attrs.field(factory=trio.Event)
 
     @property
@@ -312,15 +314,21 @@ class Worker:
         outbox is sized from its capacity; a full one means the worker has
         stopped reading, and the session ends.
         """
-        assert self._outbox is not None
+        assert self.outbox is not None
         try:
-            self._outbox.send_nowait(frame)
+            self.outbox.send_nowait(frame)
         except trio.WouldBlock:
             log.warning("worker stopped reading; closing", extra={"worker_id": self.id})
             self.hub.stats.slow_workers += 1
             self.session_scope.cancel()
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             pass  # session already ending
+
+    async def wait_for_cancelling(self) -> None:
+        """Return once a cancelled request holds a slot (`cancelling` is not empty)."""
+        while not self.cancelling:
+            self._cancel_added = trio.Event()
+            await self._cancel_added.wait()
 
     def cancel(self, lease: Lease, reason: wire.CancelReason | wire.OtherReason) -> None:
         if self.leases.pop(lease.request_id, None) is None:
@@ -533,7 +541,7 @@ class Hub:
                 f"the relay's queue is full ({self.config.max_queue_len} waiting); retry shortly",
                 retry_after=1,
             )
-        ticket._assigned = assigned = trio.Event()
+        ticket.assigned = assigned = trio.Event()
         try:
             if ping is None or keepalive <= 0:
                 await assigned.wait()
@@ -551,7 +559,7 @@ class Hub:
                 ticket.lease = None
             raise
         finally:
-            ticket._assigned = None
+            ticket.assigned = None
         if ticket.error is not None:
             raise ticket.error
         assert ticket.lease is not None
@@ -584,8 +592,8 @@ class Hub:
             if ticket is None:
                 return
             self._assign(ticket, worker)
-            assert ticket._assigned is not None
-            ticket._assigned.set()
+            assert ticket.assigned is not None
+            ticket.assigned.set()
 
     # ------------------------------------------------------------ worker policy
     # The request's task reports what happened to an attempt; the hub decides
@@ -750,8 +758,8 @@ class Hub:
         """Answer every queued request with `error` (relay shutdown)."""
         for ticket in self.queue.drain():
             ticket.error = error
-            if ticket._assigned is not None:
-                ticket._assigned.set()
+            if ticket.assigned is not None:
+                ticket.assigned.set()
 
     # ------------------------------------------------------------ sessions
 
@@ -892,7 +900,7 @@ class Hub:
             outbox_tx, outbox_rx = trio.open_memory_channel[str](
                 2 * min(worker.max_concurrent, 4096) + 64
             )
-            worker._outbox = outbox_tx
+            worker.outbox = outbox_tx
             # Attached before the ack goes out, so a worker that has its ack
             # is routable; frames posted meanwhile wait in the outbox.
             self._attach(worker)
@@ -1027,8 +1035,7 @@ class Hub:
         """Free slots whose cancel went unanswered for cancel_grace seconds."""
         while True:
             if not worker.cancelling:
-                worker._cancel_added = trio.Event()
-                await worker._cancel_added.wait()
+                await worker.wait_for_cancelling()
                 continue
             request_id, deadline = next(iter(worker.cancelling.items()))
             await trio.sleep_until(deadline)
