@@ -11,7 +11,9 @@ more often than not. This script runs the two sides in ABBA order (so each
 goes first as often as second), each round a fresh relay and agent with the
 same warm-up and load as `make bench` (c=64 for throughput and CPU per
 request, c=1 for latency), and reports the median of each figure per side,
-its spread (min-max), and the difference of the medians. Run it with
+its spread (min-max), the difference of the medians, and the median of the
+paired differences (each run against the other side's run next to it in
+time, so a machine that speeds up or slows down mid-run moves both). Run it with
 ``--baseline HEAD`` (the same code on both sides) to see how far apart two
 identical sides land: a difference smaller than that is noise.
 
@@ -38,7 +40,7 @@ from run import FULL, QUICK, Bench, export_tree, machine_info
 
 RESULTS_DIR = setups.ROOT / "bench-results"
 
-# (label, how to get it from the c64 and c1 results, format, lower is better)
+# (label, format) of each compared figure, as `figures` names them.
 FIGURES: list[tuple[str, str]] = [
     ("relay CPU per request (ms)", "{:.3f}"),
     ("agent CPU per request (ms)", "{:.3f}"),
@@ -46,6 +48,7 @@ FIGURES: list[tuple[str, str]] = [
     ("latency c=1 p50 (ms)", "{:.3f}"),
     ("latency c=1 p99 (ms)", "{:.3f}"),
 ]
+LABELS = [label for label, _ in FIGURES]
 
 
 def figures(c64: dict[str, Any], c1: dict[str, Any]) -> dict[str, float]:
@@ -66,20 +69,35 @@ def order(rounds: int) -> list[str]:
     return [pattern[i % 4] for i in range(2 * rounds)]
 
 
-def render(ref: str, samples: dict[str, list[dict[str, float]]]) -> str:
+def paired(sequence: list[tuple[str, dict[str, float]]], label: str) -> float | None:
+    """Median over neighbouring runs (1-2, 3-4, ...: one of each side) of this ÷ baseline - 1."""
+    changes = []
+    for first, second in zip(sequence[::2], sequence[1::2], strict=False):
+        pair = dict([first, second])
+        here, there = pair["relay1"][label], pair["relay1base"][label]
+        if there:
+            changes.append(here / there - 1)
+    return statistics.median(changes) if changes else None
+
+
+def render(ref: str, sequence: list[tuple[str, dict[str, float]]]) -> str:
     lines = [
-        f"| figure | this tree: median (min-max) | {ref}: median (min-max) | difference |",
-        "|---|---|---|---|",
+        f"| figure | this tree: median (min-max) | {ref}: median (min-max) "
+        "| difference of medians | paired difference |",
+        "|---|---|---|---|---|",
     ]
     for label, fmt in FIGURES:
-        here = [s[label] for s in samples["relay1"]]
-        there = [s[label] for s in samples["relay1base"]]
+        here = [got[label] for name, got in sequence if name == "relay1"]
+        there = [got[label] for name, got in sequence if name == "relay1base"]
         a, b = statistics.median(here), statistics.median(there)
         spread_a = f"{fmt.format(min(here))}-{fmt.format(max(here))}"
         spread_b = f"{fmt.format(min(there))}-{fmt.format(max(there))}"
         change = f"{(a - b) / b * 100:+.1f} %" if b else "-"
+        pair = paired(sequence, label)
+        pair_text = f"{pair * 100:+.1f} %" if pair is not None else "-"
         lines.append(
-            f"| {label} | {fmt.format(a)} ({spread_a}) | {fmt.format(b)} ({spread_b}) | {change} |"
+            f"| {label} | {fmt.format(a)} ({spread_a}) | {fmt.format(b)} ({spread_b}) "
+            f"| {change} | {pair_text} |"
         )
     return "\n".join(lines)
 
@@ -93,7 +111,7 @@ def main(argv: list[str]) -> int:
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     info = machine_info([".venv/bin/python", "scripts/bench/ab.py", *argv])
-    samples: dict[str, list[dict[str, float]]] = {"relay1": [], "relay1base": []}
+    sequence: list[tuple[str, dict[str, float]]] = []  # (side, figures), in the order run
     with tempfile.TemporaryDirectory(prefix="modelrelay-ab-") as tmp:
         work = Path(tmp)
         tree = export_tree(args.baseline, work / "baseline")
@@ -107,7 +125,7 @@ def main(argv: list[str]) -> int:
                 finally:
                     setup.stop()
                 got = figures(c64, c1)
-                samples[name].append(got)
+                sequence.append((name, got))
                 side = "this tree" if name == "relay1" else args.baseline
                 print(
                     f"{n:2d}/{2 * args.rounds} {side:>12s}: "
@@ -116,14 +134,14 @@ def main(argv: list[str]) -> int:
                 )
         finally:
             procutil.stop_all()
-    table = render(args.baseline, samples)
+    table = render(args.baseline, sequence)
     print()
     print(table)
     RESULTS_DIR.mkdir(exist_ok=True)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = RESULTS_DIR / f"ab-{stamp}.json"
     params = QUICK if args.quick else FULL
-    out.write_text(json.dumps({"machine": info, "params": params, "samples": samples}, indent=1))
+    out.write_text(json.dumps({"machine": info, "params": params, "sequence": sequence}, indent=1))
     print(f"raw figures: {out.relative_to(setups.ROOT)}")
     return 0
 
