@@ -46,7 +46,16 @@ from relay.front.websocket import WebSocketExchange, handshake_refusal
 from relay.worker_socket import peer_host
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, MutableMapping
+
+    Asgi = Callable[
+        [
+            MutableMapping[str, Any],
+            Callable[[], Awaitable[MutableMapping[str, Any]]],
+            Callable[[MutableMapping[str, Any]], Awaitable[None]],
+        ],
+        Awaitable[None],
+    ]
 
     import hypercorn.config
 
@@ -223,7 +232,7 @@ class Front:
                 body = exchange.buffered_body()
                 if body is not None:
                     extensions[WHOLE_BODY_EXTENSION] = body
-                await self._proxy_request(scope, exchange)
+                await self._guarded(self._proxy, scope, exchange, "internal error in the proxy")
             else:
                 await self._app_request(scope, exchange, event.method == b"HEAD")
             if exchange.malformed and not exchange.started:
@@ -268,31 +277,26 @@ class Front:
         finally:
             idle.pop(stream, None)
 
-    async def _proxy_request(self, scope: dict[str, Any], exchange: Exchange) -> None:
-        """POST /v1/*: the proxy, with a bug answered here as a plain 500.
-
-        One traceback in our log, a plain 500 if nothing was sent yet, and
-        every other request goes on (the exchange knows what was sent, so
-        the proxy's ``send`` needs no wrapper to track it).
-        """
-        try:
-            await self._proxy(scope, exchange.receive, exchange.send)
-        except Exception:
-            log.exception("internal error in the proxy", extra={"path": scope["path"]})
-            exchange.keep_alive = False
-            if not exchange.started:
-                await exchange.internal_error()
-
     async def _app_request(self, scope: dict[str, Any], exchange: Exchange, head: bool) -> None:
         """Any other request (models, health, metrics, admin, the dashboard): the Quart app."""
         scope["state"] = self.state.copy()
         exchange.head_only = head
+        # Quart answers its own errors; what escapes it is a bug below it.
+        await self._guarded(self.app, scope, exchange, "internal error in the app")
+
+    async def _guarded(
+        self, app: Asgi, scope: dict[str, Any], exchange: Exchange, bug: str
+    ) -> None:
+        """Run `app` on `exchange`; a bug in it costs this request only.
+
+        One traceback in our log (the line `bug`), a plain 500 if nothing
+        was sent yet, and the connection closes. The exchange knows what
+        was sent, so the app's ``send`` needs no wrapper to track it.
+        """
         try:
-            await self.app(scope, exchange.receive, exchange.send)
+            await app(scope, exchange.receive, exchange.send)
         except Exception:
-            # Quart answers its own errors; this is a bug below it. One
-            # traceback in our log, a plain 500 if nothing was sent yet.
-            log.exception("internal error in the app", extra={"path": scope["path"]})
+            log.exception(bug, extra={"path": scope["path"]})
             exchange.keep_alive = False
             if not exchange.started:
                 await exchange.internal_error()

@@ -476,33 +476,26 @@ async def test_a_post_after_a_get_on_one_connection_gets_the_hangup_watch(front_
     await client.aclose()
 
 
-async def test_a_bug_below_the_app_is_a_plain_500_and_the_connection_closes(
-    front_app, caplog
+@pytest.mark.parametrize(
+    ("request_bytes", "logged"),
+    [
+        (b"GET /boom HTTP/1.1\r\nhost: relay\r\n\r\n", "internal error in the app"),
+        (post("/v1/boom"), "internal error in the proxy"),
+    ],
+    ids=["app", "proxy"],
+)
+async def test_a_bug_below_the_front_is_a_plain_500_and_the_connection_closes(
+    front_app, caplog, request_bytes: bytes, logged: str
 ) -> None:
     _app, url = front_app
     client = await RawClient.open(url)
     with trio.fail_after(5):
-        await client.send(b"GET /boom HTTP/1.1\r\nhost: relay\r\n\r\n")
+        await client.send(request_bytes)
         head, body = await client.response()
         assert head.status_code == 500
         assert "internal relay error" in json.loads(body)["error"]["message"]
         assert await client.at_eof()
-    assert "internal error in the app" in caplog.text
-    await client.aclose()
-
-
-async def test_a_bug_in_the_proxy_is_a_plain_500_and_the_connection_closes(
-    front_app, caplog
-) -> None:
-    _app, url = front_app
-    client = await RawClient.open(url)
-    with trio.fail_after(5):
-        await client.send(post("/v1/boom"))
-        head, body = await client.response()
-        assert head.status_code == 500
-        assert "internal relay error" in json.loads(body)["error"]["message"]
-        assert await client.at_eof()
-    assert "internal error in the proxy" in caplog.text
+    assert logged in caplog.text
     await client.aclose()
 
 
