@@ -31,13 +31,10 @@ from relay.http_api import Proxy
 from relay.worker_socket import WORKER_PATH, WorkerSocket
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, MutableMapping
+    from collections.abc import MutableMapping
 
+    from relay.asgi import Receive, Scope, Send
     from relay.core import Relay
-
-    Scope = MutableMapping[str, Any]
-    Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-    Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 __all__ = ["RelayApp", "create_app"]
 

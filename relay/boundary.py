@@ -43,9 +43,9 @@ import enum
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, MutableMapping
+    from collections.abc import Callable, MutableMapping
 
-    Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+    from relay.asgi import Send
 
 __all__ = [
     "HANGUP_EXTENSION",

@@ -63,14 +63,11 @@ from relay.proxies import bind_request
 from relay.worker_hub import LeaseEnd, Ticket
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, MutableMapping
+    from collections.abc import Awaitable, Callable
 
+    from relay.asgi import Receive, Scope, Send
     from relay.core import Relay
     from relay.worker_hub import Item, Lease
-
-    Scope = MutableMapping[str, Any]
-    Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-    Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 __all__ = [
     "MAX_ECHO",

@@ -26,12 +26,7 @@ from typing import TYPE_CHECKING, Any
 from relay.trusted import TrustedProxies
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, MutableMapping
-
-    Scope = MutableMapping[str, Any]
-    Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-    Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-    Asgi = Callable[[Scope, Receive, Send], Awaitable[None]]
+    from relay.asgi import Asgi, Receive, Scope, Send
 
 __all__ = [
     "ClientApp",

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
 import attrs
@@ -35,14 +35,11 @@ from relay.proxies import client_of
 from relay.worker_hub import TransportClosed
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
+    from collections.abc import Iterable, Sequence
 
+    from relay.asgi import Receive, Scope, Send
     from relay.core import Relay
     from relay.worker_hub import Transport
-
-    Scope = MutableMapping[str, Any]
-    Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-    Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 __all__ = ["WORKER_PATH", "AsgiTransport", "Refusal", "WorkerSocket"]
 

@@ -14,16 +14,9 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, MutableMapping
+    from collections.abc import MutableMapping
 
-    Asgi = Callable[
-        [
-            MutableMapping[str, Any],
-            Callable[[], Awaitable[MutableMapping[str, Any]]],
-            Callable[[MutableMapping[str, Any]], Awaitable[None]],
-        ],
-        Awaitable[None],
-    ]
+    from relay.asgi import Asgi
 
 __all__ = ["Lifespan", "LifespanFailed"]
 

@@ -46,20 +46,12 @@ from relay.front.websocket import WebSocketExchange, handshake_refusal
 from relay.worker_socket import peer_host
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, MutableMapping
-
-    Asgi = Callable[
-        [
-            MutableMapping[str, Any],
-            Callable[[], Awaitable[MutableMapping[str, Any]]],
-            Callable[[MutableMapping[str, Any]], Awaitable[None]],
-        ],
-        Awaitable[None],
-    ]
+    from collections.abc import Awaitable, Callable
 
     import hypercorn.config
 
     from relay.app import RelayApp
+    from relay.asgi import Asgi
 
 __all__ = ["Front", "serve"]
 
