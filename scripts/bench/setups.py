@@ -306,6 +306,25 @@ class LiteLLM(Setup):
         self.info["startup_s"] = round(time.monotonic() - started, 1)
 
 
+def _agent_run(proxy_url: str, backend_url: str, max_concurrency: int) -> list[str]:
+    """``agent run``'s arguments for a bench agent serving model ``m``."""
+    return [
+        "run",
+        "--proxy-url",
+        proxy_url,
+        "--backend-url",
+        backend_url,
+        "--worker-secret",
+        SECRET,
+        "--models",
+        "m",
+        "--max-concurrency",
+        str(max_concurrency),
+        "--log-level",
+        "warning",
+    ]
+
+
 class Relay(Setup):
     def __init__(
         self,
@@ -369,19 +388,7 @@ class Relay(Setup):
                     f"{self.name}-agent{k}",
                     [
                         *command("agent", f"agent{k}"),
-                        "run",
-                        "--proxy-url",
-                        self.url,
-                        "--backend-url",
-                        f"{backend.url}/t/a{k}",
-                        "--worker-secret",
-                        SECRET,
-                        "--models",
-                        "m",
-                        "--max-concurrency",
-                        str(max_concurrency),
-                        "--log-level",
-                        "warning",
+                        *_agent_run(self.url, f"{backend.url}/t/a{k}", max_concurrency),
                     ],
                     log_dir,
                     env=env,
@@ -481,19 +488,7 @@ class Fleet(Setup):
                     f"{self.name}-agent{k}",
                     [
                         str(VENV_BIN / "agent"),
-                        "run",
-                        "--proxy-url",
-                        ",".join(relay_urls),
-                        "--backend-url",
-                        f"{backend.url}/t/a{k}",
-                        "--worker-secret",
-                        SECRET,
-                        "--models",
-                        "m",
-                        "--max-concurrency",
-                        str(max_concurrency),
-                        "--log-level",
-                        "warning",
+                        *_agent_run(",".join(relay_urls), f"{backend.url}/t/a{k}", max_concurrency),
                     ],
                     log_dir,
                 )

@@ -7,6 +7,8 @@ go through the HTTP front, and they are the slow ones.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING
 
 import attrs
@@ -18,7 +20,7 @@ from tests.integration import procs
 from tests.integration.procs import HTTP_FRONTS, Proc, agent_process, relay_process
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Sequence
 
     import trio
 
@@ -59,11 +61,29 @@ async def backend(nursery: trio.Nursery) -> FakeBackend:
     return fake
 
 
+OpenStack = Callable[..., AbstractAsyncContextManager[Stack]]
+
+
 @pytest.fixture
-async def stack(backend: FakeBackend) -> AsyncIterator[Stack]:
-    async with (
-        relay_process() as (relay, url),
-        agent_process(relay, backend.url, "--max-concurrency", "4") as agent,
-        httpx.AsyncClient(base_url=url, timeout=20) as client,
-    ):
-        yield Stack(relay, url, client, backend, agent)
+def open_stack(backend: FakeBackend) -> OpenStack:
+    """``open_stack(*relay_args, agent_args=...)``: a relay and an agent in front of
+    `backend`, and a client of the relay, for the block (flags of the test's own)."""
+
+    @asynccontextmanager
+    async def open_(
+        *relay_args: str, agent_args: Sequence[str] = ("--max-concurrency", "4")
+    ) -> AsyncIterator[Stack]:
+        async with (
+            relay_process(*relay_args) as (relay, url),
+            agent_process(relay, backend.url, *agent_args) as agent,
+            httpx.AsyncClient(base_url=url, timeout=20) as client,
+        ):
+            yield Stack(relay, url, client, backend, agent)
+
+    return open_
+
+
+@pytest.fixture
+async def stack(open_stack: OpenStack) -> AsyncIterator[Stack]:
+    async with open_stack() as opened:
+        yield opened

@@ -4,28 +4,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import httpx
-
-from tests.fake_backend import FakeBackend
-from tests.integration.procs import agent_process, relay_process
-
 if TYPE_CHECKING:
-    import trio
+    from tests.integration.conftest import OpenStack
+
+MODEL = "fake-model"  # what the `backend` fixture serves
 
 
 async def test_cache_tokens_count_as_prompt_tokens_and_are_reported_apart(
-    nursery: trio.Nursery,
+    open_stack: OpenStack,
 ) -> None:
-    backend = FakeBackend(models=["m"])
-    await nursery.start(backend.run)
-    async with (
-        relay_process("--admin-token", "adm") as (relay, url),
-        agent_process(relay, backend.url, "--models", "m", "--backend-dialect", "anthropic"),
-        httpx.AsyncClient(base_url=url, timeout=20) as client,
-    ):
+    agent_args = ("--models", MODEL, "--backend-dialect", "anthropic")
+    async with open_stack("--admin-token", "adm", agent_args=agent_args) as stack:
+        relay, client = stack.relay, stack.client
         for stream in (True, False):
             body = {
-                "model": "m",
+                "model": MODEL,
                 "max_tokens": 5,
                 "stream": stream,
                 "messages": [{"role": "user", "content": "hi"}],
@@ -36,7 +29,7 @@ async def test_cache_tokens_count_as_prompt_tokens_and_are_reported_apart(
         await relay.wait_count(("request finished",), 2)
         stats = (await client.get("/admin/stats", headers={"authorization": "Bearer adm"})).json()[
             "models"
-        ]["m"]["tokens"]
+        ][MODEL]["tokens"]
         metrics = (await client.get("/metrics")).text
     finished = relay.events("request finished")
     # The fake counts 1 prompt token for "hi"; llama.cpp says the same way
@@ -46,4 +39,4 @@ async def test_cache_tokens_count_as_prompt_tokens_and_are_reported_apart(
     assert stats["in"] == 2 * 3042
     assert stats["cache_read"] == 2 * 3031
     assert stats["cache_creation"] == 2 * 10
-    assert 'modelrelay_cache_tokens_total{kind="read",model="m"} 6062.0' in metrics
+    assert f'modelrelay_cache_tokens_total{{kind="read",model="{MODEL}"}} 6062.0' in metrics
