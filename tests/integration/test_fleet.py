@@ -190,9 +190,25 @@ def pg_url(pg_cluster: PgCluster) -> Iterator[str]:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-def _through(haproxy: Haproxy) -> httpx.AsyncClient:
-    transport = httpx.AsyncHTTPTransport(uds=str(haproxy.socket))
-    return httpx.AsyncClient(transport=transport, base_url="http://fleet", timeout=30)
+@asynccontextmanager
+async def _behind_haproxy(
+    nursery: trio.Nursery,
+) -> AsyncIterator[tuple[Fleet, Haproxy, httpx.AsyncClient]]:
+    """The fleet (8 slots per agent) behind HAProxy, once HAProxy sees both relays up,
+    and a client of HAProxy's socket."""
+    async with (
+        open_fleet(nursery, max_concurrency=8) as fleet,
+        run_haproxy([("127.0.0.1", relay.port) for relay in fleet.relays]) as haproxy,
+        httpx.AsyncClient(
+            transport=httpx.AsyncHTTPTransport(uds=str(haproxy.socket)),
+            base_url="http://fleet",
+            timeout=30,
+        ) as client,
+    ):
+        for i in (0, 1):
+            with trio.fail_after(20):
+                await haproxy.wait_state(f"relay-{i}", running=True)
+        yield fleet, haproxy, client
 
 
 # --------------------------------------------------------------------- tests
@@ -272,14 +288,7 @@ async def test_a_key_made_at_one_relay_works_and_dies_at_the_other(
 async def test_rolling_restart_under_load_through_haproxy_fails_nothing(
     nursery: trio.Nursery,
 ) -> None:
-    async with (
-        open_fleet(nursery, max_concurrency=8) as fleet,
-        run_haproxy([("127.0.0.1", relay.port) for relay in fleet.relays]) as haproxy,
-        _through(haproxy) as client,
-    ):
-        for i in (0, 1):
-            with trio.fail_after(20):
-                await haproxy.wait_state(f"relay-{i}", running=True)
+    async with _behind_haproxy(nursery) as (fleet, haproxy, client):
         outcomes: list[str | None] = []
         restarted = trio.Event()
 
@@ -321,14 +330,7 @@ async def test_rolling_restart_under_load_through_haproxy_fails_nothing(
 async def test_a_killed_relay_fails_its_streams_cleanly_and_the_other_takes_over(
     nursery: trio.Nursery,
 ) -> None:
-    async with (
-        open_fleet(nursery, max_concurrency=8) as fleet,
-        run_haproxy([("127.0.0.1", relay.port) for relay in fleet.relays]) as haproxy,
-        _through(haproxy) as client,
-    ):
-        for i in (0, 1):
-            with trio.fail_after(20):
-                await haproxy.wait_state(f"relay-{i}", running=True)
+    async with _behind_haproxy(nursery) as (fleet, haproxy, client):
         started: list[trio.Event] = [trio.Event() for _ in range(6)]
         ends: list[str] = []
         meanwhile: list[str | None] = []
