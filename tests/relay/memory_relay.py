@@ -35,7 +35,14 @@ if TYPE_CHECKING:
     from relay.config import RelayConfig
     from relay.worker_hub import Hub
 
-__all__ = ["MemoryExchange", "MemoryRelay", "MemoryTransport", "MemoryWorker", "Response"]
+__all__ = [
+    "MemoryExchange",
+    "MemoryRelay",
+    "MemoryTransport",
+    "MemoryWorker",
+    "Response",
+    "refusal",
+]
 
 
 class MemoryTransport:
@@ -336,3 +343,13 @@ class MemoryRelay:
         exchange = self.exchange(path, json_body, extensions=extensions, direct=direct)
         self.nursery.start_soon(self.serve, exchange)
         return exchange
+
+
+def refusal(request: wire.Request, code: str) -> wire.ResponseComplete:
+    """What our agent answers a request it refuses (nothing ran): 503 with the refusal code."""
+    return wire.ResponseComplete(
+        request_id=request.request_id,
+        status_code=503,
+        headers={"content-type": "application/json", wire.REFUSED_HEADER: code},
+        body='{"error":{"message":"refused"}}',
+    )

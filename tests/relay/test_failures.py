@@ -15,6 +15,7 @@ import trio
 import trio.testing
 
 import wire
+from tests.relay.memory_relay import refusal
 
 CHAT = {"model": "m1", "messages": [{"role": "user", "content": "hi"}]}
 STREAM = {**CHAT, "stream": True}
@@ -227,15 +228,6 @@ async def test_queued_request_goes_to_new_worker_in_fifo_order(memory_relay) -> 
     assert all(e.response().status == 200 for e in exchanges)
 
 
-def _refusal(request: wire.Request, code: str) -> wire.ResponseComplete:
-    return wire.ResponseComplete(
-        request_id=request.request_id,
-        status_code=503,
-        headers={"content-type": "application/json", wire.REFUSED_HEADER: code},
-        body='{"error":{"message":"refused"}}',
-    )
-
-
 async def test_worker_refusing_beyond_its_claim_is_contained(memory_relay) -> None:
     """A worker that claims 4 slots but refuses the second request: the
     request goes elsewhere and the liar's capacity drops to what it carries."""
@@ -245,7 +237,7 @@ async def test_worker_refusing_beyond_its_claim_is_contained(memory_relay) -> No
         held = await liar.recv_request()
         second = memory_relay.start(json_body=CHAT)
         refused = await liar.recv_request()
-        await liar.send(_refusal(refused, "worker_busy"))
+        await liar.send(refusal(refused, "worker_busy"))
         await trio.testing.wait_all_tasks_blocked()
         state = memory_relay.hub.workers[liar.worker_id]
         assert state.max_concurrent == 1
@@ -266,7 +258,7 @@ async def test_worker_refusing_as_draining_gets_no_more_work(memory_relay) -> No
     worker = await memory_relay.attach_worker(name="leaving", max_concurrent=4)
     exchange = memory_relay.start(json_body=CHAT)
     with trio.fail_after(5):
-        await worker.send(_refusal(await worker.recv_request(), "worker_draining"))
+        await worker.send(refusal(await worker.recv_request(), "worker_draining"))
         await trio.testing.wait_all_tasks_blocked()
         state = memory_relay.hub.workers[worker.worker_id]
         assert state.draining

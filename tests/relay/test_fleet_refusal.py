@@ -17,18 +17,10 @@ import trio
 import trio.testing
 
 import wire
+from tests.relay.memory_relay import refusal
 
 CHAT = {"model": "m1", "messages": [{"role": "user", "content": "hi"}]}
 FLEET = (wire.CAPABILITY_DRAIN, wire.CAPABILITY_FLEET)
-
-
-def _refusal(request: wire.Request, code: str) -> wire.ResponseComplete:
-    return wire.ResponseComplete(
-        request_id=request.request_id,
-        status_code=503,
-        headers={"content-type": "application/json", wire.REFUSED_HEADER: code},
-        body='{"error":{"message":"refused"}}',
-    )
 
 
 async def test_the_relay_agrees_the_fleet_capability(memory_relay) -> None:
@@ -50,7 +42,7 @@ async def test_budget_refusal_bounces_without_counting_or_lowering_capacity(
         bounced_exchange = memory_relay.start(json_body=CHAT)
         for _ in range(hub.config.max_requeues + 2):
             bounced = await worker.recv_request()
-            await worker.send(_refusal(bounced, wire.REFUSED_FLEET_BUSY))
+            await worker.send(refusal(bounced, wire.REFUSED_FLEET_BUSY))
             await trio.testing.wait_all_tasks_blocked()
             assert state.saturated
             assert state.max_concurrent == 2  # its claim was honest
@@ -78,7 +70,7 @@ async def test_a_completion_ends_the_saturation(memory_relay) -> None:
     with trio.fail_after(5):
         held = await worker.recv_request()
         second = memory_relay.start(json_body=CHAT)
-        await worker.send(_refusal(await worker.recv_request(), wire.REFUSED_FLEET_BUSY))
+        await worker.send(refusal(await worker.recv_request(), wire.REFUSED_FLEET_BUSY))
         await trio.testing.wait_all_tasks_blocked()
         assert hub.workers[worker.worker_id].saturated
         await worker.reply(held, "{}")
@@ -93,7 +85,7 @@ async def test_a_pong_at_full_load_keeps_the_worker_saturated(memory_relay) -> N
     worker = await memory_relay.attach_worker(max_concurrent=1, capabilities=FLEET)
     exchange = memory_relay.start(json_body=CHAT)
     with trio.fail_after(5):
-        await worker.send(_refusal(await worker.recv_request(), wire.REFUSED_FLEET_BUSY))
+        await worker.send(refusal(await worker.recv_request(), wire.REFUSED_FLEET_BUSY))
         await worker.send(wire.Pong(current_load=1))  # still full elsewhere
         await trio.testing.wait_all_tasks_blocked()
         assert hub.workers[worker.worker_id].saturated
