@@ -66,7 +66,7 @@ import hypercorn.config
 import hypercorn.trio
 import trio
 
-__all__ = ["FakeBackend", "Recorded"]
+__all__ = ["FakeBackend", "Recorded", "read_body", "serve_lifespan"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -304,18 +304,13 @@ class FakeBackend:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
+            await serve_lifespan(receive, send)
             return
         if scope["type"] != "http":
             return
-        body = bytearray()
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            if not message.get("more_body", False):
-                break
+        body = await read_body(receive)
+        if body is None:
+            return
         headers = {
             name.decode("latin-1").lower(): value.decode("latin-1")
             for name, value in scope["headers"]
@@ -323,13 +318,13 @@ class FakeBackend:
         path: str = scope["path"]
         method: str = scope["method"]
         if path.startswith("/_control/"):
-            await self._control(method, path, bytes(body), _Exchange(_dummy_record(), send))
+            await self._control(method, path, body, _Exchange(_dummy_record(), send))
             return
         try:
             parsed: Any = json.loads(body) if body else None
         except ValueError:
             parsed = None
-        record = Recorded(method, path, headers, bytes(body), parsed, trio.current_time())
+        record = Recorded(method, path, headers, body, parsed, trio.current_time())
         self.requests.append(record)
         arrived, self._arrived = self._arrived, trio.Event()
         arrived.set()
@@ -348,15 +343,6 @@ class FakeBackend:
         finally:
             if posted:
                 self.running -= 1
-
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
 
     @staticmethod
     async def _watch_disconnect(
@@ -782,6 +768,29 @@ def _error_payload(anthropic: bool, status: int, message: str) -> dict[str, Any]
         return {"type": "error", "error": {"type": kind, "message": message}}
     kind = _OPENAI_ERROR_TYPES.get(status, "server_error")
     return {"error": {"message": message, "type": kind, "code": status}}
+
+
+async def read_body(receive: Receive) -> bytes | None:
+    """An ASGI request's whole body, or None when the client left first."""
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        body += message.get("body", b"")
+        if not message.get("more_body", False):
+            return bytes(body)
+
+
+async def serve_lifespan(receive: Receive, send: Send) -> None:
+    """Answer an ASGI lifespan: start at once, stop at once."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
 
 
 def _dummy_record() -> Recorded:

@@ -34,6 +34,8 @@ import hypercorn.config
 import hypercorn.trio
 import trio
 
+from tests.fake_backend import read_body, serve_lifespan
+
 __all__ = ["SHORT_ANSWER_TOKENS", "RecordingProxy"]
 
 Scope = MutableMapping[str, Any]
@@ -97,22 +99,15 @@ class RecordingProxy:
     ) -> None:
         if scope["type"] != "http":
             if scope["type"] == "lifespan":
-                while (message := await receive())["type"] != "lifespan.shutdown":
-                    await send({"type": "lifespan.startup.complete"})
-                await send({"type": "lifespan.shutdown.complete"})
+                await serve_lifespan(receive, send)
             return
-        body = bytearray()
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            if not message.get("more_body", False):
-                break
+        body = await read_body(receive)
+        if body is None:
+            return
         path = scope["path"]
         query = scope.get("query_string", b"").decode()
         target = f"{path}?{query}" if query else path
-        sent = bytes(body)
+        sent = body
         if scope["method"] == "POST":
             self.bodies.append((target, sent))
             if self.shorten:
