@@ -123,6 +123,11 @@ class RelayCollector(Collector):
             "Time from a request's arrival to the first frame of its response, by model.",
             labels=["model"],
         )
+        wait = HistogramMetricFamily(
+            _NS + "queue_wait_seconds",
+            "Time requests waited in the queue before their first dispatch, by model.",
+            labels=["model"],
+        )
         depth = queue_depths(stats.models, fleet.queued)
         queue = GaugeMetricFamily(
             _NS + "queue_depth", "Requests waiting for a worker, by model.", labels=["model"]
@@ -147,10 +152,12 @@ class RelayCollector(Collector):
             cache.add_metric([model, "creation"], tally.tokens_cache_creation)
             duration.add_metric(label, tally.latency.exported(), tally.latency.total)
             ttfb.add_metric(label, tally.ttfb.exported(), tally.ttfb.total)
+            wait.add_metric(label, tally.queue_wait.exported(), tally.queue_wait.total)
             queued = depth.get(model, 0)
             queue.add_metric(label, queued)
             in_flight.add_metric(label, max(0, tally.active - queued))
-        yield from (requests, errors, requeues, tokens, cache, duration, ttfb, queue, in_flight)
+        yield from (requests, errors, requeues, tokens, cache, duration, ttfb, wait, queue)
+        yield in_flight
 
         totals = stats.totals
         rejected = CounterMetricFamily(

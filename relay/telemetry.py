@@ -1,9 +1,9 @@
 """Request figures seen from the client's side, for `/metrics`.
 
 relay/stats.py counts what the relay decides (status classes, the worker's
-first frame); this module adds what an operator's dashboards ask next:
+first frame, the queue wait, all exported by relay/metrics.py); this module
+adds what an operator's dashboards ask next:
 
-- how long requests waited in the queue, per model;
 - time to first byte as the client sees it: from the request's arrival at
   the relay (queue wait included) to the answer's first byte, which the
   proxy writes to the client as soon as its task holds the worker's first
@@ -68,15 +68,19 @@ def endpoint_label(path: str | None) -> str:
 class Telemetry:
     """The client-side tallies; fed by `relay.core.Relay.record_finished`/`_rejected`."""
 
-    queue_wait: dict[str, Histogram] = attrs.field(factory=dict)
     client_ttfb: dict[str, Histogram] = attrs.field(factory=dict)
     by_code: dict[tuple[str, str, str], int] = attrs.field(factory=dict)
     backend_errors: dict[tuple[str, str], int] = attrs.field(factory=dict)
+    # The model labels given so far (at most MAX_MODELS, then OTHER_MODEL).
+    models: set[str] = attrs.field(factory=set)
 
     def _model(self, model: str | None) -> str:
         if not model:
             return ""
-        if model in self.queue_wait or len(self.queue_wait) < MAX_MODELS:
+        if model in self.models:
+            return model
+        if len(self.models) < MAX_MODELS:
+            self.models.add(model)
             return model
         return OTHER_MODEL
 
@@ -86,14 +90,9 @@ class Telemetry:
         status = summary.status
         key = (model, endpoint_label(summary.path), str(status))
         self.by_code[key] = self.by_code.get(key, 0) + 1
-        wait = self.queue_wait.get(model)
-        if wait is None:  # not setdefault: that builds a histogram per request
-            wait = self.queue_wait[model] = Histogram()
-        if summary.queue_wait is not None:
-            wait.observe(summary.queue_wait)
         if summary.ttfb is not None and 200 <= status < 300:
             ttfb = self.client_ttfb.get(model)
-            if ttfb is None:
+            if ttfb is None:  # not setdefault: that builds a histogram per request
                 ttfb = self.client_ttfb[model] = Histogram()
             ttfb.observe(summary.ttfb)
         worker_id = summary.worker_id
@@ -116,13 +115,6 @@ class TelemetryCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         t = self._t
-        wait = HistogramMetricFamily(
-            _NS + "queue_wait_seconds",
-            "Time requests waited in the queue before their first dispatch, by model.",
-            labels=["model"],
-        )
-        for model, hist in t.queue_wait.items():
-            wait.add_metric([model], hist.exported(), hist.total)
         ttft = HistogramMetricFamily(
             _NS + "client_time_to_first_byte_seconds",
             "Time from a request's arrival to its first byte written to the client "
@@ -146,7 +138,7 @@ class TelemetryCollector(Collector):
         )
         for (worker, name), count in t.backend_errors.items():
             errors.add_metric([worker, name], count)
-        yield from (wait, ttft, codes, errors)
+        yield from (ttft, codes, errors)
 
 
 def register(telemetry: Telemetry, registry: CollectorRegistry) -> None:
