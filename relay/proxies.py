@@ -9,11 +9,13 @@ scope is what the rest of the relay sees: the worker-auth rate limit, the
 admin-auth limit and the logs all use the real address.
 
 `ClientApp` wraps the relay's app at its three entry points (the front calls
-`proxy_request` and `worker_socket` directly, Hypercorn calls the app), and
-binds the request's scope in a context variable, from which `ClientLogFilter`
-adds the client's address and user agent to the `relay.request` log lines.
-Both are worked out only when a line is written: with no trusted proxy and
-no request log, a request pays one context-variable set here.
+`proxy_request` and `worker_socket` directly, Hypercorn calls the app) to
+rewrite the scope; with no trusted proxy, the front's `proxy_request` is the
+app's own. The request's scope is bound in a context variable (`bind_request`:
+by the proxy itself, and by `ClientApp` for the app's other requests), from
+which `ClientLogFilter` adds the client's address and user agent to the
+`relay.request` log lines. Both are worked out only when a line is written:
+with no trusted proxy, a request pays one context-variable set for them.
 """
 
 from __future__ import annotations
@@ -120,7 +122,7 @@ class ClientApp:
         if scope.get("type") in ("http", "websocket"):
             if self.trusted:
                 scope = _rewritten(scope, self.trusted)
-            _request_scope.set(scope)
+            bind_request(scope)
         await self.app(scope, receive, send)
 
     @property
